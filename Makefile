@@ -1,0 +1,62 @@
+# Every target works on a fresh machine and is safe to re-run.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBS := prometheus prometheus-alertmanager
+# Where demo and test runs keep their temporary files; `make clean` removes it.
+RUNDIR := .run
+
+.PHONY: help install system-deps test lint format run demo bench clean install-service
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+install: system-deps $(STAMP) ## virtualenv, the package (editable, with dev extras), Debian packages
+
+system-deps: ## install prometheus and prometheus-alertmanager with apt-get when missing
+	@missing=""; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  echo "installing Debian packages:$$missing"; \
+	  $$sudo apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "devops-agent needs Python >= 3.11, found " + sys.version.split()[0])'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: install ## ruff check, ruff format --check, mypy --strict
+	$(BIN)/ruff check agent tests
+	$(BIN)/ruff format --check agent tests
+	$(BIN)/mypy agent
+
+format: install ## rewrite the code with ruff format and ruff's safe fixes
+	$(BIN)/ruff check --fix agent tests
+	$(BIN)/ruff format agent tests
+
+test: lint ## lint, types, then the whole test suite (integration tests included)
+	$(BIN)/pytest tests --ignore=tests/bench
+
+run: install ## the daemon in the foreground (reads .env)
+	$(BIN)/devops-agent run
+
+demo: install ## the whole loop on local parts: a leaking service healed end to end
+	$(BIN)/python -m agent.demo --workdir $(RUNDIR)/demo
+
+bench: install ## speed and memory figures, printed as ratios
+	$(BIN)/pytest tests/bench -s -p no:randomly -o addopts="" --timeout=900
+
+clean: ## remove the virtualenv, caches and everything under .run/
+	rm -rf $(VENV) $(RUNDIR) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,112 @@
+"""The ``devops-agent`` command line.
+
+Each subcommand is a small function that loads the settings, builds what it needs and
+returns an exit code. Expected failures (bad configuration, an unreachable upstream) end
+in one line on stderr and a documented exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from agent import __version__
+from agent.errors import AgentError, ConfigError
+from agent.logs import configure_logging
+from agent.settings import Settings, load_settings, redacted_summary
+
+EX_OK = 0
+EX_FAILURE = 1
+EX_CONFIG = 78  # sysexits.h EX_CONFIG; systemd's RestartPreventExitStatus=78 relies on it
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _fail(message: str) -> None:
+    print(f"devops-agent: {message}", file=sys.stderr)
+
+
+def load_or_report(args: argparse.Namespace) -> Settings | None:
+    """Load the settings; on failure print every problem, one per line, and return None."""
+    try:
+        return load_settings(env_file=args.env_file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _fail(f"config: {problem}")
+        _fail(f"{len(exc.problems)} configuration problem(s); nothing was started")
+        return None
+
+
+def setup_logging(settings: Settings, *, to_stderr: bool = False) -> None:
+    """Configure structured logs from the settings, redacting every configured secret."""
+    env = settings.env
+    secrets = [
+        s.get_secret_value()
+        for s in (env.openai_api_key, env.ai_command_gateway_token, env.prometheus_bearer_token)
+        if s is not None
+    ]
+    configure_logging(
+        env.log_level, env.log_format, secrets, stream=sys.stderr if to_stderr else None
+    )
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate everything and print a redacted summary."""
+    settings = load_or_report(args)
+    if settings is None:
+        return EX_CONFIG
+    print("configuration OK")
+    rows = redacted_summary(settings)
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    return EX_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="devops-agent",
+        description="Self-healing agent: sweeps Prometheus, diagnoses, acts via the gateway.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=Path(".env"),
+        help="dotenv file read before the environment (default: .env, if present)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    check = sub.add_parser(
+        "check-config",
+        help="validate the environment and the TOML file, print a redacted summary",
+        description="Exit 0 when the configuration is usable, 78 (EX_CONFIG) otherwise.",
+    )
+    check.set_defaults(func=cmd_check_config)
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Later modules add their subcommands here (run, sweep, incidents, gateway-check).
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            _fail(f"config: {problem}")
+        return EX_CONFIG
+    except AgentError as exc:
+        _fail(str(exc))
+        return EX_FAILURE
+    except KeyboardInterrupt:
+        return 130

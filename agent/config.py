@@ -1,0 +1,267 @@
+"""The TOML file: schedule, checks, guardrail policy, action catalogue, runbook.
+
+These are the things an operator tunes per fleet and reviews in a pull request, so they
+live in a file rather than in environment variables. Unknown keys are errors: a typo in
+a guardrail must never silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+)
+
+from agent.errors import ConfigError
+
+#: Action ids every catalogue must define; the diagnosis and the guardrails rely on them.
+REQUIRED_ACTIONS = (
+    "restart",
+    "start",
+    "stop",
+    "collect_logs",
+    "inspect_resources",
+    "health_check",
+    "escalate",
+    "none",
+)
+
+
+class Severity(StrEnum):
+    """How bad a finding is; orders the diagnosis queue and picks the gateway priority."""
+
+    critical = "critical"
+    warning = "warning"
+    info = "info"
+
+    @property
+    def rank(self) -> int:
+        """Lower is more severe."""
+        return {"critical": 0, "warning": 1, "info": 2}[self.value]
+
+
+Priority = Literal["LOW", "NORMAL", "HIGH", "URGENT"]
+FindingKind = Literal["alert", "health", "anomaly"]
+ALL_KINDS: tuple[FindingKind, ...] = ("alert", "health", "anomaly")
+
+
+def _duration(value: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]*[smhd]", value):
+        raise ValueError(f"must be a Prometheus duration like 30m or 2h, got {value!r}")
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from exc
+    return value
+
+
+def _name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.:-]*", value):
+        raise ValueError(f"must be a plain identifier, got {value!r}")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+Regex = Annotated[str, AfterValidator(_regex)]
+Name = Annotated[str, AfterValidator(_name)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Schedule(_Section):
+    sweep_interval_seconds: PositiveFloat = 30.0
+    verify_after_seconds: PositiveFloat = 120.0
+    misfire_grace_seconds: PositiveFloat = 30.0
+    shutdown_grace_seconds: PositiveFloat = 20.0
+    catch_up_window_seconds: PositiveFloat = 900.0
+
+
+class PrometheusOptions(_Section):
+    query_timeout_seconds: PositiveFloat = 10.0
+    tls_verify: bool = True
+    ca_bundle: Path | None = None
+    target_labels: list[str] = Field(
+        default_factory=lambda: ["service", "container", "name", "job"], min_length=1
+    )
+    volatile_labels: list[str] = Field(
+        default_factory=lambda: ["alertstate", "__name__", "instance_pod", "pod_ip"]
+    )
+
+
+class HealthCheck(_Section):
+    name: Name
+    expr: Annotated[str, Field(min_length=1)]
+    severity: Severity = Severity.warning
+    target_label: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    for_seconds: NonNegativeFloat = 0.0
+
+
+class AnomalyCheck(_Section):
+    name: Name
+    selector: Annotated[str, Field(min_length=1)]
+    target_label: Annotated[str, Field(min_length=1)]
+    baseline_window: Duration = "30m"
+    z_threshold: PositiveFloat = 3.0
+    min_abs_change: NonNegativeFloat = 0.0
+    direction: Literal["up", "down", "both"] = "both"
+    severity: Severity = Severity.warning
+    description: str = ""
+    for_seconds: NonNegativeFloat = 0.0
+
+
+class Checks(_Section):
+    health: list[HealthCheck] = Field(default_factory=list)
+    anomaly: list[AnomalyCheck] = Field(default_factory=list)
+
+
+class Policy(_Section):
+    action_cooldown_seconds: NonNegativeFloat = 900.0
+    max_actions_per_target_per_hour: PositiveInt = 3
+    max_actions_per_hour: PositiveInt = 10
+    circuit_breaker_failures: PositiveInt = 3
+    storm_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    storm_min_services: PositiveInt = 5
+    recheck_before_dispatch: bool = True
+
+
+class Diagnosis(_Section):
+    use_llm: bool = True
+    max_concurrency: PositiveInt = 4
+    max_steps: PositiveInt = 5
+    token_budget: PositiveInt = 12000
+    tool_result_max_chars: PositiveInt = 1500
+    untrusted_max_chars: PositiveInt = 1500
+    min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
+    request_timeout_seconds: PositiveFloat = 30.0
+    max_retries: Annotated[int, Field(ge=0)] = 3
+    noise_alerts: list[str] = Field(default_factory=lambda: ["Watchdog", "InfoInhibitor"])
+
+
+class GatewayOptions(_Section):
+    max_attempts: PositiveInt = 4
+    deadline_seconds: PositiveFloat = 60.0
+    backoff_initial_seconds: PositiveFloat = 1.0
+    backoff_max_seconds: PositiveFloat = 15.0
+    output_max_chars: PositiveInt = 4000
+    context_max_chars: PositiveInt = 800
+
+
+class Action(_Section):
+    intent: str = ""
+    mutating: bool = False
+    critical_priority: Priority = "HIGH"
+
+
+class Service(_Section):
+    actions: list[str]
+    related: list[str] = Field(default_factory=list)
+
+
+class RunbookRule(_Section):
+    name: Name
+    match: Regex
+    kinds: list[FindingKind] = Field(default_factory=lambda: list(ALL_KINDS))
+    action: str
+
+
+class AgentConfig(_Section):
+    schedule: Schedule = Field(default_factory=Schedule)
+    prometheus: PrometheusOptions = Field(default_factory=PrometheusOptions)
+    checks: Checks = Field(default_factory=Checks)
+    policy: Policy = Field(default_factory=Policy)
+    diagnosis: Diagnosis = Field(default_factory=Diagnosis)
+    gateway: GatewayOptions = Field(default_factory=GatewayOptions)
+    actions: dict[str, Action]
+    services: dict[str, Service]
+    runbook: list[RunbookRule] = Field(default_factory=list)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def cross_check(config: AgentConfig) -> list[str]:
+    """Problems that span sections: unknown action ids, missing catalogue entries."""
+    problems = [
+        f"actions.{action}: the catalogue must define this action"
+        for action in REQUIRED_ACTIONS
+        if action not in config.actions
+    ]
+    for action_id, action in config.actions.items():
+        if action.mutating and not action.intent:
+            problems.append(f"actions.{action_id}.intent: a mutating action needs an intent")
+    for name, service in config.services.items():
+        problems += [
+            f"services.{name}.actions: unknown action {a!r}"
+            for a in service.actions
+            if a not in config.actions
+        ]
+    problems += [
+        f"runbook[{i}].action: unknown action {rule.action!r}"
+        for i, rule in enumerate(config.runbook)
+        if rule.action not in config.actions
+    ]
+    names = [c.name for c in config.checks.health] + [c.name for c in config.checks.anomaly]
+    problems += [
+        f"checks: check name {n!r} is used twice"
+        for n in sorted({n for n in names if names.count(n) > 1})
+    ]
+    return problems
+
+
+def parse_config(data: dict[str, Any], source: str) -> AgentConfig:
+    """Validate an already parsed TOML document."""
+    try:
+        config = AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            [
+                f"{source}: {_loc(e['loc'])}: "
+                + (
+                    "required key is missing"
+                    if e["type"] == "missing"
+                    else e["msg"].removeprefix("Value error, ")
+                )
+                for e in exc.errors(include_url=False, include_input=False)
+            ]
+        ) from None
+    if problems := cross_check(config):
+        raise ConfigError([f"{source}: {p}" for p in problems])
+    return config
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate the TOML file; every problem is named in the ConfigError."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"AGENT_CONFIG: no such file {path}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"AGENT_CONFIG: cannot read {path}: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_config(data, str(path))

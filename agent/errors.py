@@ -1,0 +1,84 @@
+"""The agent's own error tree.
+
+Library exceptions (httpx, requests, openai, sqlite3) never leave the module that talks
+to the library: they are wrapped with ``raise ... from exc`` into one of these, so callers
+decide on retry or give-up by type alone::
+
+    AgentError
+    ├── ConfigError                  bad environment or TOML file; exit 78
+    ├── PrometheusError
+    │   ├── PrometheusTransientError unreachable, timeout, 5xx
+    │   └── PrometheusPermanentError bad query, 4xx, malformed answer
+    ├── AlertmanagerError
+    ├── LLMError
+    │   ├── LLMTransientError        429, 5xx, timeout, connection
+    │   └── LLMPermanentError        401/403/400, output that fails validation
+    ├── GatewayError
+    │   ├── GatewayTransientError    5xx, 429, connection, EXECUTION_ERROR ...
+    │   └── GatewayPermanentError    401/403/422, VALIDATION_ERROR, unknown shape
+    └── StoreError                   the incident store failed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class AgentError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+
+class ConfigError(AgentError):
+    """The configuration is unusable; carries every problem found, one line each."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        super().__init__("; ".join(self.problems) or "invalid configuration")
+
+
+class PrometheusError(AgentError):
+    """Prometheus could not answer a question."""
+
+
+class PrometheusTransientError(PrometheusError):
+    """Prometheus is unreachable, slow or failing; asking again later may work."""
+
+
+class PrometheusPermanentError(PrometheusError):
+    """Prometheus rejected the question or answered something unreadable."""
+
+
+class AlertmanagerError(AgentError):
+    """Alertmanager could not be read or written."""
+
+
+class LLMError(AgentError):
+    """The chat model could not produce a usable answer."""
+
+
+class LLMTransientError(LLMError):
+    """Rate limit, server error, timeout or connection failure."""
+
+
+class LLMPermanentError(LLMError):
+    """Authentication, a rejected request, or output that does not validate."""
+
+
+class GatewayError(AgentError):
+    """The AI Command Gateway could not carry out a request."""
+
+
+class GatewayTransientError(GatewayError):
+    """Worth retrying: transport failures, 5xx, 429 and the gateway's transient statuses."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class GatewayPermanentError(GatewayError):
+    """Never retried: 4xx, VALIDATION_ERROR, a response shape neither generation uses."""
+
+
+class StoreError(AgentError):
+    """The incident store failed to read or write."""

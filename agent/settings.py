@@ -1,0 +1,245 @@
+"""The agent's settings: one typed object, validated once, passed explicitly.
+
+Two sources feed it. The environment (and an optional ``.env`` file) carries where the
+upstreams are and the secrets; the TOML file named by ``AGENT_CONFIG`` carries the
+schedule, the checks, the guardrail policy and the action catalogue. ``load_settings``
+reads both and reports *every* problem at once as a ``ConfigError``, so an operator fixes
+a broken deployment in one round instead of one restart per typo.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agent.config import AgentConfig, load_config
+from agent.errors import ConfigError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+    if not parts.hostname:
+        raise ValueError(f"must name a host, got {value!r}")
+    return value.strip().rstrip("/")
+
+
+def _log_level(value: object) -> object:
+    if isinstance(value, str):
+        name = value.strip().upper()
+        return "WARNING" if name == "WARN" else name
+    return value
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:9464, got {value!r}")
+    return value.strip()
+
+
+def _state_url(value: str) -> str:
+    if not value.startswith("sqlite:///") or len(value) <= len("sqlite:///"):
+        raise ValueError(
+            f"must be sqlite:///PATH (the only store backend in this version), got {value!r}"
+        )
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_log_level)
+]
+
+
+def default_state_dir() -> Path:
+    """Where the SQLite store lives when AGENT_STATE_URL is not set."""
+    if state := os.environ.get("STATE_DIRECTORY"):  # set by systemd's StateDirectory=
+        return Path(state.split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "devops-agent"
+
+
+class EnvSettings(BaseSettings):
+    """Variables read from the environment and ``.env``; names match the env var names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+    # Prometheus, the source of findings.
+    prometheus_url: HttpUrl
+    prometheus_bearer_token: SecretStr | None = None
+    alertmanager_url: HttpUrl | None = None
+
+    # The AI Command Gateway, the only way the agent acts.
+    ai_command_gateway_url: HttpUrl
+    ai_command_gateway_timeout: PositiveFloat
+    ai_command_gateway_source_id: Annotated[str, Field(min_length=1)]
+    ai_command_gateway_token: SecretStr | None = None
+
+    # The chat model used for diagnosis.
+    openai_api_key: SecretStr
+    openai_base_url: HttpUrl | None = None
+    llm_model: Annotated[str, Field(min_length=1)]
+    llm_temperature: Annotated[float, Field(ge=0.0, le=2.0)]
+    llm_max_tokens: PositiveInt
+
+    # Runtime.
+    log_level: LogLevel
+    log_format: Literal["auto", "json", "console"] = "auto"
+    environment: Literal["development", "staging", "production"]
+    agent_config: Path = Path("config/agent.toml")
+    agent_state_url: Annotated[str, AfterValidator(_state_url)] | None = None
+    dry_run: bool = False
+    metrics_addr: Annotated[str, AfterValidator(_host_port)] = "127.0.0.1:9464"
+
+    # Overrides of the TOML file's schedule and policy.
+    sweep_interval_seconds: PositiveFloat | None = None
+    verify_after_seconds: PositiveFloat | None = None
+    action_cooldown_seconds: Annotated[float, Field(ge=0)] | None = None
+
+    @property
+    def state_path(self) -> Path:
+        """The SQLite file of the incident store."""
+        if self.agent_state_url:
+            return Path(self.agent_state_url.removeprefix("sqlite:///"))
+        return default_state_dir() / "agent.db"
+
+    @property
+    def metrics_host_port(self) -> tuple[str, int]:
+        """METRICS_ADDR split into host and port."""
+        host, _, port = self.metrics_addr.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the agent is told: the environment plus the TOML file, overrides applied."""
+
+    env: EnvSettings
+    config: AgentConfig
+
+
+def _describe(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def env_problems(exc: ValidationError) -> list[str]:
+    """One line per invalid or missing environment variable, naming it."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        name = _describe(error["loc"]).upper() or "environment"
+        if error["type"] == "missing":
+            problems.append(f"{name}: required variable is not set")
+        else:
+            problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+    return problems
+
+
+def _apply_overrides(env: EnvSettings, config: AgentConfig) -> AgentConfig:
+    schedule: dict[str, Any] = {}
+    if env.sweep_interval_seconds is not None:
+        schedule["sweep_interval_seconds"] = env.sweep_interval_seconds
+    if env.verify_after_seconds is not None:
+        schedule["verify_after_seconds"] = env.verify_after_seconds
+    updates: dict[str, Any] = {}
+    if schedule:
+        updates["schedule"] = config.schedule.model_copy(update=schedule)
+    if env.action_cooldown_seconds is not None:
+        updates["policy"] = config.policy.model_copy(
+            update={"action_cooldown_seconds": env.action_cooldown_seconds}
+        )
+    return config.model_copy(update=updates) if updates else config
+
+
+def _path_problems(env: EnvSettings, config: AgentConfig) -> list[str]:
+    problems = []
+    state_dir = env.state_path.parent
+    probe = state_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        problems.append(f"AGENT_STATE_URL: state directory {state_dir} cannot be created")
+    bundle = config.prometheus.ca_bundle
+    if bundle is not None and not bundle.is_file():
+        problems.append(f"{env.agent_config}: prometheus.ca_bundle: no such file {bundle}")
+    return problems
+
+
+def load_settings(env_file: Path | None = Path(".env"), **overrides: Any) -> Settings:
+    """Read and validate the environment and the TOML file; raise ConfigError listing all."""
+    problems: list[str] = []
+    env: EnvSettings | None = None
+    try:
+        env = EnvSettings(_env_file=env_file, **overrides)
+    except ValidationError as exc:
+        problems.extend(env_problems(exc))
+    config_path = env.agent_config if env else _config_path_fallback(env_file)
+    config: AgentConfig | None = None
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if env is not None and config is not None:
+        problems.extend(_path_problems(env, config))
+    if problems or env is None or config is None:
+        raise ConfigError(problems)
+    return Settings(env=env, config=_apply_overrides(env, config))
+
+
+def _config_path_fallback(env_file: Path | None) -> Path:
+    """AGENT_CONFIG as given even when other variables are broken, to check the file too."""
+    value = os.environ.get("AGENT_CONFIG")
+    if value is None and env_file is not None and env_file.is_file():
+        for line in env_file.read_text(encoding="utf-8", errors="replace").splitlines():
+            key, sep, raw = line.partition("=")
+            if sep and key.strip().removeprefix("export ").strip().upper() == "AGENT_CONFIG":
+                value = raw.strip().strip("'\"")
+    return Path(value) if value else Path("config/agent.toml")
+
+
+def redacted_summary(settings: Settings) -> list[tuple[str, str]]:
+    """The settings as (name, value) rows, secrets shown only as set or unset."""
+    rows: list[tuple[str, str]] = []
+    for name, value in settings.env:
+        if isinstance(value, SecretStr):
+            shown = "<set, hidden>"
+        elif value is None:
+            shown = "<unset>"
+        else:
+            shown = str(value)
+        rows.append((name.upper(), shown))
+    rows.append(("(state file)", str(settings.env.state_path)))
+    cfg = settings.config
+    rows.append(
+        (
+            "(config file)",
+            f"{settings.env.agent_config}: {len(cfg.checks.health)} health checks, "
+            f"{len(cfg.checks.anomaly)} anomaly checks, {len(cfg.actions)} actions, "
+            f"{len(cfg.services)} services, {len(cfg.runbook)} runbook rules, "
+            f"sweep every {cfg.schedule.sweep_interval_seconds:g}s",
+        )
+    )
+    return rows

@@ -1,0 +1,49 @@
+"""Shared fixtures: a clean environment for every test and a valid baseline of settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "config" / "agent.toml"
+
+#: A complete, valid environment; tests copy it and change what they test.
+BASE_ENV = {
+    "PROMETHEUS_URL": "http://127.0.0.1:9090",
+    "AI_COMMAND_GATEWAY_URL": "http://127.0.0.1:8003",
+    "AI_COMMAND_GATEWAY_TIMEOUT": "5",
+    "AI_COMMAND_GATEWAY_SOURCE_ID": "devops-ai-agent",
+    "OPENAI_API_KEY": "sk-test-SECRET1234567890",
+    "LLM_MODEL": "gpt-4o",
+    "LLM_TEMPERATURE": "0.1",
+    "LLM_MAX_TOKENS": "800",
+    "LOG_LEVEL": "INFO",
+    "ENVIRONMENT": "development",
+    "AGENT_CONFIG": str(CONFIG),
+}
+
+_KEEP = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "CI"}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Every test starts from an environment with none of the agent's variables."""
+    for name in list(os.environ):
+        if name not in _KEEP and not name.startswith("PYTEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+def base_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Set the complete valid environment and return it."""
+    for key, value in BASE_ENV.items():
+        monkeypatch.setenv(key, value)
+    return dict(BASE_ENV)
