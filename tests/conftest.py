@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
+
+from agent.config import AgentConfig, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config" / "agent.toml"
@@ -47,3 +50,10 @@ def base_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for key, value in BASE_ENV.items():
         monkeypatch.setenv(key, value)
     return dict(BASE_ENV)
+
+
+def make_config(**sections: object) -> AgentConfig:
+    """The shipped config/agent.toml with whole sections replaced."""
+    data = tomllib.loads(CONFIG.read_text())
+    data.update(sections)
+    return parse_config(data, "test-config")

@@ -1,0 +1,1 @@
+"""Clients of the upstreams: I/O only, every library exception wrapped into agent.errors."""

@@ -1,0 +1,75 @@
+"""The agent's own metrics, scraped from ``METRICS_ADDR``.
+
+Built on an explicit ``CollectorRegistry`` so tests and a second agent in one process
+never share counters.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class AgentMetrics:
+    """Every metric the agent exports; pass one instance to whatever records."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.sweeps = Counter(
+            "devops_agent_sweeps", "Sweeps run, by result", ["result"], registry=r
+        )
+        self.sweep_duration = Histogram(
+            "devops_agent_sweep_duration_seconds", "Time one sweep took", registry=r
+        )
+        self.source_failures = Counter(
+            "devops_agent_sweep_source_failures",
+            "Sweep sources (alerts, alertmanager, a check) that failed",
+            ["source"],
+            registry=r,
+        )
+        self.findings = Counter(
+            "devops_agent_findings", "Findings produced by sweeps, by kind", ["kind"], registry=r
+        )
+        self.suppressed = Counter(
+            "devops_agent_findings_suppressed",
+            "Findings dropped because Alertmanager silences or inhibits them",
+            registry=r,
+        )
+        self.incidents = Gauge(
+            "devops_agent_incidents", "Incidents by current state", ["state"], registry=r
+        )
+        self.llm_calls = Counter(
+            "devops_agent_llm_calls", "Chat-completion calls by phase", ["phase"], registry=r
+        )
+        self.llm_tokens = Counter(
+            "devops_agent_llm_tokens",
+            "LLM tokens by kind (prompt, completion)",
+            ["kind"],
+            registry=r,
+        )
+        self.gateway_requests = Counter(
+            "devops_agent_gateway_requests",
+            "Gateway HTTP requests by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.remediations = Counter(
+            "devops_agent_remediations", "Remediations by result", ["result"], registry=r
+        )
+        self.guardrail_blocks = Counter(
+            "devops_agent_guardrail_blocks",
+            "Actions blocked by a guardrail",
+            ["reason"],
+            registry=r,
+        )
+        self.time_to_recovery = Histogram(
+            "devops_agent_time_to_recovery_seconds",
+            "From incident opened to verified recovery",
+            buckets=(30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+            registry=r,
+        )
+        self.last_sweep = Gauge(
+            "devops_agent_last_sweep_timestamp_seconds",
+            "Unix time the last sweep finished",
+            registry=r,
+        )

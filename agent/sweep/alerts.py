@@ -1,0 +1,137 @@
+"""Firing alerts from Prometheus' ``/api/v1/alerts``, and Alertmanager suppression.
+
+Pure functions over decoded JSON. The payload is untrusted: any field can be missing,
+of the wrong type or absurdly long; a bad entry is counted and skipped, never raised.
+``pending`` alerts are not findings yet: Prometheus has not decided they are real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from agent.sweep.findings import (
+    Finding,
+    fingerprint,
+    parse_severity,
+    parse_value,
+    resolve_target,
+    string_map,
+)
+
+
+@dataclass
+class AlertParse:
+    """Findings from one alerts payload, and how many entries were unusable."""
+
+    findings: list[Finding] = field(default_factory=list)
+    pending: int = 0
+    malformed: int = 0
+
+
+def parse_time(raw: object, default: datetime) -> datetime:
+    """An RFC 3339 timestamp as Prometheus writes it; the default when unreadable."""
+    if not isinstance(raw, str):
+        return default
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        return default
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=default.tzinfo)
+
+
+def alerts_from_payload(payload: object) -> list[object]:
+    """The list of alerts inside a ``/api/v1/alerts`` envelope; ValueError when absent."""
+    if not isinstance(payload, dict) or payload.get("status") != "success":
+        error = payload.get("error") if isinstance(payload, dict) else None
+        raise ValueError(f"not a success envelope: {str(error or payload)[:200]}")
+    data = payload.get("data")
+    alerts = data.get("alerts") if isinstance(data, dict) else None
+    if not isinstance(alerts, list):
+        raise ValueError("envelope has no data.alerts list")
+    return alerts
+
+
+def parse_alerts(
+    alerts: Sequence[object],
+    *,
+    now: datetime,
+    target_labels: Sequence[str],
+    volatile_labels: Sequence[str],
+) -> AlertParse:
+    """Turn the alert entries into findings, firing ones only."""
+    out = AlertParse()
+    volatile = frozenset(volatile_labels)
+    for entry in alerts:
+        if not isinstance(entry, dict):
+            out.malformed += 1
+            continue
+        state = entry.get("state")
+        if state != "firing":
+            out.pending += state == "pending"
+            out.malformed += state not in ("pending", "inactive")
+            continue
+        labels = string_map(entry.get("labels"))
+        name = labels.get("alertname") if labels else None
+        if labels is None or not name:
+            out.malformed += 1
+            continue
+        out.findings.append(
+            Finding(
+                kind="alert",
+                name=name,
+                target=resolve_target(labels, target_labels),
+                severity=parse_severity(labels.get("severity")),
+                labels=labels,
+                annotations=string_map(entry.get("annotations")) or {},
+                value=parse_value(entry.get("value")),
+                first_seen=parse_time(entry.get("activeAt"), now),
+                fingerprint=fingerprint("alert", name, labels, volatile),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """An alert Alertmanager holds back, and why."""
+
+    labels: Mapping[str, str]
+    silenced_by: tuple[str, ...]
+    inhibited_by: tuple[str, ...]
+
+
+def parse_suppressions(payload: object) -> list[Suppression]:
+    """Suppressed alerts from Alertmanager's ``/api/v2/alerts``; ValueError if not a list."""
+    if not isinstance(payload, list):
+        raise ValueError("Alertmanager /api/v2/alerts did not answer a list")
+    out = []
+    for entry in payload:
+        if not isinstance(entry, dict):
+            continue
+        status = entry.get("status")
+        labels = string_map(entry.get("labels"))
+        if not isinstance(status, dict) or labels is None:
+            continue
+        silenced = tuple(str(s) for s in status.get("silencedBy") or ())
+        inhibited = tuple(str(s) for s in status.get("inhibitedBy") or ())
+        if silenced or inhibited:
+            out.append(Suppression(labels, silenced, inhibited))
+    return out
+
+
+def match_suppression(
+    finding: Finding, suppressions: Sequence[Suppression], volatile: frozenset[str]
+) -> Suppression | None:
+    """The suppression whose labels carry all of the finding's identifying labels, if any.
+
+    Alertmanager may hold extra (external) labels, so the finding's labels need only be a
+    subset of the Alertmanager alert's labels.
+    """
+    wanted = {k: v for k, v in finding.labels.items() if k not in volatile}
+    for suppression in suppressions:
+        have = suppression.labels
+        if all(have.get(k) == v for k, v in wanted.items()):
+            return suppression
+    return None

@@ -1,0 +1,215 @@
+"""One sweep: firing alerts, health checks and anomaly checks, as findings.
+
+``sweep(deps, now)`` is a plain coroutine; the scheduler only calls it and tests call it
+directly. Each source (the alerts endpoint, Alertmanager, every check) runs on its own:
+one that fails is logged and counted, the others still run, and nothing raises out of
+the sweep. A failed source is also visible in the report, so the guardrails can refuse
+to act on a partial picture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from agent.clients.alertmanager import AlertmanagerClient
+from agent.clients.prometheus import PrometheusClient
+from agent.config import AgentConfig, AnomalyCheck, HealthCheck
+from agent.errors import AgentError
+from agent.logs import bind_context, get_logger
+from agent.metrics import AgentMetrics
+from agent.sweep.alerts import (
+    Suppression,
+    alerts_from_payload,
+    match_suppression,
+    parse_alerts,
+    parse_suppressions,
+)
+from agent.sweep.checks import PendingChecks, anomaly_query, findings_from_vector
+from agent.sweep.findings import Finding, clip, dedupe
+
+log = get_logger("agent.sweep")
+
+
+@dataclass
+class SweepDeps:
+    """What a sweep needs; built once at start-up and reused by every sweep."""
+
+    config: AgentConfig
+    prometheus: PrometheusClient
+    metrics: AgentMetrics
+    alertmanager: AlertmanagerClient | None = None
+    pending: PendingChecks = field(default_factory=PendingChecks)
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """How one source of the sweep went."""
+
+    name: str
+    ok: bool
+    findings: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A finding the sweep dropped, and why."""
+
+    fingerprint: str
+    name: str
+    target: str | None
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class SweepReport:
+    """Everything one sweep saw."""
+
+    sweep_id: str
+    started_at: datetime
+    findings: list[Finding] = field(default_factory=list)
+    sources: list[SourceResult] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    duration_seconds: float = 0.0
+
+    @property
+    def failed_sources(self) -> list[str]:
+        """Names of the sources that could not be read."""
+        return [s.name for s in self.sources if not s.ok]
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-friendly view."""
+        return {
+            "sweep_id": self.sweep_id,
+            "started_at": self.started_at.isoformat(),
+            "duration_seconds": round(self.duration_seconds, 3),
+            "findings": [f.to_dict() for f in self.findings],
+            "sources": [s.__dict__ for s in self.sources],
+            "skipped": [s.__dict__ for s in self.skipped],
+        }
+
+
+Collected = tuple[list[Finding], str]  # findings, and a note for the log
+Source = Callable[[], Awaitable[Collected]]
+
+
+async def _run_source(
+    name: str, source: Source, deps: SweepDeps
+) -> tuple[SourceResult, list[Finding]]:
+    try:
+        findings, note = await source()
+    except (AgentError, ValueError) as exc:
+        deps.metrics.source_failures.labels(source=name).inc()
+        log.warning("sweep_source_failed", source=name, error=str(exc))
+        return SourceResult(name=name, ok=False, error=str(exc)), []
+    if note:
+        log.info("sweep_source_notes", source=name, note=note)
+    return SourceResult(name=name, ok=True, findings=len(findings)), findings
+
+
+async def _alerts(deps: SweepDeps, now: datetime) -> Collected:
+    opts = deps.config.prometheus
+    parsed = parse_alerts(
+        alerts_from_payload(await deps.prometheus.alerts_payload()),
+        now=now,
+        target_labels=opts.target_labels,
+        volatile_labels=opts.volatile_labels,
+    )
+    note = f"{parsed.malformed} malformed alert entries skipped" if parsed.malformed else ""
+    return parsed.findings, note
+
+
+async def _check(deps: SweepDeps, check: HealthCheck | AnomalyCheck, now: datetime) -> Collected:
+    expr = check.expr if isinstance(check, HealthCheck) else anomaly_query(check)
+    opts = deps.config.prometheus
+    parsed = findings_from_vector(
+        await deps.prometheus.query(expr, at=now),
+        check,
+        now=now,
+        target_labels=opts.target_labels,
+        volatile_labels=opts.volatile_labels,
+    )
+    ready, waiting = deps.pending.admit(check.name, parsed.findings, check.for_seconds, now)
+    notes = []
+    if waiting:
+        notes.append(f"{waiting} series failing for less than {check.for_seconds:g}s")
+    if parsed.malformed:
+        notes.append(f"{parsed.malformed} malformed series skipped")
+    return ready, "; ".join(notes)
+
+
+async def _suppressions(deps: SweepDeps) -> list[Suppression] | None:
+    if deps.alertmanager is None:
+        return []
+    try:
+        return parse_suppressions(await deps.alertmanager.suppressed_alerts())
+    except (AgentError, ValueError) as exc:
+        deps.metrics.source_failures.labels(source="alertmanager").inc()
+        log.warning("alertmanager_unreachable", error=str(exc), effect="silences not applied")
+        return None
+
+
+def _drop_suppressed(
+    findings: list[Finding], suppressions: list[Suppression], volatile: frozenset[str]
+) -> tuple[list[Finding], list[Skip]]:
+    kept: list[Finding] = []
+    skipped: list[Skip] = []
+    for finding in findings:
+        hit = (
+            match_suppression(finding, suppressions, volatile) if finding.kind == "alert" else None
+        )
+        if hit is None:
+            kept.append(finding)
+            continue
+        reason = "silenced" if hit.silenced_by else "inhibited"
+        ids = ",".join(hit.silenced_by or hit.inhibited_by)
+        skipped.append(Skip(finding.fingerprint, finding.name, finding.target, reason, ids))
+        log.info(
+            "finding_skipped",
+            reason=reason,
+            silence_id=ids,
+            fingerprint=finding.fingerprint,
+            name=clip(finding.name),
+            target=finding.target,
+        )
+    return kept, skipped
+
+
+async def sweep(deps: SweepDeps, now: datetime) -> SweepReport:
+    """Collect every finding that is true at ``now``; never raises for upstream trouble."""
+    started = time.monotonic()
+    report = SweepReport(sweep_id=uuid.uuid4().hex[:12], started_at=now)
+    bind_context(sweep_id=report.sweep_id)
+    checks: list[HealthCheck | AnomalyCheck] = [
+        *deps.config.checks.health,
+        *deps.config.checks.anomaly,
+    ]
+    jobs = [_run_source("alerts", lambda: _alerts(deps, now), deps)]
+    jobs += [_run_source(f"check:{c.name}", _bind_check(deps, c, now), deps) for c in checks]
+    results, suppressions = await asyncio.gather(asyncio.gather(*jobs), _suppressions(deps))
+    collected: list[Finding] = []
+    for result, findings in results:
+        report.sources.append(result)
+        collected.extend(findings)
+    if suppressions is None:
+        report.sources.append(SourceResult("alertmanager", ok=False, error="unreachable"))
+        suppressions = []
+    elif deps.alertmanager is not None:
+        report.sources.append(SourceResult("alertmanager", ok=True))
+    volatile = frozenset(deps.config.prometheus.volatile_labels)
+    report.findings, report.skipped = _drop_suppressed(dedupe(collected), suppressions, volatile)
+    for finding in report.findings:
+        deps.metrics.findings.labels(kind=finding.kind).inc()
+    deps.metrics.suppressed.inc(len(report.skipped))
+    report.duration_seconds = time.monotonic() - started
+    return report
+
+
+def _bind_check(deps: SweepDeps, check: HealthCheck | AnomalyCheck, now: datetime) -> Source:
+    return lambda: _check(deps, check, now)

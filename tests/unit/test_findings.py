@@ -1,0 +1,241 @@
+"""Findings: fingerprints, targets, severities and alert parsing from tables of odd input."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from agent.config import Severity
+from agent.sweep.alerts import (
+    alerts_from_payload,
+    match_suppression,
+    parse_alerts,
+    parse_suppressions,
+)
+from agent.sweep.findings import dedupe, fingerprint, parse_severity, parse_value, resolve_target
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+TARGETS = ["service", "container", "name", "job"]
+VOLATILE = ["alertstate", "__name__"]
+
+
+def _alert(state: str = "firing", **labels: Any) -> dict[str, Any]:
+    return {
+        "labels": {"alertname": "MemoryLeak", "service": "market-predictor", **labels},
+        "annotations": {"summary": "memory grows"},
+        "state": state,
+        "activeAt": "2026-11-23T11:58:00.5Z",
+        "value": "4.2e+01",
+    }
+
+
+def _parse(alerts: list[Any]) -> Any:
+    return parse_alerts(alerts, now=NOW, target_labels=TARGETS, volatile_labels=VOLATILE)
+
+
+def test_fingerprint_ignores_volatile_labels_and_label_order() -> None:
+    """Volatile labels and dict order do not change a fingerprint; identifying labels do."""
+    a = fingerprint("alert", "X", {"a": "1", "b": "2", "alertstate": "firing"}, VOLATILE)
+    b = fingerprint("alert", "X", {"b": "2", "a": "1", "alertstate": "pending"}, VOLATILE)
+    c = fingerprint("alert", "X", {"a": "1", "b": "3"}, VOLATILE)
+    assert a == b != c
+    assert fingerprint("health", "X", {"a": "1", "b": "2"}, VOLATILE) != a
+
+
+def test_fingerprint_is_stable_across_processes() -> None:
+    """The digest is a pure function of its input: a fixed input has a fixed value."""
+    assert fingerprint("alert", "A", {"x": "y"}, []) == fingerprint("alert", "A", {"x": "y"}, [])
+    assert len(fingerprint("alert", "A", {"x": "y"}, [])) == 32
+
+
+@pytest.mark.parametrize(
+    ("labels_a", "labels_b"),
+    [
+        ({"a": "1b=2"}, {"a": "1", "b": "2"}),  # separators inside values cannot collide
+        ({"ab": "c"}, {"a": "bc"}),
+        ({"a": ""}, {}),
+    ],
+)
+def test_fingerprint_has_no_separator_collisions(
+    labels_a: dict[str, str], labels_b: dict[str, str]
+) -> None:
+    """Label sets that would concatenate to the same text get different fingerprints."""
+    assert fingerprint("alert", "N", labels_a, []) != fingerprint("alert", "N", labels_b, [])
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({"service": "svc", "job": "j"}, "svc"),
+        ({"service": "", "container": "c"}, "c"),
+        ({"job": "j"}, "j"),
+        ({"instance": "x"}, None),
+    ],
+)
+def test_resolve_target_follows_label_order(labels: dict[str, str], expected: str | None) -> None:
+    """The first non-empty label in the configured order names the service."""
+    assert resolve_target(labels, TARGETS) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("critical", Severity.critical),
+        ("CRITICAL ", Severity.critical),
+        ("page", Severity.critical),
+        ("warn", Severity.warning),
+        ("info", Severity.info),
+        ("bogus", Severity.warning),
+        (None, Severity.warning),
+        (3, Severity.warning),
+    ],
+)
+def test_parse_severity(raw: object, expected: Severity) -> None:
+    """Severity labels map onto three levels; anything else is a warning."""
+    assert parse_severity(raw) is expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1e+00", 1.0),
+        ("42", 42.0),
+        (7, 7.0),
+        ("+Inf", math.inf),
+        ("x", None),
+        (None, None),
+        (True, None),
+    ],
+)
+def test_parse_value(raw: object, expected: float | None) -> None:
+    """Sample values arrive as strings; unreadable ones become None."""
+    assert parse_value(raw) == expected
+
+
+def test_parse_value_nan() -> None:
+    """NaN is a valid sample value and stays NaN."""
+    value = parse_value("NaN")
+    assert value is not None and math.isnan(value)
+
+
+def test_firing_alert_becomes_finding() -> None:
+    """A firing alert carries name, target, severity, labels, annotations, value, activeAt."""
+    parsed = _parse([_alert(severity="critical")])
+    [finding] = parsed.findings
+    assert finding.kind == "alert"
+    assert finding.name == "MemoryLeak"
+    assert finding.target == "market-predictor"
+    assert finding.severity is Severity.critical
+    assert finding.annotations == {"summary": "memory grows"}
+    assert finding.value == 42.0
+    assert finding.first_seen == datetime(2026, 11, 23, 11, 58, 0, 500000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("entry", "pending", "malformed"),
+    [
+        (_alert(state="pending"), 1, 0),
+        (_alert(state="inactive"), 0, 0),
+        (_alert(state="weird"), 0, 1),
+        ({"state": "firing"}, 0, 1),  # no labels
+        ({"state": "firing", "labels": {"severity": "x"}}, 0, 1),  # no alertname
+        ({"state": "firing", "labels": "nope"}, 0, 1),
+        ("not a dict", 0, 1),
+        (None, 0, 1),
+    ],
+)
+def test_unusable_alert_entries_are_counted_not_raised(
+    entry: Any, pending: int, malformed: int
+) -> None:
+    """Pending, inactive and malformed entries yield no finding and are counted."""
+    parsed = _parse([entry])
+    assert parsed.findings == []
+    assert (parsed.pending, parsed.malformed) == (pending, malformed)
+
+
+def test_odd_fields_still_parse() -> None:
+    """Missing annotations, a bad activeAt, a non-string label and a NaN value are tolerated."""
+    entry = {
+        "state": "firing",
+        "labels": {"alertname": "A", "job": 5},
+        "activeAt": "yesterday",
+        "value": "NaN",
+    }
+    [finding] = _parse([entry]).findings
+    assert finding.annotations == {}
+    assert finding.first_seen == NOW
+    assert finding.target == "5"
+    assert finding.value is not None and math.isnan(finding.value)
+
+
+def test_untrusted_label_values_survive() -> None:
+    """Unicode, quotes, newlines and 10 kB values parse and fingerprint without trouble."""
+    huge = "x" * 10_000
+    entry = _alert(service='sérvice "quoted"\nnew line ☃', blob=huge)
+    [finding] = _parse([entry]).findings
+    assert finding.target == 'sérvice "quoted"\nnew line ☃'
+    assert finding.labels["blob"] == huge
+    assert len(finding.fingerprint) == 32
+    assert finding.to_dict()["labels"]["blob"] == huge  # type: ignore[index]
+
+
+def test_lone_surrogate_does_not_break_fingerprint() -> None:
+    """A label value with a lone surrogate (possible from JSON) still fingerprints."""
+    assert len(fingerprint("alert", "A", {"x": "\ud800"}, [])) == 32
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"status": "error", "errorType": "bad_data", "error": "boom"},
+        {"status": "success", "data": {}},
+        {"status": "success", "data": {"alerts": "x"}},
+        [],
+        None,
+        "<html>",
+    ],
+)
+def test_error_envelopes_raise_value_error(payload: object) -> None:
+    """An envelope without an alerts list is a ValueError for the sweep to record."""
+    with pytest.raises(ValueError):
+        alerts_from_payload(payload)
+
+
+def test_empty_alert_list_is_fine() -> None:
+    """A success envelope with no alerts yields no findings."""
+    assert _parse(alerts_from_payload({"status": "success", "data": {"alerts": []}})).findings == []
+
+
+def test_dedupe_keeps_earliest() -> None:
+    """Duplicate fingerprints collapse into one finding with the earliest first-seen."""
+    early = dict(_alert(), activeAt="2026-11-23T10:00:00Z")
+    parsed = _parse([_alert(), early, _alert(alertstate="firing")])
+    [finding] = dedupe(parsed.findings)
+    assert finding.first_seen.hour == 10
+
+
+def test_suppression_matches_label_subset() -> None:
+    """An Alertmanager alert with extra (external) labels still matches the finding."""
+    [finding] = _parse([_alert()]).findings
+    am = [
+        {"labels": {"alertname": "Other"}, "status": {"silencedBy": ["s0"], "inhibitedBy": []}},
+        {
+            "labels": {**finding.labels, "cluster": "eu-1"},
+            "status": {"state": "suppressed", "silencedBy": ["s1"], "inhibitedBy": []},
+        },
+        {"labels": dict(finding.labels), "status": {"silencedBy": [], "inhibitedBy": []}},
+        "junk",
+    ]
+    suppressions = parse_suppressions(am)
+    assert len(suppressions) == 2
+    hit = match_suppression(finding, suppressions, frozenset(VOLATILE))
+    assert hit is not None and hit.silenced_by == ("s1",)
+
+
+def test_suppressions_payload_must_be_a_list() -> None:
+    """A non-list answer from Alertmanager is a ValueError."""
+    with pytest.raises(ValueError):
+        parse_suppressions({"error": "x"})
