@@ -41,7 +41,7 @@ def _response() -> bytes:
                     "runbook_url": "https://runbooks.example/alert",
                 },
                 "state": "firing",
-                "activeAt": "2026-11-23T11:5%d:00.123456789Z" % (i % 10),
+                "activeAt": f"2026-11-23T11:5{i % 10}:00.123456789Z",
                 "value": f"{i}e+00",
             }
         )
