@@ -8,11 +8,13 @@ in one line on stderr and a documented exit code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent import __version__
+from agent.clients.gateway import GatewayClient, GatewayHealth, build_http_client
 from agent.errors import AgentError, ConfigError
 from agent.logs import configure_logging
 from agent.settings import Settings, load_settings, redacted_summary
@@ -65,6 +67,32 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_gateway_check(args: argparse.Namespace) -> int:
+    """Call the gateway's /health and report."""
+    settings = load_or_report(args)
+    if settings is None:
+        return EX_CONFIG
+    setup_logging(settings, to_stderr=True)
+    health = asyncio.run(_gateway_health(settings))
+    url = settings.env.ai_command_gateway_url
+    if health.healthy:
+        print(f"gateway {url}: healthy (version {health.version or 'unknown'})")
+        return EX_OK
+    print(f"gateway {url}: NOT healthy: {health.reason}")
+    return EX_FAILURE
+
+
+async def _gateway_health(settings: Settings) -> GatewayHealth:
+    env = settings.env
+    token = env.ai_command_gateway_token
+    async with build_http_client(
+        env.ai_command_gateway_url,
+        env.ai_command_gateway_timeout,
+        token.get_secret_value() if token else None,
+    ) as http:
+        return await GatewayClient(http, settings.config.gateway).health()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -85,13 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exit 0 when the configuration is usable, 78 (EX_CONFIG) otherwise.",
     )
     check.set_defaults(func=cmd_check_config)
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    gateway = sub.add_parser(
+        "gateway-check",
+        help="ask the AI Command Gateway's /health and print the answer",
+        description="Exit 0 when the gateway says it is healthy, 1 otherwise (with the reason).",
+    )
+    gateway.set_defaults(func=cmd_gateway_check)
     return parser
-
-
-# Later modules add their subcommands here (run, sweep, incidents, gateway-check).
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

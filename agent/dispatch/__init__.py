@@ -1,0 +1,1 @@
+"""Dispatch: turning a decided action into a gateway request, and reading the answer."""
