@@ -1,0 +1,268 @@
+"""Chat-completions client for any OpenAI-compatible server (OpenAI, Azure, vLLM, Ollama).
+
+The ``openai`` package's own retries are off: 429 and 5xx are retried here with tenacity
+(Retry-After honoured, a log line before each wait), so that the number of attempts and
+the fallback to the runbook are under the agent's control. A timeout is not retried: a
+slow model at 3 a.m. should hand over to the runbook, not stall the incident. Servers that
+reject JSON-schema structured output are asked again in JSON mode, once, and remembered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from agent.errors import LLMError, LLMPermanentError, LLMTransientError
+from agent.logs import get_logger
+from agent.metrics import AgentMetrics
+
+log = get_logger("agent.llm")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One function call the model asked for."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    """The model's answer to one request, with its token usage."""
+
+    content: str
+    tool_calls: tuple[ToolCall, ...]
+    prompt_tokens: int
+    completion_tokens: int
+
+    def as_message(self) -> dict[str, Any]:
+        """The assistant message to append to the conversation."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content or None}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in self.tool_calls
+            ]
+        return message
+
+
+@dataclass
+class LLMOptions:
+    """How the client calls the model."""
+
+    model: str
+    temperature: float
+    max_tokens: int
+    max_retries: int = 3
+    backoff_initial_seconds: float = 1.0
+    backoff_max_seconds: float = 20.0
+
+
+@dataclass
+class LLMClient:
+    """Calls chat completions; raises LLMError subclasses only."""
+
+    api: openai.AsyncOpenAI
+    options: LLMOptions
+    metrics: AgentMetrics | None = None
+    sleep: Sleep = asyncio.sleep
+    json_schema_supported: bool = field(default=True)
+
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        phase: str,
+        tools: list[dict[str, Any]] | None = None,
+        schema: dict[str, Any] | None = None,
+    ) -> ChatReply:
+        """One chat completion, retried on 429/5xx/connection errors."""
+        retrying = AsyncRetrying(
+            sleep=self.sleep,
+            stop=stop_after_attempt(self.options.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type(LLMTransientError),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        reply: ChatReply = await retrying(self._structured, messages, phase, tools, schema)
+        return reply
+
+    async def _structured(
+        self,
+        messages: list[dict[str, Any]],
+        phase: str,
+        tools: list[dict[str, Any]] | None,
+        schema: dict[str, Any] | None,
+    ) -> ChatReply:
+        if schema is None:
+            return await self._once(messages, phase, tools, None)
+        if self.json_schema_supported:
+            try:
+                return await self._once(
+                    messages, phase, tools, {"type": "json_schema", "json_schema": schema}
+                )
+            except _FormatRejected:
+                self.json_schema_supported = False
+                log.warning("llm_json_schema_unsupported", phase=phase, fallback="json_object")
+        return await self._once(messages, phase, tools, {"type": "json_object"})
+
+    async def _once(
+        self,
+        messages: list[dict[str, Any]],
+        phase: str,
+        tools: list[dict[str, Any]] | None,
+        response_format: dict[str, Any] | None,
+    ) -> ChatReply:
+        kwargs: dict[str, Any] = {
+            "model": self.options.model,
+            "messages": messages,
+            "temperature": self.options.temperature,
+            "max_tokens": self.options.max_tokens,
+        }
+        if tools:
+            kwargs["tools"] = tools
+        if response_format:
+            kwargs["response_format"] = response_format
+        try:
+            completion = await self.api.chat.completions.create(**kwargs)
+        except openai.OpenAIError as exc:
+            schema_sent = (response_format or {}).get("type") == "json_schema"
+            raise _map_error(exc, schema_sent=schema_sent) from exc
+        return self._reply(completion, phase)
+
+    def _reply(self, completion: Any, phase: str) -> ChatReply:
+        try:
+            message = completion.choices[0].message
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise LLMPermanentError("answer has no choices") from exc
+        calls = tuple(
+            ToolCall(c.id, c.function.name, c.function.arguments or "{}")
+            for c in (message.tool_calls or ())
+            if getattr(c, "function", None) is not None
+        )
+        usage = completion.usage
+        reply = ChatReply(
+            content=message.content or "",
+            tool_calls=calls,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        )
+        if self.metrics is not None:
+            self.metrics.llm_calls.labels(phase=phase).inc()
+            self.metrics.llm_tokens.labels(kind="prompt").inc(reply.prompt_tokens)
+            self.metrics.llm_tokens.labels(kind="completion").inc(reply.completion_tokens)
+        log.info(
+            "llm_call",
+            phase=phase,
+            prompt_tokens=reply.prompt_tokens,
+            completion_tokens=reply.completion_tokens,
+            tool_calls=len(calls),
+        )
+        return reply
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _RetryAfter) and exc.retry_after is not None:
+            return exc.retry_after
+        jitter = wait_random_exponential(
+            multiplier=self.options.backoff_initial_seconds, max=self.options.backoff_max_seconds
+        )
+        return float(jitter(state))
+
+
+class _RetryAfter(LLMTransientError):
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _FormatRejected(LLMPermanentError):
+    """The server refused JSON-schema structured output."""
+
+
+def _map_error(exc: openai.OpenAIError, *, schema_sent: bool) -> LLMError:
+    """Our error for an openai exception: transient ones are retried, the rest are not."""
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMPermanentError("model request timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMTransientError(f"model unreachable: {type(exc.__cause__).__name__}")
+    if isinstance(exc, openai.BadRequestError) and schema_sent:
+        return _FormatRejected(_short(exc))
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code == 429:
+            return _transient(exc, "rate limited (429)")
+        if exc.status_code >= 500:
+            return _transient(exc, f"server error ({exc.status_code})")
+        return LLMPermanentError(f"HTTP {exc.status_code}: {_short(exc)}")
+    return LLMPermanentError(f"unusable answer: {_short(exc)}")
+
+
+def _transient(exc: openai.APIStatusError, what: str) -> _RetryAfter:
+    raw = exc.response.headers.get("retry-after") if exc.response is not None else None
+    retry_after = float(raw) if raw and raw.strip().isdigit() else None
+    return _RetryAfter(f"model {what}", retry_after)
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning(
+        "llm_retry_scheduled",
+        attempt=state.attempt_number,
+        wait_seconds=round(state.upcoming_sleep, 3),
+        cause=str(exc),
+    )
+
+
+def build_llm_client(
+    *,
+    api_key: str,
+    base_url: str | None,
+    timeout: float,
+    options: LLMOptions,
+    metrics: AgentMetrics | None = None,
+) -> tuple[LLMClient, httpx.AsyncClient]:
+    """The client and the httpx.AsyncClient under it (the caller closes the latter)."""
+    http = httpx.AsyncClient(timeout=httpx.Timeout(timeout))
+    api = openai.AsyncOpenAI(
+        api_key=api_key, base_url=base_url, http_client=http, max_retries=0, timeout=timeout
+    )
+    return LLMClient(api=api, options=options, metrics=metrics), http
+
+
+def parse_json_object(text: str) -> dict[str, Any]:
+    """The JSON object in a model answer (code fences tolerated); ValueError otherwise."""
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.strip("`")
+        stripped = stripped.removeprefix("json").strip()
+    value = json.loads(stripped)
+    if not isinstance(value, dict):
+        raise ValueError("answer is JSON but not an object")
+    return value

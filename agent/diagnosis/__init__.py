@@ -1,0 +1,1 @@
+"""Diagnosis: triage, investigation with PromQL tools, a recovery plan; runbook fallback."""

@@ -1,0 +1,238 @@
+"""The diagnosis loop for one finding: prefilter, triage, investigation, plan, safety.
+
+Any model failure (after the client's own retries), a timeout, or a plan that does not
+validate after one repair hands the finding to the runbook engine; the decision records
+which path decided and why. Tokens and calls are counted per phase, and the whole
+conversation is kept as the transcript for the incident store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent.clients.llm import ChatReply, LLMClient, parse_json_object
+from agent.clients.prometheus import PrometheusClient
+from agent.config import AgentConfig
+from agent.diagnosis import prompts
+from agent.diagnosis.models import (
+    PLAN_SCHEMA,
+    TRIAGE_SCHEMA,
+    Decision,
+    PhaseUsage,
+    RecoveryPlan,
+    TriageAnswer,
+)
+from agent.diagnosis.prefilter import prefilter
+from agent.diagnosis.runbook import runbook_decide
+from agent.diagnosis.safety import allowed_targets, refusal
+from agent.diagnosis.tools import TOOLS, Toolbox
+from agent.errors import LLMError, LLMPermanentError
+from agent.logs import get_logger
+from agent.sweep.findings import Finding
+
+log = get_logger("agent.diagnosis")
+
+
+@dataclass
+class DiagnosisDeps:
+    """What a diagnosis needs; ``llm`` is None when no model is configured."""
+
+    config: AgentConfig
+    prometheus: PrometheusClient
+    llm: LLMClient | None
+
+
+@dataclass
+class _Run:
+    """One finding's conversation with the model, with its accounting."""
+
+    finding: Finding
+    deps: DiagnosisDeps
+    now: datetime
+    usage: dict[str, PhaseUsage] = field(default_factory=dict)
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def llm(self) -> LLMClient:
+        assert self.deps.llm is not None
+        return self.deps.llm
+
+    @property
+    def spent(self) -> int:
+        return sum(u.prompt_tokens + u.completion_tokens for u in self.usage.values())
+
+    async def chat(self, phase: str, messages: list[dict[str, Any]], **kw: Any) -> ChatReply:
+        reply = await self.llm.chat(messages, phase=phase, **kw)
+        used = self.usage.setdefault(phase, PhaseUsage())
+        used.calls += 1
+        used.prompt_tokens += reply.prompt_tokens
+        used.completion_tokens += reply.completion_tokens
+        self.transcript.append({"phase": phase, **reply.as_message()})
+        return reply
+
+    def note(self, phase: str, message: dict[str, Any]) -> None:
+        self.transcript.append({"phase": phase, **message})
+
+    async def triage(self, block: str) -> TriageAnswer:
+        messages = [
+            {"role": "system", "content": prompts.TRIAGE_SYSTEM},
+            {"role": "user", "content": block},
+        ]
+        for m in messages:
+            self.note("triage", m)
+        reply = await self.chat("triage", messages, schema=TRIAGE_SCHEMA)
+        try:
+            return TriageAnswer.model_validate(parse_json_object(reply.content))
+        except (ValueError, ValidationError) as exc:
+            raise LLMPermanentError(f"triage answer invalid: {_brief(exc)}") from exc
+
+    async def investigate(self, block: str) -> str:
+        cfg = self.deps.config.diagnosis
+        toolbox = Toolbox(self.deps.prometheus, cfg.tool_result_max_chars, self.now)
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": prompts.INVESTIGATE_SYSTEM},
+            {"role": "user", "content": block},
+        ]
+        for m in messages:
+            self.note("investigation", m)
+        summary = ""
+        for step in range(cfg.max_steps):
+            last = step == cfg.max_steps - 1 or self.spent >= cfg.token_budget * 0.6
+            reply = await self.chat("investigation", messages, tools=None if last else TOOLS)
+            summary = reply.content or summary
+            if last or not reply.tool_calls:
+                break
+            messages.append(reply.as_message())
+            for call in reply.tool_calls:
+                result = await toolbox.run(call.name, call.arguments)
+                tool_msg = {"role": "tool", "tool_call_id": call.id, "content": result}
+                messages.append(tool_msg)
+                self.note("investigation", {"name": call.name, **tool_msg})
+            log.info("investigation_step", step=step + 1, tools=[c.name for c in reply.tool_calls])
+        return summary
+
+    async def plan(self, block: str, summary: str) -> RecoveryPlan:
+        config = self.deps.config
+        targets = allowed_targets(self.finding, config)
+        service = config.services[targets[0]]
+        actions = {a: config.actions[a].intent or a for a in [*service.actions, "escalate", "none"]}
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": prompts.PLAN_SYSTEM},
+            {
+                "role": "user",
+                "content": prompts.plan_request(self.finding, block, summary, actions, targets),
+            },
+        ]
+        for m in messages:
+            self.note("plan", m)
+        error = ""
+        for attempt in range(2):  # the answer, then one repair
+            if self.spent >= config.diagnosis.token_budget:
+                raise LLMPermanentError("token budget exhausted before a valid plan")
+            reply = await self.chat("plan", messages, schema=PLAN_SCHEMA)
+            try:
+                return RecoveryPlan.model_validate(parse_json_object(reply.content))
+            except (ValueError, ValidationError) as exc:
+                error = _brief(exc)
+                log.warning("plan_invalid", attempt=attempt + 1, error=error)
+                repair = {"role": "user", "content": prompts.REPAIR.format(error=error)}
+                messages += [reply.as_message(), repair]
+                self.note("plan", repair)
+        raise LLMPermanentError(f"plan failed validation after one repair: {error}")
+
+    async def execute(self) -> Decision:
+        cfg = self.deps.config
+        block = prompts.finding_block(self.finding, cfg.diagnosis.untrusted_max_chars)
+        verdict = await self.triage(block)
+        if not verdict.actionable:
+            return Decision(
+                action="none",
+                target=self.finding.target,
+                decided_by="llm",
+                actionable=False,
+                reason=f"triage: not actionable: {verdict.reason}",
+            )
+        summary = await self.investigate(block)
+        plan = await self.plan(block, summary)
+        decision = Decision(
+            action=plan.action,
+            target=plan.target,
+            decided_by="llm",
+            actionable=True,
+            reason=f"triage urgency {verdict.urgency}",
+            confidence=plan.confidence,
+            root_cause=plan.root_cause,
+            rationale=plan.rationale,
+            evidence=plan.evidence,
+            verification=plan.verification,
+        )
+        refused = refusal(plan.action, plan.target, plan.confidence, self.finding, cfg)
+        if refused:
+            log.warning("plan_refused", action=plan.action, plan_target=plan.target, reason=refused)
+            decision.action, decision.target = "escalate", self.finding.target
+            decision.reason = f"plan refused: {refused}"
+        return decision
+
+
+def _brief(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+    return str(exc)[:300]
+
+
+async def diagnose(
+    finding: Finding,
+    deps: DiagnosisDeps,
+    now: datetime,
+    open_fingerprints: Container[str] = frozenset(),
+) -> Decision:
+    """Decide what to do about one finding; never raises for model trouble."""
+    skip = prefilter(finding, deps.config, open_fingerprints)
+    if skip is not None:
+        log.info("finding_prefiltered", fingerprint=finding.fingerprint, reason=skip.reason)
+        return skip
+    if deps.llm is None or not deps.config.diagnosis.use_llm:
+        decision = runbook_decide(finding, deps.config, "no model configured")
+    else:
+        run = _Run(finding, deps, now)
+        try:
+            decision = await run.execute()
+        except LLMError as exc:
+            log.warning(
+                "diagnosis_fell_back_to_runbook", fingerprint=finding.fingerprint, reason=str(exc)
+            )
+            decision = runbook_decide(finding, deps.config, str(exc))
+        decision.usage, decision.transcript = run.usage, run.transcript
+    log.info(
+        "diagnosis_finished",
+        fingerprint=finding.fingerprint,
+        target=decision.target,
+        action=decision.action,
+        decided_by=decision.decided_by,
+        reason=decision.reason,
+        tokens=decision.total_tokens,
+    )
+    return decision
+
+
+async def diagnose_many(
+    findings: Sequence[Finding],
+    deps: DiagnosisDeps,
+    now: datetime,
+    open_fingerprints: Container[str] = frozenset(),
+) -> list[tuple[Finding, Decision]]:
+    """Diagnose concurrently up to the configured limit, most severe (then oldest) first."""
+    ordered = sorted(findings, key=lambda f: (f.severity.rank, f.first_seen))
+    gate = asyncio.Semaphore(deps.config.diagnosis.max_concurrency)
+
+    async def one(finding: Finding) -> tuple[Finding, Decision]:
+        async with gate:
+            return finding, await diagnose(finding, deps, now, open_fingerprints)
+
+    return list(await asyncio.gather(*(one(f) for f in ordered)))

@@ -1,0 +1,135 @@
+"""What a diagnosis produces: a recovery plan, who decided it, and what it cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DecidedBy = Literal["prefilter", "llm", "runbook"]
+
+
+class RecoveryPlan(BaseModel):
+    """The model's structured answer; validated, then checked by ``safety.enforce``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = Field(min_length=1, max_length=64)
+    target: str = Field(min_length=1, max_length=256)
+    confidence: float = Field(ge=0.0, le=1.0)
+    root_cause: str = Field(max_length=2000)
+    rationale: str = Field(max_length=2000)
+    evidence: list[str] = Field(max_length=20)
+    verification: str = Field(max_length=1000)
+
+
+class TriageAnswer(BaseModel):
+    """The model's triage verdict."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    actionable: bool
+    urgency: Literal["low", "medium", "high"] = "medium"
+    service: str = ""
+    reason: str = Field(default="", max_length=1000)
+
+
+PLAN_SCHEMA: dict[str, Any] = {
+    "name": "recovery_plan",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            "action",
+            "target",
+            "confidence",
+            "root_cause",
+            "rationale",
+            "evidence",
+            "verification",
+        ],
+        "properties": {
+            "action": {"type": "string"},
+            "target": {"type": "string"},
+            "confidence": {"type": "number"},
+            "root_cause": {"type": "string"},
+            "rationale": {"type": "string"},
+            "evidence": {"type": "array", "items": {"type": "string"}},
+            "verification": {"type": "string"},
+        },
+    },
+}
+
+TRIAGE_SCHEMA: dict[str, Any] = {
+    "name": "triage",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["actionable", "urgency", "service", "reason"],
+        "properties": {
+            "actionable": {"type": "boolean"},
+            "urgency": {"type": "string", "enum": ["low", "medium", "high"]},
+            "service": {"type": "string"},
+            "reason": {"type": "string"},
+        },
+    },
+}
+
+
+@dataclass
+class PhaseUsage:
+    """Calls and tokens spent in one phase."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Decision:
+    """The outcome of diagnosing one finding."""
+
+    action: str
+    target: str | None
+    decided_by: DecidedBy
+    actionable: bool
+    reason: str = ""
+    confidence: float = 0.0
+    root_cause: str = ""
+    rationale: str = ""
+    evidence: list[str] = field(default_factory=list)
+    verification: str = ""
+    #: Why the LLM path was left for the runbook, if it was.
+    fallback_reason: str = ""
+    usage: dict[str, PhaseUsage] = field(default_factory=dict)
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens over all phases."""
+        return sum(u.prompt_tokens for u in self.usage.values())
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt and completion tokens over all phases."""
+        return sum(u.prompt_tokens + u.completion_tokens for u in self.usage.values())
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly view without the transcript."""
+        return {
+            "action": self.action,
+            "target": self.target,
+            "decided_by": self.decided_by,
+            "actionable": self.actionable,
+            "reason": self.reason,
+            "confidence": self.confidence,
+            "root_cause": self.root_cause,
+            "rationale": self.rationale,
+            "evidence": self.evidence,
+            "verification": self.verification,
+            "fallback_reason": self.fallback_reason,
+            "usage": {k: v.__dict__ for k, v in self.usage.items()},
+        }

@@ -1,0 +1,200 @@
+"""The investigation tools: PromQL questions the model may ask, executed by the agent.
+
+Results are summaries, never raw series, and cut to a size limit with a marker saying
+so. A repeated call is refused (the model already has the answer), and a failing query
+is an answer too ("error: ..."), so the loop never breaks on a bad expression.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from datetime import datetime, timedelta
+from typing import Any
+
+from agent.clients.prometheus import PrometheusClient
+from agent.errors import PrometheusError
+from agent.sweep.alerts import alerts_from_payload
+
+MAX_SERIES = 5
+POINTS_SHOWN = 5
+
+TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "prom_query",
+            "description": "Instant PromQL query; returns up to 5 series with their values.",
+            "parameters": {
+                "type": "object",
+                "properties": {"expr": {"type": "string"}},
+                "required": ["expr"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "prom_range",
+            "description": "PromQL over the last N minutes; returns min/max/mean/first/last.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "expr": {"type": "string"},
+                    "minutes": {"type": "integer", "minimum": 1, "maximum": 360},
+                },
+                "required": ["expr", "minutes"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "alert_rule",
+            "description": "The alerting rule (expr, for, labels) behind an alert name.",
+            "parameters": {
+                "type": "object",
+                "properties": {"alertname": {"type": "string"}},
+                "required": ["alertname"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "service_alerts",
+            "description": "Other alerts firing now for a service.",
+            "parameters": {
+                "type": "object",
+                "properties": {"service": {"type": "string"}},
+                "required": ["service"],
+            },
+        },
+    },
+]
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut a tool result to ``limit`` characters with a marker naming what was cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"…[truncated {len(text) - limit} chars]"
+
+
+def _num(raw: object) -> float | None:
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def summarize_matrix(result: list[Any]) -> list[dict[str, Any]]:
+    """Range results as statistics and a handful of points per series."""
+    out = []
+    for series in result[:MAX_SERIES]:
+        values = [v for v in (_num(p[1]) for p in series.get("values", [])) if v is not None]
+        if not values:
+            out.append({"labels": series.get("metric", {}), "points": 0})
+            continue
+        step = max(1, len(values) // POINTS_SHOWN)
+        out.append(
+            {
+                "labels": series.get("metric", {}),
+                "points": len(values),
+                "min": min(values),
+                "max": max(values),
+                "mean": round(statistics.fmean(values), 4),
+                "first": values[0],
+                "last": values[-1],
+                "sample": values[::step][:POINTS_SHOWN],
+            }
+        )
+    if len(result) > MAX_SERIES:
+        out.append({"more_series": len(result) - MAX_SERIES})
+    return out
+
+
+def summarize_vector(result: list[Any]) -> list[dict[str, Any]]:
+    """Instant results as labels and value, at most MAX_SERIES."""
+    out: list[dict[str, Any]] = [
+        {"labels": s.get("metric", {}), "value": (s.get("value") or [None, None])[1]}
+        for s in result[:MAX_SERIES]
+    ]
+    if len(result) > MAX_SERIES:
+        out.append({"more_series": len(result) - MAX_SERIES})
+    return out
+
+
+class Toolbox:
+    """Executes tool calls for one investigation; remembers calls to refuse repeats."""
+
+    def __init__(self, prometheus: PrometheusClient, limit: int, now: datetime) -> None:
+        self._prometheus = prometheus
+        self._limit = limit
+        self._now = now
+        self._seen: set[str] = set()
+
+    async def run(self, name: str, arguments: str) -> str:
+        """The (truncated) text result of one call."""
+        try:
+            args = json.loads(arguments or "{}")
+            if not isinstance(args, dict):
+                raise ValueError("arguments must be a JSON object")
+        except ValueError as exc:
+            return f"error: bad arguments: {exc}"
+        key = f"{name}:{json.dumps(args, sort_keys=True)}"
+        if key in self._seen:
+            return "refused: duplicate call, use the earlier result"
+        self._seen.add(key)
+        try:
+            result = await self._dispatch(name, args)
+        except PrometheusError as exc:
+            result = f"error: {exc}"
+        except (KeyError, TypeError, ValueError) as exc:
+            result = f"error: bad arguments for {name}: {exc}"
+        return truncate(result, self._limit)
+
+    async def _dispatch(self, name: str, args: dict[str, Any]) -> str:
+        if name == "prom_query":
+            return _dump(summarize_vector(await self._prometheus.query(str(args["expr"]))))
+        if name == "prom_range":
+            minutes = min(360, max(1, int(args.get("minutes", 30))))
+            start = self._now - timedelta(minutes=minutes)
+            step = f"{max(15, minutes * 60 // 60)}s"
+            result = await self._prometheus.query_range(
+                str(args["expr"]), start=start, end=self._now, step=step
+            )
+            return _dump(summarize_matrix(result))
+        if name == "alert_rule":
+            return _dump(_find_rule(await self._prometheus.rules_payload(), str(args["alertname"])))
+        if name == "service_alerts":
+            return _dump(await self._service_alerts(str(args["service"])))
+        return f"error: unknown tool {name!r}"
+
+    async def _service_alerts(self, service: str) -> list[dict[str, Any]]:
+        alerts = alerts_from_payload(await self._prometheus.alerts_payload())
+        out = []
+        for alert in alerts:
+            labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
+            if service in labels.values() and isinstance(alert, dict):
+                out.append({"alertname": labels.get("alertname"), "state": alert.get("state")})
+        return out[:20]
+
+
+def _find_rule(payload: object, alertname: str) -> dict[str, Any] | str:
+    groups = payload.get("data", {}).get("groups", []) if isinstance(payload, dict) else []
+    for group in groups:
+        for rule in group.get("rules", []):
+            if rule.get("name") == alertname:
+                return {
+                    "expr": rule.get("query"),
+                    "for_seconds": rule.get("duration"),
+                    "labels": rule.get("labels", {}),
+                }
+    return f"no alerting rule named {alertname!r}"
+
+
+def _dump(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)

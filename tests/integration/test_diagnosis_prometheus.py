@@ -1,0 +1,91 @@
+"""A full diagnosis whose tool calls run against a real Prometheus."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from pytest_httpx import HTTPXMock
+
+from agent.clients.llm import LLMOptions, build_llm_client
+from agent.clients.prometheus import PrometheusClient
+from agent.config import Severity
+from agent.demo.local import LocalPrometheus, MetricsTarget
+from agent.diagnosis.engine import DiagnosisDeps, diagnose
+from agent.sweep.findings import Finding, fingerprint
+from tests.conftest import make_config
+from tests.integration.conftest import eventually
+from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, plan, triage
+
+pytestmark = pytest.mark.integration
+
+
+async def test_full_run_with_tool_calls(
+    httpx_mock: HTTPXMock, prometheus: LocalPrometheus, metrics_target: MetricsTarget
+) -> None:
+    """Triage, two investigation steps with four real tool calls, then a validated plan."""
+    metrics_target.set("test_diag_bytes", 123456, service="market-predictor")
+    client = PrometheusClient(prometheus.url, timeout=5)
+
+    async def scraped() -> bool:
+        return bool(await client.query('test_diag_bytes{service="market-predictor"}'))
+
+    await eventually(scraped, what="test_diag_bytes scraped")
+    httpx_mock.add_response(url=CHAT_URL, json=triage())
+    httpx_mock.add_response(
+        url=CHAT_URL,
+        json=completion(
+            None,
+            [
+                ("prom_query", {"expr": 'test_diag_bytes{service="market-predictor"}'}),
+                ("prom_range", {"expr": "test_diag_bytes", "minutes": 5}),
+            ],
+        ),
+    )
+    httpx_mock.add_response(
+        url=CHAT_URL,
+        json=completion(
+            None,
+            [
+                ("alert_rule", {"alertname": "TestMemoryLeak"}),
+                ("service_alerts", {"service": "market-predictor"}),
+            ],
+        ),
+    )
+    httpx_mock.add_response(url=CHAT_URL, json=completion("Memory at 123456 bytes and rising."))
+    httpx_mock.add_response(url=CHAT_URL, json=plan())
+    options = LLMOptions(model="gpt-4o", temperature=0, max_tokens=500)
+    llm, http = build_llm_client(
+        api_key="sk-test-abcdef123", base_url=LLM_BASE, timeout=5, options=options
+    )
+    labels = {"alertname": "TestMemoryLeak", "service": "market-predictor"}
+    finding = Finding(
+        kind="alert",
+        name="TestMemoryLeak",
+        target="market-predictor",
+        severity=Severity.critical,
+        labels=labels,
+        annotations={"summary": "leak"},
+        value=123456.0,
+        first_seen=datetime.now(UTC),
+        fingerprint=fingerprint("alert", "TestMemoryLeak", labels, []),
+    )
+    deps = DiagnosisDeps(config=make_config(), prometheus=client, llm=llm)
+    try:
+        decision = await diagnose(finding, deps, datetime.now(UTC))
+    finally:
+        await http.aclose()
+        client.close()
+    assert (decision.decided_by, decision.action) == ("llm", "restart")
+    assert decision.usage["investigation"].calls == 3
+    tools = {m["name"]: m["content"] for m in decision.transcript if m.get("role") == "tool"}
+    assert set(tools) == {"prom_query", "prom_range", "alert_rule", "service_alerts"}
+    assert json.loads(tools["prom_query"])[0]["value"] == "123456"
+    summary = json.loads(tools["prom_range"])[0]
+    assert summary["max"] == 123456 and summary["points"] >= 1
+    assert json.loads(tools["alert_rule"])["expr"] == "test_leak_bytes > 100"
+    assert isinstance(json.loads(tools["service_alerts"]), list)
+    # The tool results went back to the model in the next request.
+    last_investigation = json.loads(httpx_mock.get_requests(url=CHAT_URL)[3].read())
+    assert sum(m["role"] == "tool" for m in last_investigation["messages"]) == 4
