@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from agent import __version__
 from agent.clients.gateway import GatewayClient, GatewayHealth, build_http_client
+from agent.daemon.cycle import CycleReport, run_cycle
+from agent.daemon.render import render_cycle, render_incidents, render_timeline
+from agent.daemon.runtime import open_runtime
+from agent.daemon.service import serve
+from agent.daemon.verify import recover_after_restart, run_verifications
 from agent.errors import AgentError, ConfigError
 from agent.logs import configure_logging
 from agent.settings import Settings, load_settings, redacted_summary
+from agent.store.base import IncidentStore
+from agent.store.sqlite import open_store
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -93,6 +102,71 @@ async def _gateway_health(settings: Settings) -> GatewayHealth:
         return await GatewayClient(http, settings.config.gateway).health()
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """The daemon in the foreground until SIGTERM/SIGINT."""
+    settings = load_or_report(args)
+    if settings is None:
+        return EX_CONFIG
+    setup_logging(settings)
+    return asyncio.run(serve(settings))
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Exactly one cycle, then exit."""
+    settings = load_or_report(args)
+    if settings is None:
+        return EX_CONFIG
+    setup_logging(settings, to_stderr=args.json)
+    report = asyncio.run(_one_cycle(settings, dry_run=True if args.dry_run else None))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str))
+    else:
+        print(render_cycle(report))
+    return EX_OK
+
+
+async def _one_cycle(settings: Settings, *, dry_run: bool | None) -> CycleReport:
+    async with open_runtime(settings, dry_run=dry_run) as rt:
+        recover_after_restart(rt, datetime.now(UTC))
+        await run_verifications(rt, datetime.now(UTC))
+        return await run_cycle(rt, datetime.now(UTC))
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    """List recent incidents, show one, or reset a circuit breaker."""
+    settings = load_or_report(args)
+    if settings is None:
+        return EX_CONFIG
+    store = open_store(settings.env.state_path)
+    try:
+        if args.action == "show":
+            return _show_incident(store, args.id, as_json=args.json)
+        if args.action == "reset-breaker":
+            store.set_breaker(args.service, 0, False, datetime.now(UTC))
+            print(f"circuit breaker for {args.service} reset")
+            return EX_OK
+        rows = [i.row() for i in store.recent(args.limit)]
+    finally:
+        store.close()
+    print(json.dumps(rows, indent=2, ensure_ascii=False) if args.json else render_incidents(rows))
+    return EX_OK
+
+
+def _show_incident(store: IncidentStore, incident_id: str, *, as_json: bool) -> int:
+    incident = store.get(incident_id)
+    if incident is None:
+        _fail(f"no incident with id {incident_id!r} (or the prefix is not unique)")
+        return EX_FAILURE
+    events = store.events(incident.id)
+    if as_json:
+        timeline = [{"at": e.at.isoformat(), "kind": e.kind, **e.data} for e in events]
+        doc = {**incident.row(), "decision": incident.decision, "timeline": timeline}
+        print(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
+    else:
+        print(render_timeline(incident, events))
+    return EX_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -119,6 +193,34 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exit 0 when the gateway says it is healthy, 1 otherwise (with the reason).",
     )
     gateway.set_defaults(func=cmd_gateway_check)
+    run = sub.add_parser(
+        "run",
+        help="run the daemon in the foreground (systemd runs this)",
+        description="Sweep on a schedule until SIGTERM/SIGINT; exit 0 on a clean stop.",
+    )
+    run.set_defaults(func=cmd_run)
+    once = sub.add_parser(
+        "sweep",
+        help="run exactly one sweep (collect, diagnose, guardrails, dispatch) and exit",
+        description="One cycle of the daemon, then exit.",
+    )
+    once.add_argument("--dry-run", action="store_true", help="decide, but dispatch nothing")
+    once.add_argument("--json", action="store_true", help="print the sweep report as JSON")
+    once.set_defaults(func=cmd_sweep)
+    incidents = sub.add_parser(
+        "incidents",
+        help="list recent incidents; `incidents show ID` prints one timeline",
+        description="Read the incident store.",
+    )
+    incidents.add_argument("--json", action="store_true", help="print JSON")
+    incidents.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    inc_sub = incidents.add_subparsers(dest="action", metavar="ACTION")
+    show = inc_sub.add_parser("show", help="one incident's full timeline")
+    show.add_argument("id", help="incident id (a unique prefix is enough)")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    reset = inc_sub.add_parser("reset-breaker", help="close a service's circuit breaker")
+    reset.add_argument("service", help="the service name")
+    incidents.set_defaults(func=cmd_incidents, action=None)
     return parser
 
 

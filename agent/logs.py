@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TextIO
 
@@ -66,7 +67,12 @@ def _add_logger_default(_: WrappedLogger, __: str, event_dict: EventDict) -> Eve
 
 def _exc_one_line(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     # Expected failures carry their cause as a field; a stray exc_info still stays one line.
+    # An unexpected crash (log.exception) also gets its traceback, as one JSON string.
     exc = event_dict.pop("exc_info", None)
+    if exc is True:
+        exc = sys.exc_info()[1]
+        if exc is not None:
+            event_dict["traceback"] = "".join(traceback.format_exception(exc))
     if isinstance(exc, BaseException):
         event_dict.setdefault("error", f"{type(exc).__name__}: {exc}")
     return event_dict

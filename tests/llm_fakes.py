@@ -1,8 +1,15 @@
-"""Helpers to fake an OpenAI-compatible chat-completions API at the HTTP boundary."""
+"""Fakes of an OpenAI-compatible chat-completions API: canned bodies for pytest-httpx, and
+a real-socket server (FakeModel) for subprocess tests and benchmarks. The server estimates
+prompt tokens from the request it received (characters / 4).
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 LLM_BASE = "http://llm.test/v1"
@@ -77,3 +84,77 @@ def plan(
             }
         )
     )
+
+
+def estimate_tokens(body: dict[str, Any]) -> int:
+    """Characters / 4 over messages and tool definitions."""
+    text = json.dumps(body.get("messages", [])) + json.dumps(body.get("tools", []))
+    return math.ceil(len(text) / 4)
+
+
+def answer(body: dict[str, Any]) -> dict[str, Any]:
+    """The canned answer for the phase the request belongs to."""
+    system = body["messages"][0]["content"]
+    tokens = estimate_tokens(body)
+    if system.startswith("You triage"):
+        reply = triage()
+    elif system.startswith("You investigate"):
+        used_tools = any(m.get("role") == "tool" for m in body["messages"])
+        if "tools" in body and not used_tools:
+            reply = completion(
+                None,
+                [
+                    ("prom_query", {"expr": "bench_memory_bytes"}),
+                    ("prom_range", {"expr": "bench_memory_bytes", "minutes": 30}),
+                ],
+            )
+        else:
+            reply = completion(
+                "Working-set memory rose from 210 MB to 480 MB over 25 minutes with no "
+                "traffic change; GC pauses grew; a leak in the request cache is likely."
+            )
+    else:
+        service = "market-predictor"
+        reply = plan(target=service)
+    reply["usage"]["prompt_tokens"] = tokens
+    return reply
+
+
+class FakeModel:
+    """Serves chat completions on 127.0.0.1, each after ``delay`` seconds."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.calls = 0
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                time.sleep(outer.delay)
+                with lock:
+                    outer.calls += 1
+                raw = json.dumps(answer(body)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL to configure."""
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from agent.clients.alertmanager import AlertmanagerClient
 from agent.clients.prometheus import PrometheusClient
@@ -83,7 +84,7 @@ class SweepReport:
         """Names of the sources that could not be read."""
         return [s.name for s in self.sources if not s.ok]
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
         return {
             "sweep_id": self.sweep_id,

@@ -20,8 +20,8 @@ from agent.config import Severity
 from agent.demo.local import LocalPrometheus, MetricsTarget
 from agent.diagnosis.engine import DiagnosisDeps, diagnose, diagnose_many
 from agent.sweep.findings import Finding, fingerprint
-from tests.bench.fake_model import FakeModel
 from tests.conftest import make_config
+from tests.llm_fakes import FakeModel
 
 NOW = datetime.now(UTC)
 

@@ -1,0 +1,1 @@
+"""The daemon: schedule, lifecycle, incidents, verification, escalation, systemd."""

@@ -1,0 +1,120 @@
+"""Everything the daemon holds for its lifetime: clients, store, metrics.
+
+Built once at start-up by ``open_runtime`` and closed on the way out, in that order; one
+``httpx.AsyncClient`` per upstream. Tests and the one-shot ``sweep`` command use the same
+builder, so what runs in production is what is tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+
+from agent.clients.alertmanager import AlertmanagerClient
+from agent.clients.gateway import GatewayClient, build_http_client
+from agent.clients.llm import LLMOptions, build_llm_client
+from agent.clients.prometheus import PrometheusClient
+from agent.config import AgentConfig
+from agent.diagnosis.engine import DiagnosisDeps
+from agent.metrics import AgentMetrics
+from agent.settings import Settings
+from agent.store.base import IncidentStore
+from agent.store.sqlite import open_store
+from agent.sweep.collector import SweepDeps
+
+
+@dataclass
+class Runtime:
+    """The daemon's dependencies, passed explicitly to every job."""
+
+    settings: Settings
+    store: IncidentStore
+    metrics: AgentMetrics
+    prometheus: PrometheusClient
+    gateway: GatewayClient
+    sweep_deps: SweepDeps
+    diagnosis: DiagnosisDeps
+    alertmanager: AlertmanagerClient | None
+    dry_run: bool
+    secrets: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> AgentConfig:
+        """The TOML configuration with overrides applied."""
+        return self.settings.config
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """Every configured secret value, for redaction."""
+    env = settings.env
+    values = (env.openai_api_key, env.ai_command_gateway_token, env.prometheus_bearer_token)
+    return [v.get_secret_value() for v in values if v is not None]
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings, *, dry_run: bool | None = None, metrics: AgentMetrics | None = None
+) -> AsyncIterator[Runtime]:
+    """Create the clients and the store; close them all on exit."""
+    env, config = settings.env, settings.config
+    metrics = metrics or AgentMetrics()
+    async with AsyncExitStack() as stack:
+        bundle = config.prometheus.ca_bundle
+        prometheus = PrometheusClient(
+            env.prometheus_url,
+            timeout=config.prometheus.query_timeout_seconds,
+            bearer_token=_secret(env.prometheus_bearer_token),
+            verify=str(bundle) if bundle else config.prometheus.tls_verify,
+        )
+        stack.callback(prometheus.close)
+        alertmanager = None
+        if env.alertmanager_url:
+            am_http = httpx.AsyncClient(base_url=env.alertmanager_url, timeout=10.0)
+            stack.push_async_callback(am_http.aclose)
+            alertmanager = AlertmanagerClient(am_http)
+        gw_http = build_http_client(
+            env.ai_command_gateway_url,
+            env.ai_command_gateway_timeout,
+            _secret(env.ai_command_gateway_token),
+        )
+        stack.push_async_callback(gw_http.aclose)
+        llm = None
+        if config.diagnosis.use_llm:
+            options = LLMOptions(
+                model=env.llm_model,
+                temperature=env.llm_temperature,
+                max_tokens=env.llm_max_tokens,
+                max_retries=config.diagnosis.max_retries,
+            )
+            llm, llm_http = build_llm_client(
+                api_key=env.openai_api_key.get_secret_value(),
+                base_url=env.openai_base_url,
+                timeout=config.diagnosis.request_timeout_seconds,
+                options=options,
+                metrics=metrics,
+            )
+            stack.push_async_callback(llm_http.aclose)
+        store = open_store(env.state_path)
+        stack.callback(store.close)
+        yield Runtime(
+            settings=settings,
+            store=store,
+            metrics=metrics,
+            prometheus=prometheus,
+            gateway=GatewayClient(gw_http, config.gateway, metrics=metrics),
+            sweep_deps=SweepDeps(
+                config=config, prometheus=prometheus, metrics=metrics, alertmanager=alertmanager
+            ),
+            diagnosis=DiagnosisDeps(config=config, prometheus=prometheus, llm=llm),
+            alertmanager=alertmanager,
+            dry_run=env.dry_run if dry_run is None else dry_run,
+            secrets=secrets_of(settings),
+        )
+
+
+def _secret(value: object) -> str | None:
+    getter = getattr(value, "get_secret_value", None)
+    return getter() if getter else None

@@ -1,0 +1,178 @@
+"""The long-running daemon: explicit start-up, schedule, and graceful shutdown.
+
+Start-up: build the runtime, recover incidents a crash left in 'acting', serve
+``/metrics``, schedule the sweep (first run at once) and the verification job with
+``coalesce=True, max_instances=1`` and a misfire grace time, then tell systemd READY=1.
+Shutdown on SIGTERM/SIGINT: STOPPING=1, stop the scheduler so no new work starts, let
+in-flight jobs finish within the grace period, cancel what is left, close the clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from agent.daemon.cycle import run_cycle
+from agent.daemon.http import Liveness, MetricsServer
+from agent.daemon.notify import Notifier, watchdog_interval
+from agent.daemon.runtime import Runtime, open_runtime
+from agent.daemon.verify import recover_after_restart, run_verifications
+from agent.errors import AgentError
+from agent.logs import get_logger
+from agent.settings import Settings
+
+log = get_logger("agent.daemon")
+
+VERIFY_TICK_SECONDS = 5.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Daemon:
+    """Owns the scheduler, the in-flight jobs and the systemd conversation."""
+
+    def __init__(self, rt: Runtime, notifier: Notifier, liveness: Liveness) -> None:
+        self.rt = rt
+        self.notifier = notifier
+        self.liveness = liveness
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.stopping = asyncio.Event()
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+
+    async def _guarded(self, name: str, job: Callable[[], Awaitable[str | None]]) -> None:
+        if self.stopping.is_set():
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self.inflight.add(task)
+        try:
+            status = await job()
+            if status:
+                self.notifier.status(status)
+        except AgentError as exc:
+            log.error("job_failed", job=name, error=str(exc))
+        except Exception as exc:  # a bug in one sweep must not stop the daemon; say so loudly
+            log.exception("job_crashed", job=name, error=f"{type(exc).__name__}: {exc}")
+            self.rt.metrics.sweeps.labels(result="error").inc()
+        finally:
+            self.inflight.discard(task)
+
+    async def sweep_job(self) -> None:
+        """One cycle, as scheduled."""
+
+        async def run() -> str:
+            report = await run_cycle(self.rt, _now())
+            self.liveness.sweep_finished()
+            failed = (
+                f", failed: {','.join(report.sweep.failed_sources)}"
+                if report.sweep.failed_sources
+                else ""
+            )
+            return (
+                f"last sweep {report.sweep.started_at:%H:%M:%S}Z: {len(report.sweep.findings)} findings, "
+                f"{len(report.dispatches)} dispatches{failed}"
+            )
+
+        await self._guarded("sweep", run)
+
+    async def verify_job(self) -> None:
+        """Verify incidents whose time has come."""
+
+        async def run() -> None:
+            await run_verifications(self.rt, _now())
+
+        await self._guarded("verify", run)
+
+    def schedule(self) -> None:
+        """Add both jobs; the sweep runs at once, then on its interval."""
+        sched = self.rt.config.schedule
+        common = {
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": int(sched.misfire_grace_seconds),
+        }
+        self.scheduler.add_job(
+            self.sweep_job,
+            "interval",
+            seconds=sched.sweep_interval_seconds,
+            next_run_time=_now(),
+            id="sweep",
+            **common,
+        )
+        tick = min(VERIFY_TICK_SECONDS, sched.verify_after_seconds)
+        self.scheduler.add_job(self.verify_job, "interval", seconds=tick, id="verify", **common)
+        self.scheduler.start()
+
+    async def watchdog(self, interval: float) -> None:
+        """Pet systemd's watchdog from the running loop."""
+        while not self.stopping.is_set():
+            self.notifier.watchdog()
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=interval)
+            except TimeoutError:
+                continue
+
+    async def shutdown(self) -> None:
+        """Stop taking work, wait for in-flight jobs within the grace period, then cancel."""
+        grace = self.rt.config.schedule.shutdown_grace_seconds
+        self.notifier.stopping()
+        self.scheduler.shutdown(wait=False)
+        pending = set(self.inflight)
+        log.info("daemon_stopping", inflight=len(pending), grace_seconds=grace)
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=5)
+                log.warning("daemon_cancelled_inflight", cancelled=len(late))
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code (0 on a clean stop)."""
+    loop = asyncio.get_running_loop()
+    notifier = Notifier.from_env()
+    sched = settings.config.schedule
+    liveness = Liveness(
+        max_age_seconds=3 * sched.sweep_interval_seconds + sched.misfire_grace_seconds
+    )
+    async with open_runtime(settings) as rt:
+        daemon = Daemon(rt, notifier, liveness)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, daemon.stopping.set)
+        recover_after_restart(rt, _now())
+        host, port = settings.env.metrics_host_port
+        try:
+            server = MetricsServer(host, port, rt.metrics, liveness).start()
+        except OSError as exc:
+            raise AgentError(
+                f"METRICS_ADDR {settings.env.metrics_addr}: cannot listen: {exc.strerror}"
+            ) from exc
+        daemon.schedule()
+        interval = watchdog_interval()
+        dog = asyncio.create_task(daemon.watchdog(interval)) if interval else None
+        notifier.ready(f"sweeping every {sched.sweep_interval_seconds:g}s")
+        log.info(
+            "daemon_started",
+            sweep_interval_seconds=sched.sweep_interval_seconds,
+            dry_run=rt.dry_run,
+            metrics_addr=f"{host}:{server.port}",
+            model=settings.env.llm_model if rt.diagnosis.llm else "runbook only",
+        )
+        try:
+            await daemon.stopping.wait()
+            await daemon.shutdown()
+        finally:
+            if dog:
+                dog.cancel()
+            server.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    log.info("daemon_stopped")
+    return 0

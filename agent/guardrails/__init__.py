@@ -1,0 +1,1 @@
+"""Guardrails: the rules that stand between a decision and an action."""

@@ -1,0 +1,1 @@
+"""The incident store: what the agent saw, decided and did, kept across restarts."""
