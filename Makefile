@@ -18,10 +18,11 @@ help: ## list the targets
 
 install: system-deps $(STAMP) ## virtualenv, the package (editable, with dev extras), Debian packages
 
-system-deps: ## install prometheus and prometheus-alertmanager with apt-get when missing
+system-deps: ## install prometheus, prometheus-alertmanager (and systemd-analyze) with apt-get when missing
 	@missing=""; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
 	  echo "installing Debian packages:$$missing"; \
@@ -60,3 +61,11 @@ bench: install ## speed and memory figures, printed as ratios
 clean: ## remove the virtualenv, caches and everything under .run/
 	rm -rf $(VENV) $(RUNDIR) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+install-service: install ## (root) install the systemd unit for this checkout, and /etc/devops-agent
+	install -d -m 0755 /etc/devops-agent
+	test -e /etc/devops-agent/agent.env || install -m 0600 .env.example /etc/devops-agent/agent.env
+	test -e /etc/devops-agent/agent.toml || install -m 0644 config/agent.toml /etc/devops-agent/agent.toml
+	sed 's|/opt/devops-agent|$(CURDIR)|g' systemd/devops-agent.service > /etc/systemd/system/devops-agent.service
+	systemctl daemon-reload
+	@echo "edit /etc/devops-agent/agent.env, then: systemctl enable --now devops-agent"

@@ -1,0 +1,221 @@
+"""`devops-agent run` as a real process: restarts, outages, signals and systemd notify."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.demo.gateway_sim import GatewaySimulator
+from agent.demo.local import LocalPrometheus, MetricsTarget
+from tests.integration.daemon_support import (
+    E2E_RULES,
+    DaemonProcess,
+    NotifySocket,
+    agent_env,
+    write_config,
+)
+from tests.llm_fakes import FakeModel
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def target() -> Iterator[MetricsTarget]:
+    """A scrape target with a leaking service that nobody fixes."""
+    t = MetricsTarget().start()
+    t.set("e2e_memory_bytes", 5000, service="market-predictor")
+    yield t
+    t.stop()
+
+
+@pytest.fixture
+def prom(tmp_path: Path, target: MetricsTarget) -> Iterator[LocalPrometheus]:
+    """A real Prometheus with the e2e rules."""
+    server = LocalPrometheus(
+        tmp_path / "prom", targets={"services": target.address}, rules=E2E_RULES
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gateway() -> Iterator[GatewaySimulator]:
+    """A gateway simulator whose restarts change nothing."""
+    sim = GatewaySimulator().start()
+    yield sim
+    sim.stop()
+
+
+def _runbook_env(
+    tmp_path: Path, prom: LocalPrometheus, gateway: GatewaySimulator, **extra: str
+) -> dict[str, str]:
+    config = write_config(
+        tmp_path / "agent.toml", diagnosis={"use_llm": False}, schedule={"verify_after_seconds": 60}
+    )
+    return agent_env(tmp_path, config, prom.url, gateway.url, **extra)
+
+
+def test_no_second_request_after_sigkill_and_restart(
+    tmp_path: Path, prom: LocalPrometheus, gateway: GatewaySimulator
+) -> None:
+    """Killed right after dispatch and restarted while the alert fires: no second request."""
+    env = _runbook_env(tmp_path, prom, gateway)
+    first = DaemonProcess(env, tmp_path, "first")
+    try:
+        first.wait_for("remediation_dispatched", timeout=45)
+        first.proc.kill()
+        first.wait(10)
+    finally:
+        first.close()
+    assert len(gateway.executions()) == 1
+    second = DaemonProcess(env, tmp_path, "second")
+    try:
+        second.wait_for("sweep_finished", where=lambda e: e["findings"] == 1, count=4, timeout=45)
+        events = {e["event"] for e in second.events()}
+    finally:
+        second.close()
+    assert len(gateway.executions()) == 1
+    assert "remediation_dispatched" not in events
+
+
+def test_prometheus_outage_is_survived(
+    tmp_path: Path, prom: LocalPrometheus, gateway: GatewaySimulator
+) -> None:
+    """Prometheus stops mid-run: sweeps fail and are logged, the daemon lives and recovers."""
+    daemon = DaemonProcess(_runbook_env(tmp_path, prom, gateway), tmp_path)
+    try:
+        daemon.wait_for("sweep_finished", where=lambda e: not e["failed_sources"], timeout=30)
+        prom.stop()
+        daemon.wait_for("sweep_source_failed", count=2, timeout=30)
+        failed = daemon.wait_for(
+            "sweep_finished", where=lambda e: bool(e["failed_sources"]), timeout=30
+        )
+        assert daemon.proc.poll() is None
+        prom.start()
+        seen = len(daemon.events())
+        daemon.wait_for(
+            "sweep_finished",
+            where=lambda e: not e["failed_sources"] and daemon.events().index(e) >= seen,
+            timeout=45,
+        )
+    finally:
+        daemon.close()
+    assert failed[0]["failed_sources"] == ["alerts"]
+
+
+def test_sigterm_during_diagnosis_exits_cleanly(
+    tmp_path: Path, prom: LocalPrometheus, gateway: GatewaySimulator
+) -> None:
+    """SIGTERM while the model is thinking: STOPPING=1, in-flight work finishes, exit 0."""
+    model = FakeModel(delay=2.0)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    config = write_config(tmp_path / "agent.toml", schedule={"shutdown_grace_seconds": 15})
+    env = agent_env(
+        tmp_path,
+        config,
+        prom.url,
+        gateway.url,
+        OPENAI_BASE_URL=model.base_url,
+        NOTIFY_SOCKET=str(notify.path),
+    )
+    daemon = DaemonProcess(env, tmp_path)
+    try:
+        daemon.wait_for("incident_opened", timeout=45)
+        time.sleep(0.5)  # the triage call is now waiting on the slow model
+        started = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        code = daemon.wait(timeout=30)
+        elapsed = time.monotonic() - started
+        notify.wait_for("STOPPING=1", timeout=5)
+        events = [e["event"] for e in daemon.events()]
+    finally:
+        daemon.close()
+        model.stop()
+        notify.close()
+    assert code == 0, daemon.tail()
+    assert elapsed < 15 + 5  # within the grace period (plus process start-up slack)
+    assert "daemon_stopping" in events and events[-1] == "daemon_stopped"
+    assert "job_crashed" not in events
+
+
+def test_sd_notify_ready_watchdog_status(
+    tmp_path: Path, prom: LocalPrometheus, gateway: GatewaySimulator
+) -> None:
+    """READY=1, WATCHDOG=1 and STATUS= arrive on a real unix datagram socket."""
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = _runbook_env(
+        tmp_path, prom, gateway, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000"
+    )
+    daemon = DaemonProcess(env, tmp_path)
+    try:
+        notify.wait_for("READY=1")
+        notify.wait_for("WATCHDOG=1")
+        daemon.wait_for("sweep_finished", timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+            "STATUS=last sweep" in m for m in notify.drain()
+        ):
+            time.sleep(0.2)
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+        notify.wait_for("STOPPING=1", timeout=5)
+    finally:
+        daemon.close()
+        notify.close()
+    assert any("STATUS=last sweep" in m for m in notify.messages)
+    assert sum("WATCHDOG=1" in m for m in notify.messages) >= 2
+
+
+def _cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        env={"PATH": os.environ["PATH"], "HOME": str(cwd), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_sweep_dry_run_json_and_incidents(
+    tmp_path: Path, prom: LocalPrometheus, gateway: GatewaySimulator
+) -> None:
+    """`sweep --dry-run --json` decides without dispatching; `incidents` shows the result."""
+    env = _runbook_env(tmp_path, prom, gateway)
+    deadline = time.monotonic() + 45
+    report: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        result = _cli(env, tmp_path, "sweep", "--dry-run", "--json")
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        if report["decisions"]:
+            break
+        time.sleep(0.5)
+    assert [d["action"] for d in report["decisions"]] == ["restart"]
+    assert report["dispatches"] == []
+    assert [s["reason"] for s in report["skips"]] == ["dry_run"]
+    assert gateway.executions() == []
+    listing = _cli(env, tmp_path, "incidents", "--json")
+    [row] = json.loads(listing.stdout)
+    assert {"id", "fingerprint", "target", "state", "action", "opened_at", "updated_at"} <= set(row)
+    assert (row["state"], row["action"], row["target"]) == (
+        "skipped",
+        "restart",
+        "market-predictor",
+    )
+    shown = _cli(env, tmp_path, "incidents", "show", row["id"][:6])
+    assert shown.returncode == 0 and "timeline:" in shown.stdout and "dry_run" in shown.stdout
+    table = _cli(env, tmp_path, "incidents")
+    assert row["id"] in table.stdout
+    missing = _cli(env, tmp_path, "incidents", "show", "nope")
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr

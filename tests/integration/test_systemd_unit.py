@@ -1,0 +1,74 @@
+"""The systemd unit passes `systemd-analyze verify` and rates 2.0 or better on security."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+UNIT = REPO / "systemd" / "devops-agent.service"
+
+
+@pytest.fixture
+def unit_copy(tmp_path: Path) -> Path:
+    """The unit with ExecStart pointed at this checkout's virtualenv, as install-service does."""
+    text = UNIT.read_text().replace("/opt/devops-agent/.venv/bin", str(Path(sys.executable).parent))
+    text = text.replace("/opt/devops-agent", str(REPO))
+    path = tmp_path / "devops-agent.service"
+    path.write_text(text)
+    return path
+
+
+def _analyze() -> str:
+    found = shutil.which("systemd-analyze")
+    assert found, "systemd-analyze is missing (Debian package systemd; run `make install`)"
+    return found
+
+
+def test_unit_verifies(unit_copy: Path) -> None:
+    """systemd-analyze verify reports nothing."""
+    result = subprocess.run(
+        [_analyze(), "verify", str(unit_copy)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+
+
+def test_unit_security_rating(unit_copy: Path) -> None:
+    """The exposure level is 2.0 or lower."""
+    result = subprocess.run(
+        [_analyze(), "security", "--offline=true", "--no-pager", str(unit_copy)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout[-2000:] + result.stderr
+    assert float(match.group(1)) <= 2.0
+
+
+def test_unit_has_the_operational_contract() -> None:
+    """Type=notify, watchdog, restart policy, exit 78 respected, and a longer stop timeout."""
+    text = UNIT.read_text()
+    for line in (
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "RestartPreventExitStatus=78",
+        "EnvironmentFile=/etc/devops-agent/agent.env",
+        "DynamicUser=yes",
+        "StateDirectory=devops-agent",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+    ):
+        assert line in text
+    stop = int(re.search(r"TimeoutStopSec=(\d+)s", text).group(1))  # type: ignore[union-attr]
+    config = (REPO / "config" / "agent.toml").read_text()
+    grace = float(re.search(r"shutdown_grace_seconds = (\d+)", config).group(1))  # type: ignore[union-attr]
+    assert stop > grace
