@@ -1,0 +1,341 @@
+"""`make demo`: the whole loop on local parts, healing a leaking service end to end.
+
+Starts, on loopback ports: a real Prometheus and Alertmanager, the leaking demo service,
+a gateway simulator that really restarts the demo service, and ``devops-agent run``. It
+shows the agent's log events as a readable live view until the incident is resolved (or
+escalated, or two minutes pass), prints the incident's timeline, and stops every process
+it started. Uses the real model when OPENAI_API_KEY is set, the runbook otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agent.daemon.render import render_timeline
+from agent.demo.gateway_sim import ActResult, GatewaySimulator
+from agent.demo.local import LocalAlertmanager, LocalPrometheus, MissingBinary, free_port, wait_http
+from agent.store.sqlite import SQLiteStore
+
+SERVICE = "market-predictor"
+TIME_LIMIT = 110.0
+SWEEP_SECONDS = 3
+VERIFY_SECONDS = 10
+
+RULES = f"""
+groups:
+- name: demo
+  rules:
+  - alert: MemoryLeak
+    expr: process_resident_memory_bytes{{job="{SERVICE}"}} > 100e6
+    for: 3s
+    labels: {{severity: critical}}
+    annotations:
+      summary: "{SERVICE} resident memory above 100 MB"
+      description: "Resident memory of {SERVICE} is {{{{ $value | humanize1024 }}}}B and growing."
+"""
+
+CONFIG = """
+[schedule]
+sweep_interval_seconds = {sweep}
+verify_after_seconds = {verify}
+misfire_grace_seconds = 5
+shutdown_grace_seconds = 10
+catch_up_window_seconds = 600
+
+[diagnosis]
+use_llm = {use_llm}
+
+[policy]
+action_cooldown_seconds = 300
+
+[actions.restart]
+intent = "restart the service"
+mutating = true
+[actions.start]
+intent = "start the service"
+mutating = true
+[actions.stop]
+intent = "stop the service"
+mutating = true
+[actions.collect_logs]
+intent = "show recent logs"
+[actions.inspect_resources]
+intent = "show memory and CPU usage"
+[actions.health_check]
+intent = "check if service is healthy"
+[actions.escalate]
+[actions.none]
+
+[services.{service}]
+actions = ["restart", "collect_logs", "inspect_resources", "health_check"]
+
+[[runbook]]
+name = "memory"
+match = "(?i)memory|leak"
+action = "restart"
+"""
+
+
+def say(text: str) -> None:
+    """One line of the live view."""
+    print(f"{datetime.now():%H:%M:%S}  {text}", flush=True)
+
+
+class DemoService:
+    """The leaking service process; the gateway simulator restarts it."""
+
+    def __init__(self, workdir: Path, port: int) -> None:
+        self.workdir, self.port = workdir, port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start (or start again) the process and wait for its metrics."""
+        log = (self.workdir / "demo-service.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.demo.leaky", "--port", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_http(f"http://127.0.0.1:{self.port}/metrics", timeout=20, proc=self.proc)
+
+    def stop(self) -> None:
+        """Terminate the process."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def act(self, target: str, intent: str) -> ActResult:
+        """What the simulated `docker` does for one intent."""
+        with self._lock:
+            if "restart" in intent:
+                self.stop()
+                self.start()
+                self.restarts += 1
+                say(
+                    f"[gateway]  docker restart {target}: new process {self.proc.pid if self.proc else '?'}"
+                )
+                return ActResult(command=f"docker restart {target}", stdout=f"{target}\n")
+            return ActResult(command=f"docker inspect {target}", stdout="running\n")
+
+
+_VIEW: dict[str, str] = {
+    "daemon_started": "started: sweeping every {sweep_interval_seconds}s, diagnosis by {model}",
+    "incident_opened": "ALERT {name} firing on {target}: incident {incident_id} opened",
+    "llm_call": "model call ({phase}): {prompt_tokens} prompt tokens",
+    "diagnosis_finished": "diagnosis: {action} (decided by {decided_by}: {reason})",
+    "guardrail_blocked": "guardrail held the action back: {reason} ({detail})",
+    "remediation_dispatched": "dispatching to the gateway: '{intent}' for {target}",
+    "gateway_request_finished": "gateway answered: {status} after {attempts} attempt(s)",
+    "incident_resolved": "RESOLVED: {target} recovered {time_to_recovery_seconds}s after the incident opened",
+    "incident_escalated": "ESCALATED to humans: {reason}",
+    "sweep_source_failed": "a sweep source failed: {source}: {error}",
+    "diagnosis_fell_back_to_runbook": "model unusable, runbook decides: {reason}",
+    "job_failed": "a job failed: {error}",
+    "job_crashed": "a job crashed: {error}",
+}
+
+
+class _Missing(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _describe(event: dict[str, Any]) -> str | None:
+    template = _VIEW.get(str(event.get("event")))
+    return "[agent]    " + template.format_map(_Missing(event)) if template else None
+
+
+class Demo:
+    """Starts the parts, follows the agent, cleans up."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.parts: list[Any] = []
+        self.outcome: str | None = None
+
+    def _agent_env(self, prometheus: str, alertmanager: str, gateway: str) -> dict[str, str]:
+        key = os.environ.get("OPENAI_API_KEY", "")
+        config = self.workdir / "agent.toml"
+        config.write_text(
+            CONFIG.format(
+                sweep=SWEEP_SECONDS,
+                verify=VERIFY_SECONDS,
+                use_llm="true" if key else "false",
+                service=SERVICE,
+            )
+        )
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", str(self.workdir)),
+            "PROMETHEUS_URL": prometheus,
+            "ALERTMANAGER_URL": alertmanager,
+            "AI_COMMAND_GATEWAY_URL": gateway,
+            "AI_COMMAND_GATEWAY_TIMEOUT": "20",
+            "AI_COMMAND_GATEWAY_SOURCE_ID": "devops-ai-agent",
+            "OPENAI_API_KEY": key or "sk-demo-no-model-configured",
+            "LLM_MODEL": os.environ.get("LLM_MODEL", "gpt-4o"),
+            "LLM_TEMPERATURE": "0.1",
+            "LLM_MAX_TOKENS": "800",
+            "LOG_LEVEL": "INFO",
+            "LOG_FORMAT": "json",
+            "ENVIRONMENT": "development",
+            "AGENT_CONFIG": str(config),
+            "AGENT_STATE_URL": f"sqlite:///{self.workdir / 'state' / 'agent.db'}",
+            "METRICS_ADDR": f"127.0.0.1:{free_port()}",
+        }
+        if os.environ.get("OPENAI_BASE_URL"):
+            env["OPENAI_BASE_URL"] = os.environ["OPENAI_BASE_URL"]
+        return env
+
+    def start(self) -> None:
+        """Start every part on loopback."""
+        if os.environ.get("OPENAI_API_KEY"):
+            say(
+                f"[demo]     OPENAI_API_KEY is set: diagnosis uses the model {os.environ.get('LLM_MODEL', 'gpt-4o')}"
+            )
+        else:
+            say(
+                "[demo]     OPENAI_API_KEY is not set: the agent runs the runbook engine, without a model"
+            )
+        service = DemoService(self.workdir, free_port())
+        service.start()
+        self.parts.append(service)
+        say(
+            f"[demo]     demo service {SERVICE} leaking memory, metrics on 127.0.0.1:{service.port}"
+        )
+        alertmanager = LocalAlertmanager(self.workdir / "alertmanager", free_port()).start()
+        self.parts.append(alertmanager)
+        prometheus = LocalPrometheus(
+            self.workdir / "prometheus",
+            targets={SERVICE: f"127.0.0.1:{service.port}"},
+            rules=RULES,
+            alertmanager_url=alertmanager.url,
+        ).start()
+        self.parts.append(prometheus)
+        say(f"[demo]     Prometheus {prometheus.url}, Alertmanager {alertmanager.url}")
+        gateway = GatewaySimulator(service.act).start()
+        self.parts.append(gateway)
+        say(f"[demo]     gateway simulator {gateway.url}")
+        log = (self.workdir / "agent.log").open("wb")
+        self.agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run"],
+            env=self._agent_env(prometheus.url, alertmanager.url, gateway.url),
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+
+    def follow(self) -> None:
+        """Print the agent's events as they come, until resolved/escalated or time is up."""
+        deadline = time.monotonic() + TIME_LIMIT
+        offset = 0
+        path = self.workdir / "agent.log"
+        while time.monotonic() < deadline and self.outcome is None:
+            assert self.agent is not None
+            if self.agent.poll() is not None:
+                say(f"[demo]     the agent exited with {self.agent.returncode}; see {path}")
+                return
+            data = path.read_bytes()
+            lines, offset = data[offset:].split(b"\n"), offset + data[offset:].rfind(b"\n") + 1
+            for line in lines[:-1]:
+                self._show(line)
+            time.sleep(0.2)
+        if self.outcome is None:
+            say(f"[demo]     no resolution within {TIME_LIMIT:.0f}s")
+
+    def _show(self, line: bytes) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        text = _describe(event)
+        if text:
+            say(text)
+        if event.get("event") == "incident_resolved":
+            self.outcome = "resolved"
+        elif event.get("event") == "incident_escalated":
+            self.outcome = "escalated"
+
+    def summary(self) -> None:
+        """Print the incident's timeline from the store."""
+        store = SQLiteStore(self.workdir / "state" / "agent.db")
+        try:
+            incidents = store.recent(5)
+            print()
+            if not incidents:
+                print("no incident was opened")
+            for incident in incidents:
+                print(render_timeline(incident, store.events(incident.id)))
+                ttr = (incident.updated_at - incident.opened_at).total_seconds()
+                print(
+                    f"  what was done: {incident.action}; outcome: {incident.state}; time to recovery: {ttr:.1f}s\n"
+                )
+        finally:
+            store.close()
+
+    def stop(self) -> None:
+        """Stop the agent (SIGTERM, then kill) and every part, newest first."""
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.send_signal(signal.SIGTERM)
+            try:
+                self.agent.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+                self.agent.wait()
+        for part in reversed(self.parts):
+            part.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; exit 0 when the incident was resolved."""
+    parser = argparse.ArgumentParser(prog="python -m agent.demo", description=__doc__)
+    parser.add_argument("--workdir", type=Path, default=Path(".run/demo"))
+    args = parser.parse_args(argv)
+    if args.workdir.exists():
+        shutil.rmtree(args.workdir)
+    args.workdir.mkdir(parents=True)
+    demo = Demo(args.workdir.resolve())
+    started = datetime.now(UTC)
+    try:
+        demo.start()
+        demo.follow()
+        demo.stop()
+        demo.summary()
+    except MissingBinary as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        say("[demo]     interrupted; stopping everything")
+        return 130
+    finally:
+        demo.stop()
+    elapsed = (datetime.now(UTC) - started).total_seconds()
+    if demo.outcome == "resolved":
+        print(
+            f"demo finished in {elapsed:.0f}s: the leaking service was healed; all processes stopped"
+        )
+        return 0
+    print(
+        f"demo finished in {elapsed:.0f}s without a resolution ({demo.outcome or 'timed out'}); logs in {args.workdir}"
+    )
+    return 1

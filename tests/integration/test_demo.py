@@ -1,0 +1,51 @@
+"""`python -m agent.demo` (what `make demo` runs): resolves the incident, leaves nothing running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def _processes_under(workdir: Path) -> list[str]:
+    """Command lines of live processes that mention the workdir or run from it."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if str(workdir) in cmdline or cwd.startswith(str(workdir)) or "agent.demo.leaky" in cmdline:
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+def test_demo_heals_the_leaking_service(tmp_path: Path) -> None:
+    """The demo exits 0, shows the incident resolved, and stops every process it started."""
+    workdir = tmp_path / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.demo", "--workdir", str(workdir)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "runs the runbook engine, without a model" in out
+    assert "ALERT MemoryLeak firing on market-predictor" in out
+    assert "docker restart market-predictor" in out
+    assert "RESOLVED: market-predictor recovered" in out
+    assert "time to recovery" in out and "resolved" in out
+    assert _processes_under(workdir) == []
