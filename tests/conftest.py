@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,3 +59,34 @@ def make_config(**sections: object) -> AgentConfig:
     data = tomllib.loads(CONFIG.read_text())
     data.update(sections)
     return parse_config(data, "test-config")
+
+
+class Sleeps:
+    """A fake sleep for tenacity: records the waits it is asked for, sleeps for none."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    """Waits recorded, never slept."""
+    return Sleeps()
+
+
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -m agent ARGS` with exactly ``env`` (plus PATH and HOME), as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args],
+        env={"PATH": os.environ["PATH"], "HOME": str(cwd), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -28,6 +28,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from agent.clients.retrying import log_before_sleep
 from agent.config import GatewayOptions
 from agent.dispatch.intent import GatewayRequest
 from agent.dispatch.response import Reading, read_body
@@ -177,7 +178,7 @@ class GatewayClient:
             stop=stop_after_attempt(opts.max_attempts) | stop_before_delay(opts.deadline_seconds),
             wait=wait,
             retry=retry_if_exception_type(GatewayTransientError),
-            before_sleep=_log_retry,
+            before_sleep=log_before_sleep(log, "gateway_retry_scheduled"),
             reraise=True,
         )
 
@@ -274,13 +275,3 @@ def _finish(
         error=result.error,
     )
     return result
-
-
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.warning(
-        "gateway_retry_scheduled",
-        attempt=state.attempt_number,
-        wait_seconds=round(state.upcoming_sleep, 3),
-        cause=str(exc),
-    )

@@ -25,6 +25,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from agent.clients.retrying import log_before_sleep
 from agent.errors import LLMError, LLMPermanentError, LLMTransientError
 from agent.logs import get_logger
 from agent.metrics import AgentMetrics
@@ -103,7 +104,7 @@ class LLMClient:
             stop=stop_after_attempt(self.options.max_retries + 1),
             wait=self._wait,
             retry=retry_if_exception_type(LLMTransientError),
-            before_sleep=_log_retry,
+            before_sleep=log_before_sleep(log, "llm_retry_scheduled"),
             reraise=True,
         )
         reply: ChatReply = await retrying(self._structured, messages, phase, tools, schema)
@@ -228,16 +229,6 @@ def _transient(exc: openai.APIStatusError, what: str) -> _RetryAfter:
 def _short(exc: BaseException, limit: int = 300) -> str:
     text = str(exc).replace("\n", " ")
     return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.warning(
-        "llm_retry_scheduled",
-        attempt=state.attempt_number,
-        wait_seconds=round(state.upcoming_sleep, 3),
-        cause=str(exc),
-    )
 
 
 def build_llm_client(

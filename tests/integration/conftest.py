@@ -15,6 +15,7 @@ from typing import TypeVar
 import pytest
 
 from agent.demo.local import LocalAlertmanager, LocalPrometheus, MetricsTarget, free_port
+from tests.integration.daemon_support import E2E_RULES
 
 T = TypeVar("T")
 
@@ -80,3 +81,21 @@ async def eventually(
             return result
         await asyncio.sleep(0.25)
     pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+
+
+@pytest.fixture
+def services_target() -> Iterator[MetricsTarget]:
+    """A fresh scrape target standing in for the monitored services."""
+    target = MetricsTarget().start()
+    yield target
+    target.stop()
+
+
+@pytest.fixture
+def e2e_prometheus(tmp_path: Path, services_target: MetricsTarget) -> Iterator[LocalPrometheus]:
+    """A real Prometheus with the e2e rules, scraping ``services_target``."""
+    server = LocalPrometheus(
+        tmp_path / "prom", targets={"services": services_target.address}, rules=E2E_RULES
+    ).start()
+    yield server
+    server.stop()

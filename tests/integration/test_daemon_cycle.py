@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,28 +17,22 @@ from agent.daemon.verify import run_verifications
 from agent.demo.gateway_sim import ActResult, GatewaySimulator
 from agent.demo.local import LocalPrometheus, MetricsTarget
 from agent.settings import load_settings
-from tests.integration.daemon_support import E2E_RULES, agent_env, write_config
+from tests.integration.daemon_support import agent_env, write_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, plan, triage
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def target() -> Iterator[MetricsTarget]:
+def target(services_target: MetricsTarget) -> MetricsTarget:
     """The scrape target standing in for the services."""
-    t = MetricsTarget().start()
-    yield t
-    t.stop()
+    return services_target
 
 
 @pytest.fixture
-def prom(tmp_path: Path, target: MetricsTarget) -> Iterator[LocalPrometheus]:
+def prom(e2e_prometheus: LocalPrometheus) -> LocalPrometheus:
     """A real Prometheus with the e2e rules."""
-    server = LocalPrometheus(
-        tmp_path / "prom", targets={"services": target.address}, rules=E2E_RULES
-    ).start()
-    yield server
-    server.stop()
+    return e2e_prometheus
 
 
 def _set_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:

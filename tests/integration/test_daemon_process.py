@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +13,8 @@ import pytest
 
 from agent.demo.gateway_sim import GatewaySimulator
 from agent.demo.local import LocalPrometheus, MetricsTarget
+from tests.conftest import run_cli
 from tests.integration.daemon_support import (
-    E2E_RULES,
     DaemonProcess,
     NotifySocket,
     agent_env,
@@ -29,22 +26,16 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def target() -> Iterator[MetricsTarget]:
+def target(services_target: MetricsTarget) -> MetricsTarget:
     """A scrape target with a leaking service that nobody fixes."""
-    t = MetricsTarget().start()
-    t.set("e2e_memory_bytes", 5000, service="market-predictor")
-    yield t
-    t.stop()
+    services_target.set("e2e_memory_bytes", 5000, service="market-predictor")
+    return services_target
 
 
 @pytest.fixture
-def prom(tmp_path: Path, target: MetricsTarget) -> Iterator[LocalPrometheus]:
-    """A real Prometheus with the e2e rules."""
-    server = LocalPrometheus(
-        tmp_path / "prom", targets={"services": target.address}, rules=E2E_RULES
-    ).start()
-    yield server
-    server.stop()
+def prom(target: MetricsTarget, e2e_prometheus: LocalPrometheus) -> LocalPrometheus:
+    """A real Prometheus with the e2e rules, seeing the leak."""
+    return e2e_prometheus
 
 
 @pytest.fixture
@@ -175,18 +166,6 @@ def test_sd_notify_ready_watchdog_status(
     assert sum("WATCHDOG=1" in m for m in notify.messages) >= 2
 
 
-def _cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        env={"PATH": os.environ["PATH"], "HOME": str(cwd), **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_sweep_dry_run_json_and_incidents(
     tmp_path: Path, prom: LocalPrometheus, gateway: GatewaySimulator
 ) -> None:
@@ -195,7 +174,7 @@ def test_sweep_dry_run_json_and_incidents(
     deadline = time.monotonic() + 45
     report: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        result = _cli(env, tmp_path, "sweep", "--dry-run", "--json")
+        result = run_cli("sweep", "--dry-run", "--json", env=env, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
         if report["decisions"]:
@@ -205,7 +184,7 @@ def test_sweep_dry_run_json_and_incidents(
     assert report["dispatches"] == []
     assert [s["reason"] for s in report["skips"]] == ["dry_run"]
     assert gateway.executions() == []
-    listing = _cli(env, tmp_path, "incidents", "--json")
+    listing = run_cli("incidents", "--json", env=env, cwd=tmp_path)
     [row] = json.loads(listing.stdout)
     assert {"id", "fingerprint", "target", "state", "action", "opened_at", "updated_at"} <= set(row)
     assert (row["state"], row["action"], row["target"]) == (
@@ -213,9 +192,9 @@ def test_sweep_dry_run_json_and_incidents(
         "restart",
         "market-predictor",
     )
-    shown = _cli(env, tmp_path, "incidents", "show", row["id"][:6])
+    shown = run_cli("incidents", "show", row["id"][:6], env=env, cwd=tmp_path)
     assert shown.returncode == 0 and "timeline:" in shown.stdout and "dry_run" in shown.stdout
-    table = _cli(env, tmp_path, "incidents")
+    table = run_cli("incidents", env=env, cwd=tmp_path)
     assert row["id"] in table.stdout
-    missing = _cli(env, tmp_path, "incidents", "show", "nope")
+    missing = run_cli("incidents", "show", "nope", env=env, cwd=tmp_path)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +11,7 @@ from agent.clients.gateway import GatewayClient, build_http_client
 from agent.config import GatewayOptions
 from agent.demo.gateway_sim import GatewaySimulator, Scripted
 from agent.dispatch.intent import GatewayRequest, idempotency_key
-from tests.conftest import BASE_ENV
+from tests.conftest import BASE_ENV, run_cli
 
 
 @pytest.fixture
@@ -50,21 +47,9 @@ async def test_two_503_then_success_is_three_requests_one_key(simulator: Gateway
     assert result.command == "docker restart market-predictor"
 
 
-def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
-        env={"PATH": os.environ["PATH"], "HOME": str(cwd), **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_gateway_check_healthy(simulator: GatewaySimulator, tmp_path: Path) -> None:
     """gateway-check prints healthy and exits 0 against a healthy gateway."""
-    result = _cli(
+    result = run_cli(
         "gateway-check", env=dict(BASE_ENV, AI_COMMAND_GATEWAY_URL=simulator.url), cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
@@ -76,7 +61,7 @@ def test_gateway_check_unreachable(tmp_path: Path) -> None:
     env = dict(
         BASE_ENV, AI_COMMAND_GATEWAY_URL="http://127.0.0.1:9", AI_COMMAND_GATEWAY_TIMEOUT="2"
     )
-    result = _cli("gateway-check", env=env, cwd=tmp_path)
+    result = run_cli("gateway-check", env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert "NOT healthy: unreachable" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr

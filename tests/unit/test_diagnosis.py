@@ -17,7 +17,7 @@ from agent.config import Severity
 from agent.diagnosis.engine import DiagnosisDeps, diagnose, diagnose_many
 from agent.diagnosis.runbook import runbook_decide
 from agent.sweep.findings import Finding, fingerprint
-from tests.conftest import make_config
+from tests.conftest import Sleeps, make_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, plan, triage
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -43,22 +43,6 @@ def _finding(
         first_seen=NOW,
         fingerprint=fingerprint(kind, name, labels, []),
     )
-
-
-class Sleeps:
-    """Records waits instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
-@pytest.fixture
-def sleeps() -> Sleeps:
-    """A fake sleep for the LLM client's retries."""
-    return Sleeps()
 
 
 @pytest.fixture

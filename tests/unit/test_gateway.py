@@ -20,6 +20,7 @@ from agent.dispatch.intent import (
     sanitize,
 )
 from agent.metrics import AgentMetrics
+from tests.conftest import Sleeps
 
 URL = "http://gateway.test"
 EXECUTE = f"{URL}/execute-docker-command"
@@ -66,22 +67,6 @@ def _v1(status: str) -> dict[str, Any]:
             "execution_time_ms": 812,
         },
     }
-
-
-class Sleeps:
-    """Records the waits tenacity asks for instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-
-@pytest.fixture
-def sleeps() -> Sleeps:
-    """A fake sleep: tenacity's waits are zero in real time but recorded."""
-    return Sleeps()
 
 
 @pytest.fixture
