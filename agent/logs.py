@@ -78,6 +78,15 @@ def _exc_one_line(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
     return event_dict
 
 
+class _StdlibBridge(logging.Handler):
+    """Hands records of libraries that log through ``logging`` (APScheduler, httpx) to
+    structlog, so every line on stdout is one of our JSON events."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger: FilteringBoundLogger = structlog.get_logger(logger_name=record.name)
+        logger.log(record.levelno, "library_log", message=record.getMessage()[:2000])
+
+
 def configure_logging(
     level: str = "INFO",
     fmt: Literal["auto", "json", "console"] = "auto",
@@ -101,6 +110,9 @@ def configure_logging(
         Redactor(secrets),
         renderer,
     ]
+    root = logging.getLogger()
+    root.handlers = [_StdlibBridge()]
+    root.setLevel(logging.WARNING)  # libraries speak only when something is wrong
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),

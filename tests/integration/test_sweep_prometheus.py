@@ -193,6 +193,7 @@ class _BadPrometheus:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                outer.headers.append(dict(self.headers.items()))
                 time.sleep(outer.delay)
                 self.send_response(outer.status)
                 self.send_header("Content-Type", "application/json")
@@ -204,6 +205,7 @@ class _BadPrometheus:
                 return
 
         self.status, self.body, self.delay = status, body, delay
+        self.headers: list[dict[str, str]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -258,3 +260,19 @@ async def test_unreachable_prometheus_fails_sources() -> None:
     report = await sweep(deps, _now())
     [source] = report.sources
     assert not source.ok and source.error and "unreachable" in source.error
+
+
+@pytest.mark.parametrize(
+    "bad_prometheus", [(200, b'{"status": "success", "data": {"alerts": []}}', 0.0)], indirect=True
+)
+async def test_bearer_token_is_sent_to_prometheus(bad_prometheus: _BadPrometheus) -> None:
+    """PROMETHEUS_BEARER_TOKEN goes out as an Authorization header on every request."""
+    config = _checks(health=[{"name": "H", "expr": "up == 0", "target_label": "job"}])
+    deps = SweepDeps(
+        config=config,
+        prometheus=PrometheusClient(bad_prometheus.url, timeout=2, bearer_token="prom-token-123"),
+        metrics=AgentMetrics(),
+    )
+    await sweep(deps, _now())
+    assert len(bad_prometheus.headers) == 2
+    assert {h["Authorization"] for h in bad_prometheus.headers} == {"Bearer prom-token-123"}

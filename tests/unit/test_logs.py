@@ -80,3 +80,18 @@ def test_module_level_logger_follows_later_configuration() -> None:
     configure_logging("INFO", "json", stream=out)
     logger.info("late_event")
     assert json.loads(out.getvalue())["logger"] == "agent.early"
+
+
+def test_library_logging_becomes_json_events() -> None:
+    """A warning logged through the stdlib (e.g. by APScheduler) comes out as a JSON event."""
+    import logging
+
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out)
+    logging.getLogger("apscheduler.executors").warning("Run time of job %s was missed", "sweep")
+    logging.getLogger("httpx").info("HTTP Request: POST /x")  # below WARNING: dropped
+    [record] = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert record["event"] == "library_log"
+    assert record["logger"] == "apscheduler.executors"
+    assert record["message"] == "Run time of job sweep was missed"
+    assert record["level"] == "warning"
