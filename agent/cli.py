@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from agent.errors import AgentError, ConfigError
 from agent.logs import configure_logging
 from agent.settings import Settings, load_settings, redacted_summary
 from agent.store.base import IncidentStore
-from agent.store.sqlite import open_store
+from agent.store.sqlite import open_store, snapshot
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -126,6 +127,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 async def _one_cycle(settings: Settings, *, dry_run: bool | None) -> CycleReport:
+    if not dry_run:
+        return await _cycle_with(settings, dry_run=dry_run)
+    # A dry run reads the real state (cooldowns, breakers, open incidents) but must not
+    # write to it: its "skipped: dry_run" incidents would hold back the real daemon.
+    with tempfile.TemporaryDirectory(prefix="devops-agent-dry-run-") as tmp:
+        copy = Path(tmp) / "agent.db"
+        snapshot(settings.env.state_path, copy)
+        env = settings.env.model_copy(update={"agent_state_url": f"sqlite:///{copy}"})
+        return await _cycle_with(Settings(env=env, config=settings.config), dry_run=True)
+
+
+async def _cycle_with(settings: Settings, *, dry_run: bool | None) -> CycleReport:
     async with open_runtime(settings, dry_run=dry_run) as rt:
         recover_after_restart(rt, datetime.now(UTC))
         await run_verifications(rt, datetime.now(UTC))

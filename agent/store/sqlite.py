@@ -320,3 +320,15 @@ class SQLiteStore:
 def open_store(path: Path) -> IncidentStore:
     """Open (and migrate) the store at ``path``; mypy checks SQLiteStore fits the interface."""
     return SQLiteStore(path)
+
+
+def snapshot(source: Path, dest: Path) -> None:
+    """A consistent copy of the store (SQLite backup API); an empty store if none exists."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not source.exists():
+        return
+    try:
+        with sqlite3.connect(source) as src, sqlite3.connect(dest) as dst:
+            src.backup(dst)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot copy incident store {source}: {exc}") from exc

@@ -166,10 +166,10 @@ def test_sd_notify_ready_watchdog_status(
     assert sum("WATCHDOG=1" in m for m in notify.messages) >= 2
 
 
-def test_sweep_dry_run_json_and_incidents(
+def test_sweep_dry_run_then_real_sweep_and_incidents(
     tmp_path: Path, prom: LocalPrometheus, gateway: GatewaySimulator
 ) -> None:
-    """`sweep --dry-run --json` decides without dispatching; `incidents` shows the result."""
+    """`sweep --dry-run --json` decides and writes nothing; a real `sweep` then acts; `incidents` shows it."""
     env = _runbook_env(tmp_path, prom, gateway)
     deadline = time.monotonic() + 45
     report: dict[str, Any] = {}
@@ -184,17 +184,26 @@ def test_sweep_dry_run_json_and_incidents(
     assert report["dispatches"] == []
     assert [s["reason"] for s in report["skips"]] == ["dry_run"]
     assert gateway.executions() == []
-    listing = run_cli("incidents", "--json", env=env, cwd=tmp_path)
-    [row] = json.loads(listing.stdout)
+    assert json.loads(run_cli("incidents", "--json", env=env, cwd=tmp_path).stdout) == []
+
+    real = run_cli("sweep", "--json", env=env, cwd=tmp_path)
+    assert real.returncode == 0, real.stderr
+    [dispatch] = json.loads(real.stdout)["dispatches"]
+    assert (dispatch["action"], dispatch["outcome"]) == ("restart", "succeeded")
+    assert len(gateway.executions()) == 1
+    [row] = json.loads(run_cli("incidents", "--json", env=env, cwd=tmp_path).stdout)
     assert {"id", "fingerprint", "target", "state", "action", "opened_at", "updated_at"} <= set(row)
     assert (row["state"], row["action"], row["target"]) == (
-        "skipped",
+        "verifying",
         "restart",
         "market-predictor",
     )
     shown = run_cli("incidents", "show", row["id"][:6], env=env, cwd=tmp_path)
-    assert shown.returncode == 0 and "timeline:" in shown.stdout and "dry_run" in shown.stdout
-    table = run_cli("incidents", env=env, cwd=tmp_path)
-    assert row["id"] in table.stdout
+    assert shown.returncode == 0 and "timeline:" in shown.stdout
+    assert "command='docker restart market-predictor'" in shown.stdout
+    assert row["id"] in run_cli("incidents", env=env, cwd=tmp_path).stdout
     missing = run_cli("incidents", "show", "nope", env=env, cwd=tmp_path)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
+
+    again = json.loads(run_cli("sweep", "--json", env=env, cwd=tmp_path).stdout)
+    assert again["dispatches"] == [] and len(gateway.executions()) == 1
