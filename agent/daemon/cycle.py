@@ -27,6 +27,18 @@ from agent.sweep.findings import Finding
 
 log = get_logger("agent.cycle")
 
+#: Final blocks that hand the incident to humans instead of just ending it.
+ESCALATING_BLOCKS = frozenset({"circuit_open", "stale_incident"})
+
+
+@dataclass(frozen=True)
+class _FleetView:
+    """What this sweep says about the fleet and the monitoring, for the guardrails."""
+
+    prometheus_healthy: bool
+    silences_known: bool
+    firing: int
+
 
 @dataclass
 class CycleReport:
@@ -58,12 +70,16 @@ async def run_cycle(rt: Runtime, now: datetime) -> CycleReport:
     open_new(rt.store, report.findings, now)
     current = {finding_group(f): f for f in report.findings}
     await _diagnose_pending(rt, current, now, cycle)
-    healthy = not report.failed_sources and await rt.prometheus.healthy()
-    firing = len({f.target for f in report.findings if f.target in rt.config.services})
+    prometheus_failed = [s for s in report.failed_sources if s != "alertmanager"]
+    view = _FleetView(
+        prometheus_healthy=not prometheus_failed and await rt.prometheus.healthy(),
+        silences_known="alertmanager" not in report.failed_sources,
+        firing=len({f.target for f in report.findings if f.target in rt.config.services}),
+    )
     for incident in rt.store.in_state("diagnosing"):
         finding = current.get(incident.group_key)
         if incident.decision is not None and finding is not None:
-            await _act(rt, incident, finding, now, healthy=healthy, firing=firing, cycle=cycle)
+            await _act(rt, incident, finding, now, view, cycle)
     _publish_state_counts(rt)
     rt.metrics.sweeps.labels(result="partial" if report.failed_sources else "ok").inc()
     rt.metrics.sweep_duration.observe(report.duration_seconds)
@@ -124,16 +140,18 @@ async def _act(
     incident: Incident,
     finding: Finding,
     now: datetime,
-    *,
-    healthy: bool,
-    firing: int,
+    view: _FleetView,
     cycle: CycleReport,
 ) -> None:
     bind_context(incident_id=incident.id, fingerprint=incident.fingerprint, target=incident.target)
     action = str(incident.action)
     target = str((incident.decision or {}).get("target") or incident.target)
+    if action not in rt.config.actions:
+        reason = f"action {action!r} is no longer in the catalogue"
+        await escalate(rt.store, incident, reason, now, rt.alertmanager)
+        return
     block = check(
-        _guard_context(rt, incident, action, target, now, healthy, firing),
+        _guard_context(rt, incident, action, target, now, view),
         rt.config.policy,
         rt.config.schedule.catch_up_window_seconds,
     )
@@ -151,8 +169,7 @@ def _guard_context(
     action: str,
     target: str,
     now: datetime,
-    healthy: bool,
-    firing: int,
+    view: _FleetView,
 ) -> GuardContext:
     hour_ago = now - timedelta(hours=1)
     last = rt.store.last_action(target, action)
@@ -176,8 +193,9 @@ def _guard_context(
         ),
         in_flight_for_target=any(i.target == target for i in rt.store.in_state("acting")),
         breaker_open=rt.store.breaker(target)[1],
-        prometheus_healthy=healthy,
-        firing_services=firing,
+        prometheus_healthy=view.prometheus_healthy,
+        silences_known=view.silences_known,
+        firing_services=view.firing,
         known_services=len(rt.config.services),
     )
 
@@ -214,7 +232,7 @@ async def _blocked(
             "detail": block.detail,
         }
     )
-    if block.reason == "circuit_open":
+    if block.reason in ESCALATING_BLOCKS:
         await escalate(rt.store, incident, block.detail, now, rt.alertmanager)
     elif block.final:
         rt.store.transition(incident, "skipped", now, reason=block.reason, detail=block.detail)

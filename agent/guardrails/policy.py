@@ -1,8 +1,9 @@
 """The guardrail policy: may this action run now? A pure function over a snapshot.
 
 Order matters only for the reason reported; every rule must pass. A *final* block ends
-the incident (dry-run, a stale incident after a restart, an open circuit breaker); any
-other block is re-checked on the next sweep while the finding still fires.
+the incident: dry-run skips it; a stale incident (older than the catch-up window, e.g.
+after a restart) and an open circuit breaker escalate it to humans. Any other block is
+re-checked on the next sweep while the finding still fires.
 
 Read-only actions (``mutating = false``: logs, resource usage, health check) skip the
 cooldown and the budgets, which exist to stop restart loops; they still respect dry-run,
@@ -33,6 +34,7 @@ class GuardContext:
     in_flight_for_target: bool
     breaker_open: bool
     prometheus_healthy: bool
+    silences_known: bool
     firing_services: int
     known_services: int
 
@@ -68,6 +70,10 @@ def check(ctx: GuardContext, policy: Policy, catch_up_seconds: float) -> Block |
         )
     if not ctx.prometheus_healthy:
         return Block("prometheus_unhealthy", "Prometheus is unhealthy or a sweep source failed")
+    if not ctx.silences_known:
+        return Block(
+            "silences_unknown", "Alertmanager did not answer: a human's silence could be missed"
+        )
     if is_storm(ctx.firing_services, ctx.known_services, policy):
         return Block(
             "alert_storm", f"{ctx.firing_services} of {ctx.known_services} services firing at once"

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
@@ -15,7 +16,7 @@ from agent.daemon.cycle import CycleReport, run_cycle
 from agent.daemon.runtime import open_runtime
 from agent.daemon.verify import run_verifications
 from agent.demo.gateway_sim import ActResult, GatewaySimulator
-from agent.demo.local import LocalPrometheus, MetricsTarget
+from agent.demo.local import LocalAlertmanager, LocalPrometheus, MetricsTarget
 from agent.settings import load_settings
 from tests.integration.daemon_support import agent_env, write_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, plan, triage
@@ -175,3 +176,47 @@ groups:
     assert budget_dispatches == 3
     assert any(s["reason"] == "fleet_budget" for r in runs["budget_only"] for s in r.skips)
     assert len(gateway.executions()) == 3
+
+
+async def test_unrecovered_incident_escalates_to_alertmanager(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prom: LocalPrometheus,
+    target: MetricsTarget,
+    alertmanager: LocalAlertmanager,
+) -> None:
+    """A restart that fixes nothing ends escalated, with a DevopsAgentEscalation alert in Alertmanager."""
+    target.set("e2e_memory_bytes", 5000, service="market-predictor")
+    gateway = GatewaySimulator().start()  # "restarts" without fixing anything
+    config = write_config(
+        tmp_path / "agent.toml", diagnosis={"use_llm": False}, schedule={"verify_after_seconds": 1}
+    )
+    _set_env(
+        monkeypatch,
+        agent_env(tmp_path, config, prom.url, gateway.url, ALERTMANAGER_URL=alertmanager.url),
+    )
+    settings = load_settings(env_file=None)
+    try:
+        async with open_runtime(settings) as rt:
+
+            async def escalated() -> bool:
+                await run_verifications(rt, datetime.now(UTC))
+                await run_cycle(rt, datetime.now(UTC))
+                return any(i.state == "escalated" for i in rt.store.recent(10))
+
+            await _until(escalated, 60, "escalation")
+            [incident] = rt.store.recent(10)
+            breaker = rt.store.breaker("market-predictor")
+    finally:
+        gateway.stop()
+    assert len(gateway.executions()) == 1
+    assert "not recovered" in (incident.resolution or "")
+    assert breaker == (1, False)
+    async with httpx.AsyncClient(base_url=alertmanager.url) as http:
+        alerts = (
+            await http.get("/api/v2/alerts", params={"filter": 'alertname="DevopsAgentEscalation"'})
+        ).json()
+    [alert] = [a for a in alerts if a["labels"].get("incident_id") == incident.id]
+    assert alert["labels"]["service"] == "market-predictor"
+    assert alert["labels"]["original_alertname"] == "ServiceMemoryLeak"
+    assert "not recovered" in alert["annotations"]["reason"]

@@ -31,6 +31,7 @@ CLEAN = GuardContext(
     in_flight_for_target=False,
     breaker_open=False,
     prometheus_healthy=True,
+    silences_known=True,
     firing_services=1,
     known_services=3,
 )
@@ -48,6 +49,7 @@ def test_clean_context_passes() -> None:
         ({"incident_opened_at": NOW - timedelta(hours=2)}, "stale_incident", True),
         ({"breaker_open": True}, "circuit_open", True),
         ({"prometheus_healthy": False}, "prometheus_unhealthy", False),
+        ({"silences_known": False}, "silences_unknown", False),
         ({"firing_services": 6, "known_services": 10}, "alert_storm", False),
         ({"in_flight_for_target": True}, "in_flight", False),
         ({"last_same_action_at": NOW - timedelta(seconds=60)}, "cooldown", False),
