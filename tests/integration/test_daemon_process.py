@@ -63,7 +63,10 @@ def test_no_second_request_after_sigkill_and_restart(
     first = DaemonProcess(env, tmp_path, "first")
     try:
         first.wait_for("remediation_dispatched", timeout=45)
-        first.proc.kill()
+        deadline = time.monotonic() + 10
+        while not gateway.executions() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        first.proc.kill()  # right after the gateway received the intent
         first.wait(10)
     finally:
         first.close()
@@ -186,9 +189,13 @@ def test_sweep_dry_run_then_real_sweep_and_incidents(
     assert gateway.executions() == []
     assert json.loads(run_cli("incidents", "--json", env=env, cwd=tmp_path).stdout) == []
 
-    real = run_cli("sweep", "--json", env=env, cwd=tmp_path)
-    assert real.returncode == 0, real.stderr
-    [dispatch] = json.loads(real.stdout)["dispatches"]
+    dispatches: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 45
+    while not dispatches and time.monotonic() < deadline:  # a stale scrape can hide the alert once
+        real = run_cli("sweep", "--json", env=env, cwd=tmp_path)
+        assert real.returncode == 0, real.stderr
+        dispatches = json.loads(real.stdout)["dispatches"]
+    [dispatch] = dispatches
     assert (dispatch["action"], dispatch["outcome"]) == ("restart", "succeeded")
     assert len(gateway.executions()) == 1
     [row] = json.loads(run_cli("incidents", "--json", env=env, cwd=tmp_path).stdout)

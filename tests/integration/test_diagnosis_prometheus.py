@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pytest_httpx import HTTPXMock
@@ -29,16 +29,23 @@ async def test_full_run_with_tool_calls(
     client = PrometheusClient(prometheus.url, timeout=5)
 
     async def scraped() -> bool:
-        return bool(await client.query('test_diag_bytes{service="market-predictor"}'))
+        # At least 2 s of history: the library rounds a range query's end to whole seconds.
+        at = datetime.now(UTC) - timedelta(seconds=2)
+        return bool(await client.query('test_diag_bytes{service="market-predictor"}', at=at))
 
-    await eventually(scraped, what="test_diag_bytes scraped")
+    await eventually(scraped, what="test_diag_bytes scraped 2 s ago")
     httpx_mock.add_response(url=CHAT_URL, json=triage())
     httpx_mock.add_response(
         url=CHAT_URL,
         json=completion(
             None,
             [
-                ("prom_query", {"expr": 'test_diag_bytes{service="market-predictor"}'}),
+                # last_over_time: a scrape that times out on a loaded machine marks the
+                # series stale at once; the tool plumbing, not staleness, is under test.
+                (
+                    "prom_query",
+                    {"expr": 'last_over_time(test_diag_bytes{service="market-predictor"}[5m])'},
+                ),
                 ("prom_range", {"expr": "test_diag_bytes", "minutes": 5}),
             ],
         ),
