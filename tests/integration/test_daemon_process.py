@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,14 @@ def test_sd_notify_ready_watchdog_status(
         notify.wait_for("READY=1")
         notify.wait_for("WATCHDOG=1")
         daemon.wait_for("sweep_finished", timeout=30)
+        [started] = daemon.wait_for("daemon_started")
+        base = f"http://{started['metrics_addr']}"
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+            assert response.status == 200 and json.load(response)["status"] == "ok"
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+            exposition = response.read().decode()
+        assert 'devops_agent_sweeps_total{result="ok"}' in exposition
+        assert "devops_agent_findings_total" in exposition
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any(
             "STATUS=last sweep" in m for m in notify.drain()
