@@ -132,6 +132,10 @@ class Checks(_Section):
     health: list[HealthCheck] = Field(default_factory=list)
     anomaly: list[AnomalyCheck] = Field(default_factory=list)
 
+    def all(self) -> list[HealthCheck | AnomalyCheck]:
+        """Health checks, then anomaly checks."""
+        return [*self.health, *self.anomaly]
+
 
 class Policy(_Section):
     action_cooldown_seconds: NonNegativeFloat = 900.0
@@ -223,7 +227,7 @@ def cross_check(config: AgentConfig) -> list[str]:
         for i, rule in enumerate(config.runbook)
         if rule.action not in config.actions
     ]
-    names = [c.name for c in config.checks.health] + [c.name for c in config.checks.anomaly]
+    names = [c.name for c in config.checks.all()]
     problems += [
         f"checks: check name {n!r} is used twice"
         for n in sorted({n for n in names if names.count(n) > 1})

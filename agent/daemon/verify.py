@@ -15,19 +15,14 @@ from agent.daemon.runtime import Runtime
 from agent.errors import PrometheusError
 from agent.logs import get_logger
 from agent.store.base import Incident
-from agent.sweep.alerts import alerts_from_payload, parse_alerts
-from agent.sweep.checks import anomaly_query, findings_from_vector
+from agent.sweep.collector import fetch_alerts, fetch_check
 from agent.sweep.findings import Finding
 
 log = get_logger("agent.verify")
 
 
 def _check(config: AgentConfig, name: str) -> HealthCheck | AnomalyCheck | None:
-    checks: list[HealthCheck | AnomalyCheck] = [*config.checks.health, *config.checks.anomaly]
-    for check in checks:
-        if check.name == name:
-            return check
-    return None
+    return next((c for c in config.checks.all() if c.name == name), None)
 
 
 async def current_findings(
@@ -37,27 +32,12 @@ async def current_findings(
     opts = rt.config.prometheus
     try:
         if kind == "alert":
-            payload = await rt.prometheus.alerts_payload()
-            alerts = alerts_from_payload(payload)
-            parsed = parse_alerts(
-                alerts,
-                now=now,
-                target_labels=opts.target_labels,
-                volatile_labels=opts.volatile_labels,
-            )
+            parsed = await fetch_alerts(rt.prometheus, opts, now)
             return [f for f in parsed.findings if f.name == name]
         check = _check(rt.config, name)
         if check is None:
             return None
-        expr = check.expr if isinstance(check, HealthCheck) else anomaly_query(check)
-        result = await rt.prometheus.query(expr)
-        return findings_from_vector(
-            result,
-            check,
-            now=now,
-            target_labels=opts.target_labels,
-            volatile_labels=opts.volatile_labels,
-        ).findings
+        return (await fetch_check(rt.prometheus, opts, check, now, at=None)).findings
     except (PrometheusError, ValueError) as exc:
         log.warning("presence_check_failed", kind=kind, name=name, error=str(exc))
         return None

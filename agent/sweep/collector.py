@@ -19,18 +19,19 @@ from typing import Any
 
 from agent.clients.alertmanager import AlertmanagerClient
 from agent.clients.prometheus import PrometheusClient
-from agent.config import AgentConfig, AnomalyCheck, HealthCheck
+from agent.config import AgentConfig, AnomalyCheck, HealthCheck, PrometheusOptions
 from agent.errors import AgentError
 from agent.logs import bind_context, get_logger
 from agent.metrics import AgentMetrics
 from agent.sweep.alerts import (
+    AlertParse,
     Suppression,
     alerts_from_payload,
     match_suppression,
     parse_alerts,
     parse_suppressions,
 )
-from agent.sweep.checks import PendingChecks, anomaly_query, findings_from_vector
+from agent.sweep.checks import PendingChecks, VectorParse, anomaly_query, findings_from_vector
 from agent.sweep.findings import Finding, clip, dedupe
 
 log = get_logger("agent.sweep")
@@ -114,28 +115,45 @@ async def _run_source(
     return SourceResult(name=name, ok=True, findings=len(findings)), findings
 
 
-async def _alerts(deps: SweepDeps, now: datetime) -> Collected:
-    opts = deps.config.prometheus
-    parsed = parse_alerts(
-        alerts_from_payload(await deps.prometheus.alerts_payload()),
+async def fetch_alerts(
+    prometheus: PrometheusClient, opts: PrometheusOptions, now: datetime
+) -> AlertParse:
+    """Firing alerts from Prometheus as findings; raises PrometheusError or ValueError."""
+    return parse_alerts(
+        alerts_from_payload(await prometheus.alerts_payload()),
         now=now,
         target_labels=opts.target_labels,
         volatile_labels=opts.volatile_labels,
     )
-    note = f"{parsed.malformed} malformed alert entries skipped" if parsed.malformed else ""
-    return parsed.findings, note
 
 
-async def _check(deps: SweepDeps, check: HealthCheck | AnomalyCheck, now: datetime) -> Collected:
+async def fetch_check(
+    prometheus: PrometheusClient,
+    opts: PrometheusOptions,
+    check: HealthCheck | AnomalyCheck,
+    now: datetime,
+    *,
+    at: datetime | None,
+) -> VectorParse:
+    """One check's failing series as findings; raises PrometheusError."""
     expr = check.expr if isinstance(check, HealthCheck) else anomaly_query(check)
-    opts = deps.config.prometheus
-    parsed = findings_from_vector(
-        await deps.prometheus.query(expr, at=now),
+    return findings_from_vector(
+        await prometheus.query(expr, at=at),
         check,
         now=now,
         target_labels=opts.target_labels,
         volatile_labels=opts.volatile_labels,
     )
+
+
+async def _alerts(deps: SweepDeps, now: datetime) -> Collected:
+    parsed = await fetch_alerts(deps.prometheus, deps.config.prometheus, now)
+    note = f"{parsed.malformed} malformed alert entries skipped" if parsed.malformed else ""
+    return parsed.findings, note
+
+
+async def _check(deps: SweepDeps, check: HealthCheck | AnomalyCheck, now: datetime) -> Collected:
+    parsed = await fetch_check(deps.prometheus, deps.config.prometheus, check, now, at=now)
     ready, waiting = deps.pending.admit(check.name, parsed.findings, check.for_seconds, now)
     notes = []
     if waiting:
@@ -187,10 +205,7 @@ async def sweep(deps: SweepDeps, now: datetime) -> SweepReport:
     started = time.monotonic()
     report = SweepReport(sweep_id=uuid.uuid4().hex[:12], started_at=now)
     bind_context(sweep_id=report.sweep_id)
-    checks: list[HealthCheck | AnomalyCheck] = [
-        *deps.config.checks.health,
-        *deps.config.checks.anomaly,
-    ]
+    checks = deps.config.checks.all()
     jobs = [_run_source("alerts", lambda: _alerts(deps, now), deps)]
     jobs += [_run_source(f"check:{c.name}", _bind_check(deps, c, now), deps) for c in checks]
     results, suppressions = await asyncio.gather(asyncio.gather(*jobs), _suppressions(deps))
