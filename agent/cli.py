@@ -25,7 +25,7 @@ from agent.daemon.service import serve
 from agent.daemon.verify import recover_after_restart, run_verifications
 from agent.errors import AgentError, ConfigError
 from agent.logs import configure_logging
-from agent.settings import Settings, load_settings, redacted_summary
+from agent.settings import Settings, load_settings, redacted_summary, reveal, secret_values
 from agent.store.base import IncidentStore
 from agent.store.sqlite import open_store, snapshot
 
@@ -54,11 +54,7 @@ def load_or_report(args: argparse.Namespace) -> Settings | None:
 def setup_logging(settings: Settings, *, to_stderr: bool = False) -> None:
     """Configure structured logs from the settings, redacting every configured secret."""
     env = settings.env
-    secrets = [
-        s.get_secret_value()
-        for s in (env.openai_api_key, env.ai_command_gateway_token, env.prometheus_bearer_token)
-        if s is not None
-    ]
+    secrets = secret_values(env)
     configure_logging(
         env.log_level, env.log_format, secrets, stream=sys.stderr if to_stderr else None
     )
@@ -98,7 +94,7 @@ async def _gateway_health(settings: Settings) -> GatewayHealth:
     async with build_http_client(
         env.ai_command_gateway_url,
         env.ai_command_gateway_timeout,
-        token.get_secret_value() if token else None,
+        reveal(token),
     ) as http:
         return await GatewayClient(http, settings.config.gateway).health()
 

@@ -24,6 +24,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def brief(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, capped, for wrapping into our own errors."""
+    text = str(exc).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 class AgentError(Exception):
     """Base of every error the agent raises on purpose."""
 

@@ -32,6 +32,17 @@ from agent.errors import ConfigError
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+def reveal(secret: SecretStr | None) -> str | None:
+    """The plain value of an optional secret, for the one client that needs it."""
+    return secret.get_secret_value() if secret is not None else None
+
+
+def secret_values(env: EnvSettings) -> list[str]:
+    """Every configured secret value, for the log redactor."""
+    values = (env.openai_api_key, env.ai_command_gateway_token, env.prometheus_bearer_token)
+    return [v.get_secret_value() for v in values if v is not None]
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https"):

@@ -26,7 +26,7 @@ from tenacity import (
 )
 
 from agent.clients.retrying import log_before_sleep
-from agent.errors import LLMError, LLMPermanentError, LLMTransientError
+from agent.errors import LLMError, LLMPermanentError, LLMTransientError, brief
 from agent.logs import get_logger
 from agent.metrics import AgentMetrics
 
@@ -210,25 +210,20 @@ def _map_error(exc: openai.OpenAIError, *, schema_sent: bool) -> LLMError:
     if isinstance(exc, openai.APIConnectionError):
         return LLMTransientError(f"model unreachable: {type(exc.__cause__).__name__}")
     if isinstance(exc, openai.BadRequestError) and schema_sent:
-        return _FormatRejected(_short(exc))
+        return _FormatRejected(brief(exc))
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code == 429:
             return _transient(exc, "rate limited (429)")
         if exc.status_code >= 500:
             return _transient(exc, f"server error ({exc.status_code})")
-        return LLMPermanentError(f"HTTP {exc.status_code}: {_short(exc)}")
-    return LLMPermanentError(f"unusable answer: {_short(exc)}")
+        return LLMPermanentError(f"HTTP {exc.status_code}: {brief(exc)}")
+    return LLMPermanentError(f"unusable answer: {brief(exc)}")
 
 
 def _transient(exc: openai.APIStatusError, what: str) -> _RetryAfter:
     raw = exc.response.headers.get("retry-after") if exc.response is not None else None
     retry_after = float(raw) if raw and raw.strip().isdigit() else None
     return _RetryAfter(f"model {what}", retry_after)
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).replace("\n", " ")
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def build_llm_client(

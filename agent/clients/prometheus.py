@@ -21,7 +21,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from agent.errors import PrometheusError, PrometheusPermanentError, PrometheusTransientError
+from agent.errors import PrometheusError, PrometheusPermanentError, PrometheusTransientError, brief
 
 _STATUS = re.compile(r"HTTP Status Code (\d{3})")
 
@@ -90,9 +90,9 @@ class PrometheusClient:
         except PrometheusApiClientException as exc:
             raise _status_error(exc) from exc
         except (requests.Timeout, requests.ConnectionError) as exc:
-            raise PrometheusTransientError(f"Prometheus unreachable: {_short(exc)}") from exc
+            raise PrometheusTransientError(f"Prometheus unreachable: {brief(exc)}") from exc
         except requests.RequestException as exc:  # includes requests' JSONDecodeError
-            raise PrometheusPermanentError(f"Prometheus answer unreadable: {_short(exc)}") from exc
+            raise PrometheusPermanentError(f"Prometheus answer unreadable: {brief(exc)}") from exc
         except (KeyError, TypeError) as exc:
             raise PrometheusPermanentError("Prometheus answer has no data.result") from exc
         if not isinstance(result, list):
@@ -105,9 +105,9 @@ class PrometheusClient:
                 self._session.get, f"{self.url}{path}", params=params, timeout=self._timeout
             )
         except (requests.Timeout, requests.ConnectionError) as exc:
-            raise PrometheusTransientError(f"Prometheus unreachable: {_short(exc)}") from exc
+            raise PrometheusTransientError(f"Prometheus unreachable: {brief(exc)}") from exc
         except requests.RequestException as exc:
-            raise PrometheusPermanentError(f"Prometheus request failed: {_short(exc)}") from exc
+            raise PrometheusPermanentError(f"Prometheus request failed: {brief(exc)}") from exc
         if response.status_code >= 500:
             raise PrometheusTransientError(f"Prometheus {path} answered {response.status_code}")
         if response.status_code != 200:
@@ -121,12 +121,7 @@ class PrometheusClient:
 def _status_error(exc: PrometheusApiClientException) -> PrometheusError:
     match = _STATUS.search(str(exc))
     code = int(match.group(1)) if match else 0
-    message = f"Prometheus query answered HTTP {code or '?'}: {_short(exc)}"
+    message = f"Prometheus query answered HTTP {code or '?'}: {brief(exc)}"
     if code >= 500 or code in (0, 408, 429):
         return PrometheusTransientError(message)
     return PrometheusPermanentError(message)
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    text = str(exc).replace("\n", " ")
-    return text if len(text) <= limit else text[:limit] + "…"

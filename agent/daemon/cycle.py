@@ -171,8 +171,13 @@ def _guard_context(
     now: datetime,
     view: _FleetView,
 ) -> GuardContext:
-    hour_ago = now - timedelta(hours=1)
     last = rt.store.last_action(target, action)
+    actions = rt.config.actions
+    recent = [
+        a
+        for a in rt.store.actions_since(now - timedelta(hours=1))
+        if a.action in actions and actions[a.action].mutating
+    ]
     return GuardContext(
         action=action,
         target=target,
@@ -181,16 +186,8 @@ def _guard_context(
         incident_opened_at=incident.opened_at,
         dry_run=rt.dry_run,
         last_same_action_at=last.at if last else None,
-        target_actions_last_hour=sum(
-            rt.config.actions.get(a.action, None) is not None
-            and rt.config.actions[a.action].mutating
-            for a in rt.store.actions_since(hour_ago, target)
-        ),
-        fleet_actions_last_hour=sum(
-            rt.config.actions.get(a.action, None) is not None
-            and rt.config.actions[a.action].mutating
-            for a in rt.store.actions_since(hour_ago)
-        ),
+        target_actions_last_hour=sum(a.target == target for a in recent),
+        fleet_actions_last_hour=len(recent),
         in_flight_for_target=any(i.target == target for i in rt.store.in_state("acting")),
         breaker_open=rt.store.breaker(target)[1],
         prometheus_healthy=view.prometheus_healthy,

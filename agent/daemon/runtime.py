@@ -20,7 +20,7 @@ from agent.clients.prometheus import PrometheusClient
 from agent.config import AgentConfig
 from agent.diagnosis.engine import DiagnosisDeps
 from agent.metrics import AgentMetrics
-from agent.settings import Settings
+from agent.settings import Settings, reveal, secret_values
 from agent.store.base import IncidentStore
 from agent.store.sqlite import open_store
 from agent.sweep.collector import SweepDeps
@@ -47,13 +47,6 @@ class Runtime:
         return self.settings.config
 
 
-def secrets_of(settings: Settings) -> list[str]:
-    """Every configured secret value, for redaction."""
-    env = settings.env
-    values = (env.openai_api_key, env.ai_command_gateway_token, env.prometheus_bearer_token)
-    return [v.get_secret_value() for v in values if v is not None]
-
-
 @asynccontextmanager
 async def open_runtime(
     settings: Settings, *, dry_run: bool | None = None, metrics: AgentMetrics | None = None
@@ -66,7 +59,7 @@ async def open_runtime(
         prometheus = PrometheusClient(
             env.prometheus_url,
             timeout=config.prometheus.query_timeout_seconds,
-            bearer_token=_secret(env.prometheus_bearer_token),
+            bearer_token=reveal(env.prometheus_bearer_token),
             verify=str(bundle) if bundle else config.prometheus.tls_verify,
         )
         stack.callback(prometheus.close)
@@ -78,7 +71,7 @@ async def open_runtime(
         gw_http = build_http_client(
             env.ai_command_gateway_url,
             env.ai_command_gateway_timeout,
-            _secret(env.ai_command_gateway_token),
+            reveal(env.ai_command_gateway_token),
         )
         stack.push_async_callback(gw_http.aclose)
         llm = None
@@ -111,10 +104,5 @@ async def open_runtime(
             diagnosis=DiagnosisDeps(config=config, prometheus=prometheus, llm=llm),
             alertmanager=alertmanager,
             dry_run=env.dry_run if dry_run is None else dry_run,
-            secrets=secrets_of(settings),
+            secrets=secret_values(env),
         )
-
-
-def _secret(value: object) -> str | None:
-    getter = getattr(value, "get_secret_value", None)
-    return getter() if getter else None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 
@@ -64,7 +63,6 @@ def main() -> None:
     threading.Thread(target=leak, args=(args.rate_mb, args.cap_mb, stop), daemon=True).start()
     server.serve_forever()
     server.server_close()
-    time.sleep(0)
 
 
 if __name__ == "__main__":

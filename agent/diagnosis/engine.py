@@ -27,6 +27,7 @@ from agent.diagnosis.models import (
     PhaseUsage,
     RecoveryPlan,
     TriageAnswer,
+    total_tokens,
 )
 from agent.diagnosis.prefilter import prefilter
 from agent.diagnosis.runbook import runbook_decide
@@ -65,7 +66,7 @@ class _Run:
 
     @property
     def spent(self) -> int:
-        return sum(u.prompt_tokens + u.completion_tokens for u in self.usage.values())
+        return total_tokens(self.usage)
 
     async def chat(self, phase: str, messages: list[dict[str, Any]], **kw: Any) -> ChatReply:
         reply = await self.llm.chat(messages, phase=phase, **kw)
@@ -76,16 +77,15 @@ class _Run:
         self.transcript.append({"phase": phase, **reply.as_message()})
         return reply
 
-    def note(self, phase: str, message: dict[str, Any]) -> None:
-        self.transcript.append({"phase": phase, **message})
+    def note(self, phase: str, *messages: dict[str, Any]) -> None:
+        self.transcript.extend({"phase": phase, **m} for m in messages)
 
     async def triage(self, block: str) -> TriageAnswer:
         messages = [
             {"role": "system", "content": prompts.TRIAGE_SYSTEM},
             {"role": "user", "content": block},
         ]
-        for m in messages:
-            self.note("triage", m)
+        self.note("triage", *messages)
         reply = await self.chat("triage", messages, schema=TRIAGE_SCHEMA)
         try:
             return TriageAnswer.model_validate(parse_json_object(reply.content))
@@ -99,8 +99,7 @@ class _Run:
             {"role": "system", "content": prompts.INVESTIGATE_SYSTEM},
             {"role": "user", "content": block},
         ]
-        for m in messages:
-            self.note("investigation", m)
+        self.note("investigation", *messages)
         summary = ""
         for step in range(cfg.max_steps):
             last = step == cfg.max_steps - 1 or self.spent >= cfg.token_budget * 0.6
@@ -129,8 +128,7 @@ class _Run:
                 "content": prompts.plan_request(self.finding, block, summary, actions, targets),
             },
         ]
-        for m in messages:
-            self.note("plan", m)
+        self.note("plan", *messages)
         error = ""
         for attempt in range(2):  # the answer, then one repair
             if self.spent >= config.diagnosis.token_budget:

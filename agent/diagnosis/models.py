@@ -88,6 +88,11 @@ class PhaseUsage:
     completion_tokens: int = 0
 
 
+def total_tokens(usage: dict[str, PhaseUsage]) -> int:
+    """Prompt and completion tokens over all phases."""
+    return sum(u.prompt_tokens + u.completion_tokens for u in usage.values())
+
+
 @dataclass
 class Decision:
     """The outcome of diagnosing one finding."""
@@ -115,7 +120,7 @@ class Decision:
     @property
     def total_tokens(self) -> int:
         """Prompt and completion tokens over all phases."""
-        return sum(u.prompt_tokens + u.completion_tokens for u in self.usage.values())
+        return total_tokens(self.usage)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly view without the transcript."""

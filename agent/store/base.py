@@ -132,8 +132,8 @@ class IncidentStore(Protocol):
     def finish_action(self, action_id: int, outcome: str) -> None:
         """Record how a dispatched action ended."""
 
-    def actions_since(self, since: datetime, target: str | None = None) -> list[ActionRecord]:
-        """Actions at or after ``since``, for one target or the fleet."""
+    def actions_since(self, since: datetime) -> list[ActionRecord]:
+        """Actions at or after ``since``, fleet-wide."""
 
     def last_action(self, target: str, action: str) -> ActionRecord | None:
         """The latest action of this kind on this target."""

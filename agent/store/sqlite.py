@@ -259,24 +259,12 @@ class SQLiteStore:
         """Set the action's outcome."""
         self._exec("UPDATE actions SET outcome = ? WHERE id = ?", [outcome, action_id])
 
-    def actions_since(self, since: datetime, target: str | None = None) -> list[ActionRecord]:
-        """Actions since a time, for one target or all."""
-        sql = "SELECT incident_id, target, action, at, outcome FROM actions WHERE at >= ?"
-        params: list[Any] = [_ts(since)]
-        if target is not None:
-            sql += " AND target = ?"
-            params.append(target)
-        rows = self._exec(sql + " ORDER BY at", params).fetchall()
-        return [
-            ActionRecord(
-                r["incident_id"],
-                r["target"],
-                r["action"],
-                datetime.fromisoformat(r["at"]),
-                r["outcome"],
-            )
-            for r in rows
-        ]
+    def actions_since(self, since: datetime) -> list[ActionRecord]:
+        """Actions at or after a time, fleet-wide, oldest first."""
+        sql = (
+            "SELECT incident_id, target, action, at, outcome FROM actions WHERE at >= ? ORDER BY at"
+        )
+        return [_action(r) for r in self._exec(sql, [_ts(since)]).fetchall()]
 
     def last_action(self, target: str, action: str) -> ActionRecord | None:
         """The most recent action of this kind on this target."""
@@ -285,15 +273,7 @@ class SQLiteStore:
             "WHERE target = ? AND action = ? ORDER BY at DESC LIMIT 1",
             [target, action],
         ).fetchone()
-        if row is None:
-            return None
-        return ActionRecord(
-            row["incident_id"],
-            row["target"],
-            row["action"],
-            datetime.fromisoformat(row["at"]),
-            row["outcome"],
-        )
+        return _action(row) if row is not None else None
 
     def breaker(self, target: str) -> tuple[int, bool]:
         """(consecutive failures, open?) for a target."""
