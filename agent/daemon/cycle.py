@@ -70,15 +70,19 @@ async def run_cycle(rt: Runtime, now: datetime) -> CycleReport:
     open_new(rt.store, report.findings, now)
     current = {finding_group(f): f for f in report.findings}
     await _diagnose_pending(rt, current, now, cycle)
-    prometheus_failed = [s for s in report.failed_sources if s != "alertmanager"]
-    view = _FleetView(
-        prometheus_healthy=not prometheus_failed and await rt.prometheus.healthy(),
-        silences_known="alertmanager" not in report.failed_sources,
-        firing=len({f.target for f in report.findings if f.target in rt.config.services}),
-    )
-    for incident in rt.store.in_state("diagnosing"):
-        finding = current.get(incident.group_key)
-        if incident.decision is not None and finding is not None:
+    ready = [
+        (incident, current[incident.group_key])
+        for incident in rt.store.in_state("diagnosing")
+        if incident.decision is not None and incident.group_key in current
+    ]
+    if ready:  # Prometheus' own health is only asked when something may be acted on
+        prometheus_failed = [s for s in report.failed_sources if s != "alertmanager"]
+        view = _FleetView(
+            prometheus_healthy=not prometheus_failed and await rt.prometheus.healthy(),
+            silences_known="alertmanager" not in report.failed_sources,
+            firing=len({f.target for f in report.findings if f.target in rt.config.services}),
+        )
+        for incident, finding in ready:
             await _act(rt, incident, finding, now, view, cycle)
     _publish_state_counts(rt)
     rt.metrics.sweeps.labels(result="partial" if report.failed_sources else "ok").inc()
