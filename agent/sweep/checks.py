@@ -10,7 +10,7 @@ and would otherwise fire on every wobble.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from agent.config import AnomalyCheck, FindingKind, HealthCheck
@@ -70,7 +70,6 @@ def findings_from_vector(
                 value=value,
                 first_seen=now,
                 fingerprint=fingerprint(kind, check.name, labels, volatile_labels),
-                source=check.name,
             )
         )
     return out
@@ -99,5 +98,5 @@ class PendingChecks:
         for finding in findings:
             first = current[finding.fingerprint]
             if (now - first).total_seconds() >= for_seconds:
-                ready.append(replace(finding, first_seen=first))
+                ready.append(finding._replace(first_seen=first))
         return ready, len(findings) - len(ready)

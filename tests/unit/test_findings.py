@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import random
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from agent.config import Severity
+from agent.sweep import alerts
 from agent.sweep.alerts import (
     alerts_from_payload,
     match_suppression,
     parse_alerts,
     parse_suppressions,
 )
-from agent.sweep.findings import dedupe, fingerprint, parse_severity, parse_value, resolve_target
+from agent.sweep.findings import (
+    canonical_json,
+    dedupe,
+    fingerprint,
+    fingerprints,
+    parse_severity,
+    parse_value,
+    resolve_target,
+)
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TARGETS = ["service", "container", "name", "job"]
@@ -45,10 +57,60 @@ def test_fingerprint_ignores_volatile_labels_and_label_order() -> None:
     assert fingerprint("health", "X", {"a": "1", "b": "2"}, VOLATILE) != a
 
 
-def test_fingerprint_is_stable_across_processes() -> None:
-    """The digest is a pure function of its input: a fixed input has a fixed value."""
-    assert fingerprint("alert", "A", {"x": "y"}, []) == fingerprint("alert", "A", {"x": "y"}, [])
-    assert len(fingerprint("alert", "A", {"x": "y"}, [])) == 32
+def test_fingerprint_has_a_fixed_value() -> None:
+    """Fingerprints are pinned: an orjson or xxhash upgrade that changed one would split
+    every open incident in two, so it has to fail here first."""
+    labels = {"service": "api", "alertstate": "firing", "pod": 'é\n"x'}
+    assert (
+        fingerprint("alert", "MemoryLeak", labels, VOLATILE) == "0f7d1ee81271ab94ef08e1c0da1361e7"
+    )
+    # A lone surrogate takes the standard-library encoder; that value is pinned too.
+    assert fingerprint("alert", "A", {"x": "\ud800"}, []) == "cc5e60984b01d1aa48a46d0b88c0f4dd"
+
+
+ODD_TEXT = [
+    "",
+    "plain",
+    'quote " and \\ backslash',
+    "new\nline\ttab\rcr\bbs\fff",
+    "\x00\x01\x1f\x7f\x80\x9f",
+    "é ☃ 😀 𝄞",
+    "\u2028\u2029\ufeff\ufffd\uffff\U0010ffff",
+    "</script>&<>'",
+    "x" * 10_000,
+]
+
+
+@pytest.mark.parametrize("text", ODD_TEXT)
+def test_orjson_writes_the_reference_canonical_text(text: str) -> None:
+    """The fast encoder gives byte for byte the standard library's canonical JSON."""
+    labels = {text: text, "a": text, "z" + text: "v", "": ""}
+    fast = orjson.dumps(("alert", text, labels), option=orjson.OPT_SORT_KEYS)
+    assert fast == canonical_json("alert", text, labels).encode()
+
+
+def test_orjson_matches_the_reference_on_random_text() -> None:
+    """Random label maps over control, Latin, BMP and astral characters: same bytes."""
+    rng = random.Random(20261123)
+    alphabet = [chr(c) for c in [*range(0x80), 0xA0, 0xE9, 0x7FF, 0x800, 0x2028, 0xFFFF, 0x1F600]]
+    for _ in range(3000):
+        labels = {
+            "".join(rng.choices(alphabet, k=rng.randint(0, 4))): "".join(
+                rng.choices(alphabet, k=rng.randint(0, 8))
+            )
+            for _ in range(rng.randint(0, 6))
+        }
+        fast = orjson.dumps(("health", "N", labels), option=orjson.OPT_SORT_KEYS)
+        assert fast == canonical_json("health", "N", labels).encode(), labels
+
+
+def test_bulk_fingerprints_fall_back_as_one_would() -> None:
+    """One lone surrogate in a batch sends the batch to the standard encoder; the others
+    keep the fingerprints they have on their own."""
+    batch = [{"x": "1"}, {"x": "\ud800"}, {"x": "é"}]
+    bulk = fingerprints("alert", ["A", "B", "C"], batch)
+    assert bulk == [fingerprint("alert", n, m, []) for n, m in zip("ABC", batch, strict=True)]
+    assert len(set(bulk)) == 3
 
 
 @pytest.mark.parametrize(
@@ -215,6 +277,78 @@ def test_dedupe_keeps_earliest() -> None:
     parsed = _parse([_alert(), early, _alert(alertstate="firing")])
     [finding] = dedupe(parsed.findings)
     assert finding.first_seen.hour == 10
+
+
+def _storm(n: int) -> list[dict[str, Any]]:
+    """A varied payload: target fallbacks, missing severity, volatile labels, unicode,
+    pending and inactive entries, and duplicates that differ only in a volatile label."""
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        labels = {"alertname": f"Alert{i % 7}", "instance": f"10.0.0.{i % 9}:9100 ☃"}
+        labels |= [
+            {"service": f"svc-{i % 5}"},
+            {"service": "", "container": f"c-{i % 3}"},
+            {"job": "node"},
+            {"service": "", "job": ""},
+            {},
+        ][i % 5]
+        if i % 3:
+            labels["severity"] = ["critical", "WARN", "page", "bogus"][i % 4]
+        if i % 5 == 0:
+            labels["alertstate"] = "firing"
+        entry = {
+            "labels": labels,
+            "annotations": {"summary": f"trouble {i}", "q": 'a "b"\n'} if i % 2 else {},
+            "state": ["firing", "firing", "pending", "firing", "inactive", "firing"][i % 6],
+            "activeAt": f"2026-11-23T11:5{i % 4}:00.123456789Z",
+            "value": f"{i}e-01",
+        }
+        out.append(entry)
+        if i % 11 == 0:  # the same alert again, seen earlier and without alertstate
+            twin = {"alertstate": "pending"} | {
+                k: v for k, v in labels.items() if k != "alertstate"
+            }
+            out.append(entry | {"labels": twin, "activeAt": "2026-11-23T09:00:00Z"})
+    return out
+
+
+def test_whole_payload_and_per_entry_paths_agree() -> None:
+    """The fast whole-payload pass gives exactly the per-entry path's findings and counts."""
+    payload = _storm(400)
+    opts = (NOW, tuple(TARGETS), frozenset(VOLATILE))
+    fast = alerts._parse_uniform(payload, *opts)
+    assert fast is not None  # the storm is uniform: the fast path did the work
+    slow = alerts._parse_each(payload, *opts)
+    assert fast.findings == slow.findings
+    pending = sum(e["state"] == "pending" for e in payload)
+    assert (fast.pending, fast.malformed) == (slow.pending, slow.malformed) == (pending, 0)
+    # One odd entry sends the whole payload through the per-entry path, same findings.
+    mixed = _parse([*payload, None])
+    assert mixed.findings == fast.findings and mixed.malformed == 1
+    assert len(dedupe(fast.findings)) < len(fast.findings)
+    assert dedupe(fast.findings) == dedupe(slow.findings)
+
+
+def test_parse_leaves_labels_untouched() -> None:
+    """Volatile labels stay on the finding and in the payload; only the fingerprint skips them."""
+    payload = _storm(20)
+    before = [dict(e["labels"]) for e in payload]
+    findings = _parse(payload).findings
+    assert [e["labels"] for e in payload] == before
+    assert any("alertstate" in f.labels for f in findings)
+
+
+def test_parse_leaves_the_garbage_collector_as_it_found_it() -> None:
+    """The collector is paused while parsing and restored after, also when it was off."""
+    assert gc.isenabled()
+    _parse(_storm(10))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        _parse(_storm(10))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_suppression_matches_label_subset() -> None:
