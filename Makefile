@@ -11,7 +11,7 @@ DEBS := prometheus prometheus-alertmanager
 # Where demo and test runs keep their temporary files; `make clean` removes it.
 RUNDIR := .run
 
-.PHONY: help install system-deps test lint format run demo bench clean install-service
+.PHONY: help install system-deps test test-fast lint format run demo bench clean install-service
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,12 +30,16 @@ system-deps: ## install prometheus, prometheus-alertmanager (and systemd-analyze
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# pip -qq prints errors only; the one line after it says what was installed.
+PIP := $(BIN)/python -m pip install -qq --disable-pip-version-check
+
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "devops-agent needs Python >= 3.11, found " + sys.version.split()[0])'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip
+	@$(PIP) -e '.[dev]'
+	@touch $(STAMP)
+	@echo "installed devops-agent with its dev tools in $(VENV)"
 
 lint: install ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check agent tests
@@ -48,6 +52,9 @@ format: install ## rewrite the code with ruff format and ruff's safe fixes
 
 test: lint ## lint, types, then the whole test suite (integration tests included)
 	$(BIN)/pytest tests --ignore=tests/bench
+
+test-fast: lint ## lint, types and the unit tests only: the quick loop while developing
+	$(BIN)/pytest tests/unit -m "not integration" -q
 
 run: install ## the daemon in the foreground (reads .env)
 	$(BIN)/devops-agent run

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -199,11 +200,26 @@ class AgentConfig(_Section):
     runbook: list[RunbookRule] = Field(default_factory=list)
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
+Loc = tuple[int | str, ...]
+
+
+def key_path(loc: Loc) -> str:
+    """A pydantic error location as a TOML key path: ``checks.health[0].name``."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def validation_problems(
+    exc: ValidationError, where: Callable[[Loc], str] = key_path, missing: str = "is required"
+) -> list[str]:
+    """One line per error of a pydantic ValidationError: where it is, then what is wrong."""
+    return [
+        f"{where(e['loc'])}: "
+        + (missing if e["type"] == "missing" else e["msg"].removeprefix("Value error, "))
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
 
 
 def cross_check(config: AgentConfig) -> list[str]:
@@ -240,17 +256,8 @@ def parse_config(data: dict[str, Any], source: str) -> AgentConfig:
     try:
         config = AgentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(
-            [
-                f"{source}: {_loc(e['loc'])}: "
-                + (
-                    "required key is missing"
-                    if e["type"] == "missing"
-                    else e["msg"].removeprefix("Value error, ")
-                )
-                for e in exc.errors(include_url=False, include_input=False)
-            ]
-        ) from None
+        problems = validation_problems(exc, missing="required key is missing")
+        raise ConfigError([f"{source}: {p}" for p in problems]) from None
     if problems := cross_check(config):
         raise ConfigError([f"{source}: {p}" for p in problems])
     return config

@@ -11,8 +11,8 @@ decide on retry or give-up by type alone::
     │   └── PrometheusPermanentError bad query, 4xx, malformed answer
     ├── AlertmanagerError
     ├── LLMError
-    │   ├── LLMTransientError        429, 5xx, timeout, connection
-    │   └── LLMPermanentError        401/403/400, output that fails validation
+    │   ├── LLMTransientError        429, 5xx, connection refused
+    │   └── LLMPermanentError        401/403/400, timeout, output that fails validation
     ├── GatewayError
     │   ├── GatewayTransientError    5xx, 429, connection, EXECUTION_ERROR ...
     │   └── GatewayPermanentError    401/403/422, VALIDATION_ERROR, unknown shape
@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from agent.text import one_line
+
 
 def brief(exc: BaseException, limit: int = 300) -> str:
     """An exception's message on one line, capped, for wrapping into our own errors."""
-    text = str(exc).replace("\n", " ")
-    return text if len(text) <= limit else text[:limit] + "…"
+    return one_line(str(exc), limit)
 
 
 class AgentError(Exception):
@@ -63,11 +64,18 @@ class LLMError(AgentError):
 
 
 class LLMTransientError(LLMError):
-    """Rate limit, server error, timeout or connection failure."""
+    """Rate limit, server error or connection failure; ``retry_after`` is the server's wish."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class LLMPermanentError(LLMError):
-    """Authentication, a rejected request, or output that does not validate."""
+    """Authentication, a rejected request, a timeout, or output that does not validate.
+
+    A timeout is not retried: a slow model at 3 a.m. hands over to the runbook.
+    """
 
 
 class GatewayError(AgentError):

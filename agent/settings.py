@@ -26,10 +26,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agent.config import AgentConfig, load_config
+from agent.config import AgentConfig, Loc, load_config, validation_problems
 from agent.errors import ConfigError
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def reveal(secret: SecretStr | None) -> str | None:
@@ -153,20 +151,13 @@ class Settings:
     config: AgentConfig
 
 
-def _describe(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+def _variable(loc: Loc) -> str:
+    return ".".join(str(part) for part in loc).upper() or "environment"
 
 
 def env_problems(exc: ValidationError) -> list[str]:
     """One line per invalid or missing environment variable, naming it."""
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False):
-        name = _describe(error["loc"]).upper() or "environment"
-        if error["type"] == "missing":
-            problems.append(f"{name}: required variable is not set")
-        else:
-            problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
-    return problems
+    return validation_problems(exc, _variable, missing="required variable is not set")
 
 
 def _apply_overrides(env: EnvSettings, config: AgentConfig) -> AgentConfig:

@@ -53,14 +53,13 @@ def completion(
     }
 
 
-def triage(actionable: bool = True, service: str = "market-predictor") -> dict[str, Any]:
+def triage(actionable: bool = True) -> dict[str, Any]:
     """A triage answer."""
     return completion(
         json.dumps(
             {
                 "actionable": actionable,
                 "urgency": "high",
-                "service": service,
                 "reason": "memory grows",
             }
         )

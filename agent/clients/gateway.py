@@ -1,6 +1,6 @@
 """AI Command Gateway client: post a recovery intent, retry what is transient, say what happened.
 
-Retries follow the contract (``../shared/GATEWAY.md``): transport failures, read
+Retries follow the gateway's contract (README, "The AI Command Gateway"): transport failures, read
 timeouts, HTTP 5xx, 429 (after its Retry-After) and the transient statuses
 ``EXECUTION_ERROR``, ``LLM_GENERATION_FAILED`` and ``INTERNAL_ERROR`` are retried with
 exponential backoff and full jitter, within a maximum number of attempts and an overall
@@ -11,28 +11,24 @@ Every attempt carries the same ``Idempotency-Key`` so a gateway can recognise a 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Literal
 
 import httpx
 from tenacity import (
     AsyncRetrying,
-    RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
     stop_before_delay,
-    wait_random_exponential,
 )
 
-from agent.clients.retrying import log_before_sleep
+from agent.clients.retrying import log_before_sleep, parse_retry_after, retry_wait
 from agent.config import GatewayOptions
-from agent.dispatch.intent import GatewayRequest
-from agent.dispatch.response import Reading, read_body
 from agent.errors import GatewayPermanentError, GatewayTransientError
+from agent.gateway.request import GatewayRequest
+from agent.gateway.response import Reading, read_body
 from agent.logs import get_logger
 from agent.metrics import AgentMetrics
 
@@ -69,7 +65,6 @@ class GatewayHealth:
     healthy: bool
     reason: str
     version: str | None = None
-    checks: dict[str, object] = field(default_factory=dict)
 
 
 class _TransientReading(GatewayTransientError):
@@ -86,22 +81,6 @@ def build_http_client(url: str, timeout: float, token: str | None) -> httpx.Asyn
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(timeout), headers=headers)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class GatewayClient:
@@ -157,26 +136,19 @@ class GatewayClient:
         if not isinstance(body, dict):
             return GatewayHealth(False, "/health answered something other than an object")
         status = body.get("status")
-        checks = body.get("checks") if isinstance(body.get("checks"), dict) else {}
         version = body.get("version") if isinstance(body.get("version"), str) else None
-        return GatewayHealth(status == "healthy", f"status={status}", version, checks or {})
+        return GatewayHealth(status == "healthy", f"status={status}", version)
 
     def _retrying(self) -> AsyncRetrying:
         opts = self._options
-        jitter = wait_random_exponential(
-            multiplier=opts.backoff_initial_seconds, max=opts.backoff_max_seconds
-        )
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, GatewayTransientError) and exc.retry_after is not None:
-                return exc.retry_after
-            return float(jitter(state))
-
         return AsyncRetrying(
             sleep=self._sleep,
             stop=stop_after_attempt(opts.max_attempts) | stop_before_delay(opts.deadline_seconds),
-            wait=wait,
+            wait=retry_wait(
+                opts.backoff_initial_seconds,
+                opts.backoff_max_seconds,
+                retry_after_cap=opts.deadline_seconds,
+            ),
             retry=retry_if_exception_type(GatewayTransientError),
             before_sleep=log_before_sleep(log, "gateway_retry_scheduled"),
             reraise=True,

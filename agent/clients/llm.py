@@ -17,15 +17,9 @@ from typing import Any
 
 import httpx
 import openai
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from agent.clients.retrying import log_before_sleep
+from agent.clients.retrying import log_before_sleep, parse_retry_after, retry_wait
 from agent.errors import LLMError, LLMPermanentError, LLMTransientError, brief
 from agent.logs import get_logger
 from agent.metrics import AgentMetrics
@@ -33,6 +27,8 @@ from agent.metrics import AgentMetrics
 log = get_logger("agent.llm")
 
 Sleep = Callable[[float], Awaitable[None]]
+#: A Retry-After longer than this is not waited for in full: the runbook takes over sooner.
+RETRY_AFTER_CAP_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -102,7 +98,11 @@ class LLMClient:
         retrying = AsyncRetrying(
             sleep=self.sleep,
             stop=stop_after_attempt(self.options.max_retries + 1),
-            wait=self._wait,
+            wait=retry_wait(
+                self.options.backoff_initial_seconds,
+                self.options.backoff_max_seconds,
+                retry_after_cap=RETRY_AFTER_CAP_SECONDS,
+            ),
             retry=retry_if_exception_type(LLMTransientError),
             before_sleep=log_before_sleep(log, "llm_retry_scheduled"),
             reraise=True,
@@ -183,21 +183,6 @@ class LLMClient:
         )
         return reply
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _RetryAfter) and exc.retry_after is not None:
-            return exc.retry_after
-        jitter = wait_random_exponential(
-            multiplier=self.options.backoff_initial_seconds, max=self.options.backoff_max_seconds
-        )
-        return float(jitter(state))
-
-
-class _RetryAfter(LLMTransientError):
-    def __init__(self, message: str, retry_after: float | None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
 
 class _FormatRejected(LLMPermanentError):
     """The server refused JSON-schema structured output."""
@@ -220,10 +205,9 @@ def _map_error(exc: openai.OpenAIError, *, schema_sent: bool) -> LLMError:
     return LLMPermanentError(f"unusable answer: {brief(exc)}")
 
 
-def _transient(exc: openai.APIStatusError, what: str) -> _RetryAfter:
+def _transient(exc: openai.APIStatusError, what: str) -> LLMTransientError:
     raw = exc.response.headers.get("retry-after") if exc.response is not None else None
-    retry_after = float(raw) if raw and raw.strip().isdigit() else None
-    return _RetryAfter(f"model {what}", retry_after)
+    return LLMTransientError(f"model {what}", retry_after=parse_retry_after(raw))
 
 
 def build_llm_client(

@@ -18,7 +18,7 @@ from agent.daemon.runtime import Runtime
 from agent.daemon.verify import note_failure, still_present
 from agent.diagnosis.engine import diagnose_many
 from agent.diagnosis.models import Decision
-from agent.dispatch.intent import GatewayRequest, build_context, idempotency_key, priority_for
+from agent.gateway.request import GatewayRequest, build_context, idempotency_key, priority_for
 from agent.guardrails.policy import Block, GuardContext, check
 from agent.logs import bind_context, get_logger
 from agent.store.base import STATES, ActionRecord, Incident

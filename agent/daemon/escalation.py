@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from agent.clients.alertmanager import AlertmanagerClient
-from agent.dispatch.intent import sanitize
 from agent.errors import AlertmanagerError
 from agent.logs import get_logger
 from agent.store.base import Incident, IncidentStore
+from agent.text import one_line
 
 log = get_logger("agent.escalation")
 
@@ -30,11 +30,11 @@ def escalation_alert(incident: Incident, reason: str, now: datetime) -> dict[str
             "incident_id": incident.id,
         },
         "annotations": {
-            "summary": sanitize(
+            "summary": one_line(
                 f"devops-agent escalated {incident.name} on {incident.target}", 300
             ),
-            "reason": sanitize(reason, 500),
-            "root_cause": sanitize(str(decision.get("root_cause") or ""), 500),
+            "reason": one_line(reason, 500),
+            "root_cause": one_line(str(decision.get("root_cause") or ""), 500),
             "action_taken": str(incident.action or "none"),
             "decided_by": str(incident.decided_by or ""),
         },

@@ -32,7 +32,7 @@ def open_new(
     """An incident for each finding whose group has none yet; the rest are recognised."""
     opened: list[tuple[Incident, Finding]] = []
     seen: set[str] = set()
-    for finding in sorted(findings, key=lambda f: (f.severity.rank, f.first_seen)):
+    for finding in sorted(findings, key=lambda f: f.queue_key):
         key = finding_group(finding)
         if key in seen or store.current_for(key) is not None:
             continue

@@ -28,11 +28,6 @@ class Notifier:
         """A notifier for the socket systemd gave us, if any."""
         return cls(os.environ.get("NOTIFY_SOCKET"))
 
-    @property
-    def enabled(self) -> bool:
-        """Whether there is a socket to talk to."""
-        return bool(self._address)
-
     def send(self, *lines: str) -> None:
         """Send one datagram with the given KEY=VALUE lines."""
         if not self._address:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.daemon.render import render_timeline
+from agent.cli.render import render_timeline
 from agent.demo.gateway_sim import ActResult, GatewaySimulator
 from agent.demo.local import LocalAlertmanager, LocalPrometheus, MissingBinary, free_port, wait_http
 from agent.store.sqlite import SQLiteStore

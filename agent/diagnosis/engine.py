@@ -9,7 +9,7 @@ conversation is kept as the transcript for the incident store.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Container, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from agent.clients.llm import ChatReply, LLMClient, parse_json_object
 from agent.clients.prometheus import PrometheusClient
-from agent.config import AgentConfig
+from agent.config import AgentConfig, validation_problems
 from agent.diagnosis import prompts
 from agent.diagnosis.models import (
     PLAN_SCHEMA,
@@ -36,6 +36,7 @@ from agent.diagnosis.tools import TOOLS, Toolbox
 from agent.errors import LLMError, LLMPermanentError
 from agent.logs import get_logger
 from agent.sweep.findings import Finding
+from agent.text import clip
 
 log = get_logger("agent.diagnosis")
 
@@ -180,18 +181,13 @@ class _Run:
 
 def _brief(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-    return str(exc)[:300]
+        return "; ".join(validation_problems(exc)[:5])
+    return clip(str(exc), 300)
 
 
-async def diagnose(
-    finding: Finding,
-    deps: DiagnosisDeps,
-    now: datetime,
-    open_fingerprints: Container[str] = frozenset(),
-) -> Decision:
+async def diagnose(finding: Finding, deps: DiagnosisDeps, now: datetime) -> Decision:
     """Decide what to do about one finding; never raises for model trouble."""
-    skip = prefilter(finding, deps.config, open_fingerprints)
+    skip = prefilter(finding, deps.config)
     if skip is not None:
         log.info("finding_prefiltered", fingerprint=finding.fingerprint, reason=skip.reason)
         return skip
@@ -220,17 +216,14 @@ async def diagnose(
 
 
 async def diagnose_many(
-    findings: Sequence[Finding],
-    deps: DiagnosisDeps,
-    now: datetime,
-    open_fingerprints: Container[str] = frozenset(),
+    findings: Sequence[Finding], deps: DiagnosisDeps, now: datetime
 ) -> list[tuple[Finding, Decision]]:
     """Diagnose concurrently up to the configured limit, most severe (then oldest) first."""
-    ordered = sorted(findings, key=lambda f: (f.severity.rank, f.first_seen))
+    ordered = sorted(findings, key=lambda f: f.queue_key)
     gate = asyncio.Semaphore(deps.config.diagnosis.max_concurrency)
 
     async def one(finding: Finding) -> tuple[Finding, Decision]:
         async with gate:
-            return finding, await diagnose(finding, deps, now, open_fingerprints)
+            return finding, await diagnose(finding, deps, now)
 
     return list(await asyncio.gather(*(one(f) for f in ordered)))

@@ -11,7 +11,7 @@ DecidedBy = Literal["prefilter", "llm", "runbook"]
 
 
 class RecoveryPlan(BaseModel):
-    """The model's structured answer; validated, then checked by ``safety.enforce``."""
+    """The model's structured answer; validated, then checked by ``safety.refusal``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -31,7 +31,6 @@ class TriageAnswer(BaseModel):
 
     actionable: bool
     urgency: Literal["low", "medium", "high"] = "medium"
-    service: str = ""
     reason: str = Field(default="", max_length=1000)
 
 
@@ -68,11 +67,10 @@ TRIAGE_SCHEMA: dict[str, Any] = {
     "schema": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["actionable", "urgency", "service", "reason"],
+        "required": ["actionable", "urgency", "reason"],
         "properties": {
             "actionable": {"type": "boolean"},
             "urgency": {"type": "string", "enum": ["low", "medium", "high"]},
-            "service": {"type": "string"},
             "reason": {"type": "string"},
         },
     },

@@ -16,6 +16,7 @@ from typing import Any
 from agent.clients.prometheus import PrometheusClient
 from agent.errors import PrometheusError
 from agent.sweep.alerts import alerts_from_payload
+from agent.text import clip
 
 MAX_SERIES = 5
 POINTS_SHOWN = 5
@@ -73,13 +74,6 @@ TOOLS: list[dict[str, Any]] = [
         },
     },
 ]
-
-
-def truncate(text: str, limit: int) -> str:
-    """Cut a tool result to ``limit`` characters with a marker naming what was cut."""
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"…[truncated {len(text) - limit} chars]"
 
 
 def _num(raw: object) -> float | None:
@@ -154,7 +148,7 @@ class Toolbox:
             result = f"error: {exc}"
         except (KeyError, TypeError, ValueError) as exc:
             result = f"error: bad arguments for {name}: {exc}"
-        return truncate(result, self._limit)
+        return clip(result, self._limit)
 
     async def _dispatch(self, name: str, args: dict[str, Any]) -> str:
         if name == "prom_query":

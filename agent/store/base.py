@@ -11,19 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 State = Literal["open", "diagnosing", "acting", "verifying", "resolved", "escalated", "skipped"]
-TERMINAL: frozenset[str] = frozenset({"resolved", "escalated", "skipped"})
-STATES: tuple[State, ...] = (
-    "open",
-    "diagnosing",
-    "acting",
-    "verifying",
-    "resolved",
-    "escalated",
-    "skipped",
-)
+STATES: tuple[State, ...] = get_args(State)
 
 
 @dataclass

@@ -7,20 +7,13 @@ of the wrong type or absurdly long; a bad entry is counted and skipped, never ra
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain, compress, repeat
-from operator import itemgetter
-from typing import Any, cast
 
 from agent.sweep.findings import (
     Finding,
     fingerprint,
-    fingerprints,
-    identifying_many,
     parse_severity,
     parse_value,
     resolve_target,
@@ -33,7 +26,6 @@ class AlertParse:
     """Findings from one alerts payload, and how many entries were unusable."""
 
     findings: list[Finding] = field(default_factory=list)
-    pending: int = 0
     malformed: int = 0
 
 
@@ -67,155 +59,52 @@ def parse_alerts(
     target_labels: Sequence[str],
     volatile_labels: Sequence[str],
 ) -> AlertParse:
-    """Turn the alert entries into findings, firing ones only.
-
-    A storm brings ten thousand alerts into one sweep. Prometheus writes every entry the
-    same way, so a whole-payload pass (``_parse_uniform``) handles the usual payload with a
-    few C-level loops; the first odd entry sends the payload through the per-entry path
-    (``_parse_each``), which gives the same findings and also copes with odd entries. The
-    cyclic garbage collector is paused meanwhile: the findings hold no cycles, and in a
-    process with many live objects (the daemon, a test run) its collections more than
-    doubled the time of a storm parse.
-    """
-    order, volatile = tuple(target_labels), frozenset(volatile_labels)
-    with _gc_paused():
-        parsed = _parse_uniform(alerts, now, order, volatile)
-        return parsed if parsed is not None else _parse_each(alerts, now, order, volatile)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-# The fields every entry of /api/v1/alerts carries, read in one pass over the entries.
-_ENTRY_FIELDS = itemgetter("state", "labels", "annotations", "activeAt", "value")
-_ALERTNAME = itemgetter("alertname")
-
-
-def _parse_uniform(
-    alerts: Sequence[object], now: datetime, order: tuple[str, ...], volatile: frozenset[str]
-) -> AlertParse | None:
-    """The whole-payload pass, column by column; None as soon as one entry is odd."""
+    """Turn the alert entries into findings, firing ones only; odd entries are counted."""
     out = AlertParse()
-    if not alerts:
-        return out
-    try:  # a field missing (KeyError) or an entry that is no JSON object (TypeError)
-        columns = list(zip(*map(_ENTRY_FIELDS, alerts), strict=True))  # type: ignore[arg-type]
-    except (KeyError, TypeError):
-        return None
-    firing_count = columns[0].count("firing")
-    if firing_count < len(alerts):
-        out.pending = columns[0].count("pending")
-        if firing_count + out.pending + columns[0].count("inactive") < len(alerts):
-            return None  # an unknown state: counted as malformed by the per-entry path
-        keep = list(map("firing".__eq__, columns[0]))
-        columns = [tuple(compress(column, keep)) for column in columns]
-        if not firing_count:
-            return out
-    _, labels, annotations, active, raw_values = columns
-    if not (_all_string_maps(labels, annotations) and _all_of_type(active + raw_values, str)):
-        return None
-    try:
-        names = list(map(_ALERTNAME, labels))
-        values = list(map(float, raw_values))
-    except (KeyError, ValueError):
-        return None
-    if not all(names):
-        return None
-    times = {a: parse_time(a, now) for a in set(active)}
-    raw_severities = _column(labels, "severity")
-    severities = {s: parse_severity(s) for s in set(raw_severities)}
-    out.findings = Finding.from_rows(
-        zip(
-            repeat("alert"),
-            names,
-            _targets(labels, order),
-            map(severities.__getitem__, raw_severities),
-            labels,
-            annotations,
-            values,
-            map(times.__getitem__, active),
-            fingerprints("alert", names, identifying_many(labels, volatile)),
-        )
-    )
-    return out
-
-
-def _column(maps: Sequence[dict[str, Any]], key: str) -> list[Any]:
-    """One field of every map, None where it is absent."""
-    get: Callable[[dict[str, Any], str], Any] = dict.get
-    return list(map(get, maps, repeat(key)))
-
-
-def _all_of_type(items: Sequence[object], kind: type) -> bool:
-    return set(map(type, items)) == {kind}
-
-
-def _all_string_maps(*columns: Sequence[object]) -> bool:
-    """Whether every item is a dict whose values are all strings (JSON keys always are).
-
-    One C-level pass: ``dict.values`` refuses anything but a dict and ``str.join``
-    anything but a str, both with a TypeError.
-    """
-    maps = cast(Iterable[dict[str, object]], chain.from_iterable(columns))
-    try:
-        "".join(chain.from_iterable(map(dict.values, maps)))  # type: ignore[arg-type]
-    except TypeError:
-        return False
-    return True
-
-
-def _targets(labels: Sequence[dict[str, str]], order: tuple[str, ...]) -> list[str | None]:
-    """``resolve_target`` over many label maps: one pass per target label, not per map."""
-    targets: list[str | None] = [None] * len(labels)
-    for key in order:
-        if all(targets):
-            break
-        targets = [t or m.get(key) or None for t, m in zip(targets, labels, strict=True)]
-    return targets
-
-
-def _parse_each(
-    alerts: Sequence[object], now: datetime, order: tuple[str, ...], volatile: frozenset[str]
-) -> AlertParse:
-    """The per-entry path: skips and counts odd entries, repairs odd label values."""
-    out = AlertParse()
+    volatile = frozenset(volatile_labels)
+    times: dict[object, datetime] = {}  # a storm shares a handful of activeAt values
     for entry in alerts:
         state = entry.get("state") if isinstance(entry, dict) else None
-        if state == "pending":
-            out.pending += 1
-        elif state != "firing":
-            out.malformed += state != "inactive"
-        elif (finding := _alert_finding(entry, now, order, volatile)) is not None:  # type: ignore[arg-type]
-            out.findings.append(finding)
-        else:
+        if state in ("pending", "inactive"):
+            continue
+        finding = None
+        if state == "firing":
+            finding = alert_finding(entry, now, target_labels, volatile, times)  # type: ignore[arg-type]
+        if finding is None:
             out.malformed += 1
+        else:
+            out.findings.append(finding)
     return out
 
 
-def _alert_finding(
-    entry: dict[str, object], now: datetime, order: tuple[str, ...], volatile: frozenset[str]
+def alert_finding(
+    entry: dict[str, object],
+    now: datetime,
+    target_labels: Sequence[str],
+    volatile: frozenset[str],
+    times: dict[object, datetime] | None = None,
 ) -> Finding | None:
+    """One firing alert entry as a finding; None when it has no usable labels or name."""
     labels = string_map(entry.get("labels"))
     name = labels.get("alertname") if labels else None
     if labels is None or not name:
         return None
+    active = entry.get("activeAt")
+    times = {} if times is None else times
+    first_seen = times.get(active) if isinstance(active, str) else None
+    if first_seen is None:
+        first_seen = parse_time(active, now)
+        if isinstance(active, str):
+            times[active] = first_seen
     return Finding(
         kind="alert",
         name=name,
-        target=resolve_target(labels, order),
+        target=resolve_target(labels, target_labels),
         severity=parse_severity(labels.get("severity")),
         labels=labels,
         annotations=string_map(entry.get("annotations")) or {},
         value=parse_value(entry.get("value")),
-        first_seen=parse_time(entry.get("activeAt"), now),
+        first_seen=first_seen,
         fingerprint=fingerprint("alert", name, labels, volatile),
     )
 

@@ -10,7 +10,7 @@ and would otherwise fire on every wobble.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from agent.config import AnomalyCheck, FindingKind, HealthCheck
@@ -98,5 +98,5 @@ class PendingChecks:
         for finding in findings:
             first = current[finding.fingerprint]
             if (now - first).total_seconds() >= for_seconds:
-                ready.append(finding._replace(first_seen=first))
+                ready.append(replace(finding, first_seen=first))
         return ready, len(findings) - len(ready)

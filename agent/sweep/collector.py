@@ -32,7 +32,8 @@ from agent.sweep.alerts import (
     parse_suppressions,
 )
 from agent.sweep.checks import PendingChecks, VectorParse, anomaly_query, findings_from_vector
-from agent.sweep.findings import Finding, clip, dedupe
+from agent.sweep.findings import Finding, dedupe
+from agent.text import clip
 
 log = get_logger("agent.sweep")
 
@@ -194,7 +195,7 @@ def _drop_suppressed(
             reason=reason,
             silence_id=ids,
             fingerprint=finding.fingerprint,
-            name=clip(finding.name),
+            name=clip(finding.name, 200),
             target=finding.target,
         )
     return kept, skipped

@@ -5,19 +5,16 @@ failing health check series or an anomalous series. Its fingerprint is what make
 agent idempotent: the same problem gets the same fingerprint on every sweep and across
 agent restarts, so it maps to one incident, never two. It is a hash of the kind, the
 name and the identifying labels only; volatile labels (``alertstate``, ...) and the
-value are left out. Everything here is pure and cheap, because a storm can bring ten
-thousand alerts into one sweep.
+value are left out.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from itertools import repeat
-from typing import NamedTuple
 
 import orjson
 from xxhash import xxh3_128_hexdigest
@@ -37,12 +34,9 @@ _SEVERITY_ALIASES = {
 }
 
 
-class Finding(NamedTuple):
-    """One problem with one service, as seen in one sweep (immutable; use ``_replace``).
-
-    A named tuple rather than a dataclass: a storm sweep builds ten thousand of these, and
-    a tuple is built in C (see ``from_rows``) at a fraction of a dataclass ``__init__``.
-    """
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem with one service, as seen in one sweep."""
 
     kind: FindingKind
     name: str
@@ -54,13 +48,10 @@ class Finding(NamedTuple):
     first_seen: datetime
     fingerprint: str
 
-    @classmethod
-    def from_rows(cls, rows: Iterable[tuple[object, ...]]) -> list[Finding]:
-        """Findings from tuples holding the fields in order, built without a Python call each.
-
-        The caller vouches for the types; this is the bulk path of the alert parser.
-        """
-        return list(map(tuple.__new__, repeat(cls), rows))
+    @property
+    def queue_key(self) -> tuple[int, datetime]:
+        """Most severe first, then oldest first: the order findings are worked in."""
+        return self.severity.rank, self.first_seen
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-friendly view (NaN and infinities become null)."""
@@ -82,64 +73,23 @@ def fingerprint(kind: str, name: str, labels: Mapping[str, str], volatile: Itera
     """A stable hex digest of kind, name and the identifying labels.
 
     The text hashed is the compact JSON ``[kind,name,{labels}]`` with sorted keys and no
-    ASCII escaping, exactly as ``canonical_json`` writes it. JSON is unambiguous whatever
+    ASCII escaping, exactly as ``canonical_json`` writes it; JSON is unambiguous whatever
     the labels hold, so two label sets never share a text. orjson writes the same bytes
-    several times faster (a test holds the two encoders to that); it refuses lone
-    surrogates, which a decoded payload can carry, and those take the standard encoder with
-    ``surrogatepass``, whose bytes are never valid UTF-8 and so never equal an orjson text.
+    faster (a test holds the two encoders to that). It refuses lone surrogates, which a
+    decoded payload can carry; those take the standard encoder with ``surrogatepass``.
 
     The hash is XXH3-128, whose output is frozen by its specification. Like the hashes
-    Prometheus and Alertmanager use for series and alert identity (xxHash-64, FNV-64a), it
-    is not cryptographic: it tells label sets apart, it does not stand up to someone who
-    crafts label values to collide. A cryptographic hash costs more than the rest of a
-    storm sweep together (``make bench``).
+    Prometheus and Alertmanager use for series and alert identity, it is not
+    cryptographic: it tells label sets apart, it does not stand up to someone who crafts
+    label values to collide.
     """
-    return xxh3_128_hexdigest(_canonical_bytes(kind, name, identifying(labels, volatile)))
-
-
-def fingerprints(
-    kind: str, names: Sequence[str], label_maps: Sequence[dict[str, str]]
-) -> list[str]:
-    """``fingerprint`` of many findings of one kind, from their identifying labels.
-
-    One chain of C-level maps; each text is hashed and dropped before the next is written,
-    so no pile of short-lived buffers builds up.
-    """
+    skip = frozenset(volatile)
+    kept = {k: v for k, v in labels.items() if k not in skip}
     try:
-        rows = zip(repeat(kind), names, label_maps)
-        texts = map(orjson.dumps, rows, repeat(None), repeat(orjson.OPT_SORT_KEYS))
-        return list(map(xxh3_128_hexdigest, texts))
+        text = orjson.dumps((kind, name, kept), option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
-        texts = map(_canonical_bytes, repeat(kind), names, label_maps)
-        return list(map(xxh3_128_hexdigest, texts))
-
-
-def _canonical_bytes(kind: str, name: str, labels: dict[str, str]) -> bytes:
-    try:
-        return orjson.dumps((kind, name, labels), option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:
-        return canonical_json(kind, name, labels).encode("utf-8", "surrogatepass")
-
-
-def identifying(labels: Mapping[str, str], volatile: Iterable[str]) -> dict[str, str]:
-    """The labels without the volatile ones (the same dict when none is present)."""
-    skip = volatile if type(volatile) is frozenset else frozenset(volatile)
-    if type(labels) is dict and labels.keys().isdisjoint(skip):
-        return labels
-    return {k: v for k, v in labels.items() if k not in skip}
-
-
-def identifying_many(
-    label_maps: Sequence[dict[str, str]], volatile: frozenset[str]
-) -> list[dict[str, str]]:
-    """``identifying`` over many label maps, in C-level passes over the whole list."""
-    if all(map(volatile.isdisjoint, label_maps)):
-        return list(label_maps)
-    copies = list(map(dict.copy, label_maps))
-    drop: Callable[[dict[str, str], str, None], object] = dict.pop
-    for key in volatile:
-        deque(map(drop, copies, repeat(key), repeat(None)), maxlen=0)
-    return copies
+        text = canonical_json(kind, name, kept).encode("utf-8", "surrogatepass")
+    return xxh3_128_hexdigest(text)
 
 
 def canonical_json(kind: str, name: str, labels: Mapping[str, str]) -> str:
@@ -181,30 +131,20 @@ def parse_value(raw: object) -> float | None:
 
 
 def string_map(raw: object) -> dict[str, str] | None:
-    """A label or annotation map with string keys and values, or None if it is not a map."""
+    """A label or annotation map with string values (others are turned into strings), or
+    None if it is not a map at all."""
     if not isinstance(raw, dict):
         return None
-    try:
-        "".join(raw.values())  # C-speed check that every value is a str (keys from JSON are)
-    except TypeError:
-        return {str(k): v if isinstance(v, str) else str(v) for k, v in raw.items()}
-    return raw
+    if all(isinstance(v, str) for v in raw.values()):
+        return raw
+    return {str(k): v if isinstance(v, str) else str(v) for k, v in raw.items()}
 
 
 def dedupe(findings: Sequence[Finding]) -> list[Finding]:
     """One finding per fingerprint, keeping the earliest first-seen time, order preserved."""
-    if len({f.fingerprint for f in findings}) == len(findings):
-        return list(findings)  # the usual case: Prometheus sends each alert once
     seen: dict[str, Finding] = {}
     for finding in findings:
         kept = seen.get(finding.fingerprint)
         if kept is None or finding.first_seen < kept.first_seen:
             seen[finding.fingerprint] = finding
     return list(seen.values())
-
-
-def clip(text: str, limit: int = 200) -> str:
-    """Cut untrusted text for a log line, saying how much was cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}…[+{len(text) - limit} chars]"

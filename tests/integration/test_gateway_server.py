@@ -10,8 +10,10 @@ import pytest
 from agent.clients.gateway import GatewayClient, build_http_client
 from agent.config import GatewayOptions
 from agent.demo.gateway_sim import GatewaySimulator, Scripted
-from agent.dispatch.intent import GatewayRequest, idempotency_key
+from agent.gateway.request import GatewayRequest, idempotency_key
 from tests.conftest import BASE_ENV, run_cli
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.integration
+
 UNIT = REPO / "systemd" / "devops-agent.service"
 
 

@@ -119,13 +119,6 @@ async def test_prefilter_needs_no_model(
     assert httpx_mock.get_requests() == []
 
 
-async def test_duplicate_of_open_incident_is_skipped(deps: DiagnosisDeps) -> None:
-    """A finding whose fingerprint has an open incident is not diagnosed again."""
-    finding = _finding()
-    decision = await diagnose(finding, deps, NOW, open_fingerprints={finding.fingerprint})
-    assert decision.reason == "duplicate of an open incident"
-
-
 async def test_other_target_is_refused(httpx_mock: HTTPXMock, deps: DiagnosisDeps) -> None:
     """A plan naming another service is downgraded to escalate with the reason."""
     _add(httpx_mock, triage(), completion("done"), plan(target="coding-ai-agent"))

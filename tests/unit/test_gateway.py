@@ -10,16 +10,17 @@ import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
-from agent.clients.gateway import GatewayClient, build_http_client, parse_retry_after
+from agent.clients.gateway import GatewayClient, build_http_client
+from agent.clients.retrying import parse_retry_after
 from agent.config import Action, GatewayOptions, Severity
-from agent.dispatch.intent import (
+from agent.gateway.request import (
     GatewayRequest,
     build_context,
     idempotency_key,
     priority_for,
-    sanitize,
 )
 from agent.metrics import AgentMetrics
+from agent.text import one_line
 from tests.conftest import Sleeps
 
 URL = "http://gateway.test"
@@ -179,7 +180,8 @@ async def test_output_is_capped(httpx_mock: HTTPXMock, client: GatewayClient) ->
     body["execution_details"]["execution_result"]["stdout"] = "x" * 500
     httpx_mock.add_response(url=EXECUTE, json=body)
     result = await client.execute(_request())
-    assert result.output.startswith("x" * 50) and "450 chars cut" in result.output
+    assert len(result.output) == 50 and result.output.startswith("x" * 20)
+    assert result.output.endswith(f"…[+{500 - result.output.index('…')} chars]")
 
 
 async def test_timeout_and_connection_errors_are_retried(
@@ -283,7 +285,7 @@ def test_context_is_clean_capped_and_secret_free() -> None:
     assert "sk-live-ABCDEF123456" not in context
     assert len(context) <= 120
     assert context.startswith("alert MemoryLeak firing since 12:01Z")
-    assert sanitize("a\u2028b", 10) == "a b"
+    assert one_line("a\u2028b", 10) == "a b"
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,8 @@ import pytest
 from agent.daemon.http import Liveness, MetricsServer
 from agent.metrics import AgentMetrics
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.parametrize(("max_age", "status", "body"), [(3600.0, 200, "ok"), (-1.0, 503, "stale")])
 def test_healthz_follows_last_sweep(max_age: float, status: int, body: str) -> None:

@@ -1,4 +1,5 @@
-"""The layering contract: pure logic imports no I/O, clients import no higher layer.
+"""The layering contract: pure logic imports no I/O and touches no process-wide state,
+clients import no higher layer.
 
 A small stand-in for an import-linter contract, read from the source with ``ast``.
 """
@@ -27,8 +28,9 @@ PURE = [
     "diagnosis/runbook.py",
     "diagnosis/prefilter.py",
     "diagnosis/prompts.py",
-    "dispatch/intent.py",
-    "dispatch/response.py",
+    "gateway/request.py",
+    "gateway/response.py",
+    "text.py",
 ]
 IO_MODULES = (
     "httpx",
@@ -40,6 +42,10 @@ IO_MODULES = (
     "agent.store",
     "agent.daemon",
 )
+#: Modules whose use changes the whole process: the collector, signal handlers.
+PROCESS_WIDE = ("gc", "signal")
+#: Calls that change the environment of the whole process.
+ENV_WRITES = {"putenv", "unsetenv", "update", "pop", "setdefault", "clear", "popitem"}
 #: Clients do I/O and nothing else: they never reach up into the decision layers.
 HIGHER = (
     "agent.sweep.collector",
@@ -67,6 +73,50 @@ def test_pure_modules_do_no_io(module: str) -> None:
     """Pure modules import no network library, client, store or daemon module."""
     bad = {n for n in _imports(AGENT / module) if n.startswith(IO_MODULES)}
     assert bad == set(), f"{module} imports {bad}"
+
+
+def _env_writes(path: Path) -> list[int]:
+    """Lines that assign to, delete from or call a mutating method of ``os.environ``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+
+    def is_environ(node: ast.AST) -> bool:
+        return ast.unparse(node) in ("os.environ", "environ")
+
+    lines = []
+    for node in ast.walk(tree):
+        targets: list[ast.AST] = []
+        if isinstance(node, ast.Assign | ast.AugAssign):
+            targets = list(node.targets) if isinstance(node, ast.Assign) else [node.target]
+        elif isinstance(node, ast.Delete):
+            targets = list(node.targets)
+        if any(isinstance(t, ast.Subscript) and is_environ(t.value) for t in targets):
+            lines.append(node.lineno)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            func = node.func
+            if func.attr in ENV_WRITES and (
+                is_environ(func.value) or ast.unparse(func) in ("os.putenv", "os.unsetenv")
+            ):
+                lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_modules_touch_no_process_wide_state(module: str) -> None:
+    """Pure modules neither import gc or signal nor write os.environ."""
+    path = AGENT / module
+    bad = {n for n in _imports(path) if n.split(".")[0] in PROCESS_WIDE}
+    assert bad == set(), f"{module} imports {bad}"
+    assert _env_writes(path) == [], f"{module} writes os.environ"
+
+
+def test_the_side_effect_check_can_fail(tmp_path: Path) -> None:
+    """The environment-write detector finds each form of write it claims to find."""
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import os\nos.environ['A'] = '1'\ndel os.environ['A']\nos.environ.update(B='2')\n"
+        "os.putenv('C', '3')\nx = os.environ.get('D')\n"
+    )
+    assert _env_writes(sample) == [2, 3, 4, 5]
 
 
 @pytest.mark.parametrize("path", sorted((AGENT / "clients").glob("*.py")), ids=lambda p: p.name)

@@ -8,7 +8,6 @@ characters, capped, and passed through the secret redactor.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,9 +15,8 @@ from typing import Any
 
 from agent.config import Action, Priority, Severity
 from agent.logs import Redactor
+from agent.text import one_line
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-_SPACES = re.compile(r"\s{2,}")
 _IDEMPOTENCY_NS = uuid.UUID("1f0c2b9e-4a57-4f3e-9d8e-6a1c1d5e0b77")
 
 
@@ -59,14 +57,8 @@ def idempotency_key(incident_id: str, action: str) -> str:
     return str(uuid.uuid5(_IDEMPOTENCY_NS, f"{incident_id}\x00{action}"))
 
 
-def sanitize(text: str, limit: int) -> str:
-    """One line of plain text: control characters gone, whitespace folded, capped."""
-    flat = _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip()
-    return flat if len(flat) <= limit else flat[: max(0, limit - 1)] + "…"
-
-
 def build_context(evidence: Iterable[str], limit: int, secrets: Iterable[str] = ()) -> str:
     """Join evidence fragments into the capped, redacted ``context`` string."""
     redactor = Redactor(secrets)
-    parts = [redactor.text(sanitize(e, limit)) for e in evidence if e and e.strip()]
-    return sanitize("; ".join(parts), limit)
+    parts = [redactor.text(one_line(e, limit)) for e in evidence if e and e.strip()]
+    return one_line("; ".join(parts), limit)

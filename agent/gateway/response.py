@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from agent.text import clip
+
 Verdict = Literal["succeeded", "failed", "rejected", "transient"]
 
 _V2: dict[str, Verdict] = {
@@ -35,11 +37,6 @@ class Reading:
     exit_code: int | None = None
     output: str = ""
     error: str | None = None
-    generation: int = 2
-
-
-def _cap(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit] + f"\n…[{len(text) - limit} chars cut]"
 
 
 def _str(value: object) -> str | None:
@@ -71,7 +68,7 @@ def _v2(body: dict[str, object], status: str, limit: int) -> Reading:
         request_id=_str(body.get("request_id")),
         command=command,
         exit_code=exit_code,
-        output=_cap(output, limit),
+        output=clip(output, limit),
         error=_error_text(body),
     )
 
@@ -88,9 +85,8 @@ def _v1(body: dict[str, object], status: str, limit: int) -> Reading:
         status=status,
         request_id=_str(body.get("request_id")),
         command=command,
-        output=_cap(output, limit),
+        output=clip(output, limit),
         error=_error_text(body),
-        generation=1,
     )
 
 

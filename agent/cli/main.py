@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent import __version__
+from agent.cli.render import render_cycle, render_incidents, render_timeline
 from agent.clients.gateway import GatewayClient, GatewayHealth, build_http_client
 from agent.daemon.cycle import CycleReport, run_cycle
-from agent.daemon.render import render_cycle, render_incidents, render_timeline
 from agent.daemon.runtime import open_runtime
 from agent.daemon.service import serve
 from agent.daemon.verify import recover_after_restart, run_verifications

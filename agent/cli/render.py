@@ -1,0 +1,92 @@
+"""Human-readable renderings for the command line: tables and timelines.
+
+Everything shown here may carry text from alert labels and annotations, so every value
+goes through ``printable`` (control characters escaped) and long ones through ``clip``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from agent.store.base import Event, Incident
+from agent.text import clip, printable
+
+CELL_MAX = 40
+
+
+def show(value: object, limit: int = 300) -> str:
+    """One value as safe terminal text: '-' when empty, escaped, clipped."""
+    return "-" if value in (None, "") else clip(printable(str(value)), limit)
+
+
+def render_incidents(rows: Sequence[dict[str, Any]]) -> str:
+    """Recent incidents as an aligned table."""
+    if not rows:
+        return "no incidents"
+    cols = ["id", "state", "target", "name", "action", "opened_at"]
+    cells = [[show(r.get(c), CELL_MAX) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _event_line(event: Event) -> str:
+    data = dict(event.data)
+    if event.kind == "llm_transcript":
+        return f"{len(data.get('messages', []))} messages kept (use --json to read them)"
+    if event.kind == "gateway_request":
+        result = data.get("result", {})
+        return show(
+            f"intent={data.get('request', {}).get('action_request', {}).get('intent')!r} "
+            f"outcome={result.get('outcome')} status={result.get('status')} "
+            f"attempts={result.get('attempts')} command={result.get('command')!r}"
+        )
+    return show(json.dumps(data, ensure_ascii=False, default=str))
+
+
+def render_timeline(incident: Incident, events: Sequence[Event]) -> str:
+    """One incident and its timeline."""
+    head = [
+        f"incident {incident.id}  {incident.state}",
+        f"  {incident.kind} {show(incident.name)} on {show(incident.target)} ({show(incident.severity)})",
+        f"  fingerprint {incident.fingerprint}",
+        f"  action {show(incident.action)} decided by {show(incident.decided_by)}",
+    ]
+    if incident.resolution:
+        head.append(f"  resolution: {show(incident.resolution)}")
+    body = [
+        f"  {e.at.isoformat(timespec='seconds')}  {e.kind:<16} {_event_line(e)}" for e in events
+    ]
+    return "\n".join([*head, "timeline:", *body])
+
+
+def render_cycle(report: Any) -> str:
+    """A short summary of one cycle."""
+    sweep = report.sweep
+    failed = f" (failed sources: {show(', '.join(sweep.failed_sources))})"
+    lines = [
+        f"sweep {sweep.sweep_id}: {len(sweep.findings)} findings in {sweep.duration_seconds:.2f}s"
+        + (failed if sweep.failed_sources else "")
+    ]
+    lines += [
+        f"  decision {d['incident_id']}: {show(d['action'])} on {show(d['target'])}"
+        f" ({d['decided_by']}: {show(d['reason'])})"
+        for d in report.decisions
+    ]
+    lines += [
+        f"  dispatched {show(d['action'])} on {show(d['target'])}: {d['outcome']}"
+        for d in report.dispatches
+    ]
+    lines += [
+        f"  skipped {show(s.get('name'))} on {show(s.get('target'))}: {s['reason']}"
+        f" {show(s.get('detail', ''))}"
+        for s in report.skips
+    ]
+    lines += [
+        f"  skipped {show(s.name)} on {show(s.target)}: {s.reason} {show(s.detail)}"
+        for s in sweep.skipped
+    ]
+    return "\n".join(lines)

@@ -1,1 +1,0 @@
-"""Dispatch: turning a decided action into a gateway request, and reading the answer."""

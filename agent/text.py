@@ -1,0 +1,38 @@
+"""Text helpers shared by every layer: one way to cut, flatten and show untrusted text.
+
+Untrusted text (alert labels and annotations, model output, peer answers) is cut to a
+limit with one marker, ``…[+N chars]``, flattened to one line before it goes on a wire, and
+shown to a terminal with its control characters escaped, so that a label can neither flood
+a log line nor repaint an operator's screen.
+"""
+
+from __future__ import annotations
+
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_SPACES = re.compile(r"\s{2,}")
+_ESCAPE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, the marker ``…[+N chars]`` included,
+    where N is how many characters were cut."""
+    if len(text) <= limit:
+        return text
+    keep = limit
+    for _ in range(3):  # the marker's own length depends on N; it settles within two rounds
+        marker = f"…[+{len(text) - keep} chars]"
+        keep = max(0, limit - len(marker))
+    marker = f"…[+{len(text) - keep} chars]"
+    return (text[:keep] + marker)[:limit] if keep else marker[:limit]
+
+
+def one_line(text: str, limit: int) -> str:
+    """Control characters replaced by spaces, whitespace folded, then clipped."""
+    return clip(_SPACES.sub(" ", _CONTROL.sub(" ", text)).strip(), limit)
+
+
+def printable(text: str) -> str:
+    """Text safe for a terminal: control and bidi-override characters shown as escapes."""
+    return _ESCAPE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
