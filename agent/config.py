@@ -163,11 +163,12 @@ class Diagnosis(_Section):
 
 class GatewayOptions(_Section):
     max_attempts: PositiveInt = 4
-    deadline_seconds: PositiveFloat = 60.0
+    deadline_seconds: PositiveFloat = 120.0
     backoff_initial_seconds: PositiveFloat = 1.0
     backoff_max_seconds: PositiveFloat = 15.0
     output_max_chars: PositiveInt = 4000
     context_max_chars: PositiveInt = 800
+    max_answer_bytes: PositiveInt = 1_000_000
 
 
 class Action(_Section):

@@ -14,8 +14,9 @@ decide on retry or give-up by type alone::
     │   ├── LLMTransientError        429, 5xx, connection refused
     │   └── LLMPermanentError        401/403/400, timeout, output that fails validation
     ├── GatewayError
-    │   ├── GatewayTransientError    5xx, 429, connection, EXECUTION_ERROR ...
-    │   └── GatewayPermanentError    401/403/422, VALIDATION_ERROR, unknown shape
+    │   ├── GatewayTransientError    never ran: refused connection, 429, 502/503/504, EXECUTION_ERROR
+    │   ├── GatewayPermanentError    never will: 401/403/422, VALIDATION_ERROR
+    │   └── GatewayOutcomeUnknown    may have run: read timeout, lost answer, 500, INTERNAL_ERROR
     └── StoreError                   the incident store failed
 """
 
@@ -83,7 +84,8 @@ class GatewayError(AgentError):
 
 
 class GatewayTransientError(GatewayError):
-    """Worth retrying: transport failures, 5xx, 429 and the gateway's transient statuses."""
+    """Nothing ran, worth retrying: the request never reached the gateway (connection
+    refused, connect timeout, 429, 502/503/504) or the gateway could not reach the host."""
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -91,7 +93,12 @@ class GatewayTransientError(GatewayError):
 
 
 class GatewayPermanentError(GatewayError):
-    """Never retried: 4xx, VALIDATION_ERROR, a response shape neither generation uses."""
+    """Never retried, never ran: 401/403/422 and other 4xx, VALIDATION_ERROR."""
+
+
+class GatewayOutcomeUnknown(GatewayError):
+    """The request reached the gateway and its answer was lost or unreadable: the command
+    may have run. A mutating action is never sent again; verification decides."""
 
 
 class StoreError(AgentError):

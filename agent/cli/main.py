@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent import __version__
-from agent.cli.render import render_cycle, render_incidents, render_timeline
-from agent.clients.gateway import GatewayClient, GatewayHealth, build_http_client
+from agent.cli.render import render_cycle, render_incidents, render_timeline, show
+from agent.clients.gateway import GatewayClient, GatewayProbe, build_http_client
 from agent.daemon.cycle import CycleReport, run_cycle
 from agent.daemon.runtime import open_runtime
 from agent.daemon.service import serve
@@ -74,29 +74,31 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway_check(args: argparse.Namespace) -> int:
-    """Call the gateway's /health and report."""
+    """Check the gateway's URL, token and answer shape without running a command."""
     settings = load_or_report(args)
     if settings is None:
         return EX_CONFIG
     setup_logging(settings, to_stderr=True)
-    health = asyncio.run(_gateway_health(settings))
+    probe = asyncio.run(_gateway_probe(settings))
     url = settings.env.ai_command_gateway_url
-    if health.healthy:
-        print(f"gateway {url}: healthy (version {health.version or 'unknown'})")
-        return EX_OK
-    print(f"gateway {url}: NOT healthy: {health.reason}")
-    return EX_FAILURE
+    if probe.problem is not None:
+        _fail(f"gateway {url}: {probe.problem}")
+        return EX_FAILURE
+    version = probe.health.version or "unknown"
+    generation = probe.generation or "unknown"
+    print(f"gateway {url}: healthy (version {show(version)})")
+    print(f"  response generation: {generation} ({probe.generation_note})")
+    print(f"  token: {probe.token}")
+    return EX_OK
 
 
-async def _gateway_health(settings: Settings) -> GatewayHealth:
+async def _gateway_probe(settings: Settings) -> GatewayProbe:
     env = settings.env
-    token = env.ai_command_gateway_token
-    async with build_http_client(
-        env.ai_command_gateway_url,
-        env.ai_command_gateway_timeout,
-        reveal(token),
-    ) as http:
-        return await GatewayClient(http, settings.config.gateway).health()
+    token = reveal(env.ai_command_gateway_token)
+    timeout = env.ai_command_gateway_timeout
+    async with build_http_client(env.ai_command_gateway_url, timeout, token) as http:
+        client = GatewayClient(http, settings.config.gateway, timeout=timeout)
+        return await client.probe(token_configured=token is not None)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

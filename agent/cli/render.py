@@ -39,10 +39,14 @@ def _event_line(event: Event) -> str:
         return f"{len(data.get('messages', []))} messages kept (use --json to read them)"
     if event.kind == "gateway_request":
         result = data.get("result", {})
+        error = [result.get("error_code"), result.get("error_message")]
+        shown_error = ": ".join(str(e) for e in error if e)
         return show(
             f"intent={data.get('request', {}).get('action_request', {}).get('intent')!r} "
             f"outcome={result.get('outcome')} status={result.get('status')} "
             f"attempts={result.get('attempts')} command={result.get('command')!r}"
+            + (f" error={shown_error!r}" if shown_error else ""),
+            2000,
         )
     return show(json.dumps(data, ensure_ascii=False, default=str))
 

@@ -1,11 +1,25 @@
-"""AI Command Gateway client: post a recovery intent, retry what is transient, say what happened.
+"""AI Command Gateway client: send one recovery intent, and never twice when it may have run.
 
-Retries follow the gateway's contract (README, "The AI Command Gateway"): transport failures, read
-timeouts, HTTP 5xx, 429 (after its Retry-After) and the transient statuses
-``EXECUTION_ERROR``, ``LLM_GENERATION_FAILED`` and ``INTERNAL_ERROR`` are retried with
-exponential backoff and full jitter, within a maximum number of attempts and an overall
-deadline. 4xx, ``VALIDATION_ERROR`` and any answer saying the command ran are final.
-Every attempt carries the same ``Idempotency-Key`` so a gateway can recognise a repeat.
+The deployed gateway ignores ``Idempotency-Key``, runs requests one at a time and finishes
+a request whose client gave up, so a second send of a restart is a second restart. What
+is retried (exponential backoff with full jitter, ``Retry-After`` honoured, within
+``max_attempts`` and an overall ``deadline_seconds``):
+
+- anything that never reached the gateway: connection refused, DNS failure, connect
+  timeout, HTTP 429 and 502/503/504 (a proxy answering for a gateway it cannot reach);
+- ``EXECUTION_ERROR``: the gateway could not reach the docker host, nothing ran;
+- ``LLM_GENERATION_FAILED`` once at most: the gateway's model failed, or wrote a command
+  the gateway's own check refused, which would most likely happen again;
+- for read-only actions only, anything whose outcome is unknown.
+
+For a mutating action (restart, start, stop) an answer that leaves the outcome unknown is
+final: a read timeout or the whole-request deadline, a connection lost after sending,
+HTTP 500, ``INTERNAL_ERROR``, an unreadable or oversized answer. The result is
+``unknown`` and verification decides. Final at once: 401/403, 422 (a bug on our side,
+logged loudly), other 4xx, ``VALIDATION_ERROR``.
+
+Connections are not kept alive: a request written on a connection the gateway had
+already closed would fail in a way that cannot be told apart from a lost answer.
 """
 
 from __future__ import annotations
@@ -13,49 +27,68 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import httpx
 from tenacity import (
     AsyncRetrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     stop_before_delay,
 )
 
+from agent.clients.http import AnswerTooLarge, decode_json, exchange
 from agent.clients.retrying import log_before_sleep, parse_retry_after, retry_wait
 from agent.config import GatewayOptions
-from agent.errors import GatewayPermanentError, GatewayTransientError
+from agent.errors import (
+    GatewayError,
+    GatewayOutcomeUnknown,
+    GatewayPermanentError,
+    GatewayTransientError,
+)
 from agent.gateway.request import GatewayRequest
-from agent.gateway.response import Reading, read_body
+from agent.gateway.response import EXECUTE_PATH, Reading, generation_from_openapi, read_body
 from agent.logs import get_logger
 from agent.metrics import AgentMetrics
+from agent.text import clip
 
 log = get_logger("agent.gateway")
 
-Outcome = Literal["succeeded", "failed", "rejected", "gave_up"]
+Outcome = Literal["succeeded", "failed", "rejected", "gave_up", "unknown"]
 Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class GatewayResult:
-    """What came of one recovery intent, all attempts included."""
+    """What came of one recovery intent, all attempts included.
+
+    ``succeeded``/``failed``: the command ran (and exited 0 or not). ``rejected``: it was
+    refused and will not run. ``gave_up``: it never reached a gateway that could run it.
+    ``unknown``: it may have run; it is never sent again.
+    """
 
     outcome: Outcome
     status: str
     attempts: int
     elapsed_seconds: float
+    idempotency_key: str
     command: str | None = None
     exit_code: int | None = None
     output: str = ""
     request_id: str | None = None
-    error: str | None = None
-    idempotency_key: str = ""
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        """``CODE: message`` in one line, or None."""
+        parts = [p for p in (self.error_code, self.error_message) if p]
+        return ": ".join(parts) or None
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-friendly view."""
-        return dict(self.__dict__)
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -67,20 +100,62 @@ class GatewayHealth:
     version: str | None = None
 
 
-class _TransientReading(GatewayTransientError):
-    """A 200 answer whose status is transient; keeps the reading for the final result."""
+@dataclass(frozen=True)
+class GatewayProbe:
+    """What ``gateway-check`` learned without running anything: health, the answer
+    generation, whether our token is accepted, and the one problem that makes the agent
+    unable to use this gateway (None when there is none)."""
+
+    health: GatewayHealth
+    generation: int | None
+    generation_note: str
+    token: str
+    problem: str | None
+
+
+class _Answered(GatewayError):
+    """A 200 answer that is not a success; keeps the reading for the final result."""
 
     def __init__(self, reading: Reading) -> None:
         super().__init__(f"gateway status {reading.status}: {reading.error or 'no details'}")
         self.reading = reading
 
 
+class _TransientAnswer(_Answered, GatewayTransientError):
+    """EXECUTION_ERROR: nothing ran this time."""
+
+
+class _RefusedAnswer(_Answered, GatewayTransientError):
+    """LLM_GENERATION_FAILED: retried once at most."""
+
+
+class _RejectedAnswer(_Answered, GatewayPermanentError):
+    """VALIDATION_ERROR: will never run."""
+
+
+class _UnknownAnswer(_Answered, GatewayOutcomeUnknown):
+    """INTERNAL_ERROR or an unreadable answer: it may have run."""
+
+
+_RAISE_FOR: dict[str, type[_Answered]] = {
+    "transient": _TransientAnswer,
+    "refused": _RefusedAnswer,
+    "rejected": _RejectedAnswer,
+    "unknown": _UnknownAnswer,
+}
+
+
 def build_http_client(url: str, timeout: float, token: str | None) -> httpx.AsyncClient:
     """The one ``httpx.AsyncClient`` for the gateway, created at start-up."""
-    headers = {"User-Agent": "devops-agent"}
+    headers = {"User-Agent": "devops-agent", "Accept-Encoding": "identity"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    return httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(timeout), headers=headers)
+    return httpx.AsyncClient(
+        base_url=url,
+        timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+        headers=headers,
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
 
 
 class GatewayClient:
@@ -91,16 +166,18 @@ class GatewayClient:
         http: httpx.AsyncClient,
         options: GatewayOptions,
         *,
+        timeout: float,
         metrics: AgentMetrics | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._http = http
         self._options = options
+        self._timeout = timeout
         self._metrics = metrics
         self._sleep = sleep
 
     async def execute(self, request: GatewayRequest) -> GatewayResult:
-        """Post the intent with retries; the result names the outcome and every detail."""
+        """Post the intent, retrying only what is safe to retry; never raises."""
         started = time.monotonic()
         attempts = 0
 
@@ -109,38 +186,131 @@ class GatewayClient:
             attempts += 1
             return await self._attempt(request, attempts)
 
-        key = request.idempotency_key
         try:
-            reading: Reading = await self._retrying()(attempt)
-        except GatewayPermanentError as exc:
-            return _finish("rejected", attempts, started, key, status="REJECTED", error=str(exc))
-        except _TransientReading as exc:
-            return _finish("gave_up", attempts, started, key, reading=exc.reading)
-        except GatewayTransientError as exc:
-            return _finish("gave_up", attempts, started, key, status="TRANSIENT", error=str(exc))
-        outcome: Outcome = "succeeded" if reading.verdict == "succeeded" else "failed"
-        return _finish(outcome, attempts, started, key, reading=reading)
+            reading: Reading = await self._retrying(request.mutating)(attempt)
+        except _Answered as exc:
+            return _finish(request, _OUTCOME_FOR[type(exc)], attempts, started, reading=exc.reading)
+        except GatewayError as exc:
+            outcome, status = _outcome_of(exc)
+            return _finish(request, outcome, attempts, started, status=status, message=str(exc))
+        done: Outcome = "succeeded" if reading.verdict == "succeeded" else "failed"
+        return _finish(request, done, attempts, started, reading=reading)
 
     async def health(self) -> GatewayHealth:
         """Ask GET /health; never raises."""
         try:
-            response = await self._http.get("/health")
-        except httpx.HTTPError as exc:
-            return GatewayHealth(False, f"unreachable: {type(exc).__name__}: {exc}")
-        if response.status_code != 200:
-            return GatewayHealth(False, f"/health answered HTTP {response.status_code}")
-        try:
-            body = response.json()
-        except ValueError:
-            return GatewayHealth(False, "/health answered malformed JSON")
-        if not isinstance(body, dict):
-            return GatewayHealth(False, "/health answered something other than an object")
+            answer = await exchange(
+                self._http,
+                "GET",
+                "/health",
+                deadline=self._timeout,
+                max_bytes=self._options.max_answer_bytes,
+            )
+        except (httpx.HTTPError, TimeoutError, AnswerTooLarge) as exc:
+            return GatewayHealth(False, f"unreachable: {type(exc).__name__}: {clip(str(exc), 200)}")
+        if answer.status_code != 200:
+            return GatewayHealth(False, f"/health answered HTTP {answer.status_code}")
+        body = _json_object(answer.content)
+        if body is None:
+            return GatewayHealth(False, "/health answered something other than a JSON object")
         status = body.get("status")
-        version = body.get("version") if isinstance(body.get("version"), str) else None
-        return GatewayHealth(status == "healthy", f"status={status}", version)
+        version = body.get("version")
+        shown = clip(version, 50) if isinstance(version, str) else None
+        return GatewayHealth(status == "healthy", f"status={clip(str(status), 100)}", shown)
 
-    def _retrying(self) -> AsyncRetrying:
+    async def probe(self, *, token_configured: bool) -> GatewayProbe:
+        """Check the URL, the token and the answer shape without running a command.
+
+        The token is tested with an empty JSON body: a FastAPI gateway refuses it with 422
+        before its handler runs, and a gateway that checks tokens answers 401/403 first.
+        """
+        health = await self.health()
+        if health.reason.startswith(("unreachable", "/health answered")):
+            return GatewayProbe(health, None, "-", "-", f"URL: {health.reason}")
+        generation, note = await self._generation()
+        token, problem = await self._token(token_configured)
+        if problem is None and not health.healthy:
+            problem = f"the gateway reports itself unhealthy ({health.reason})"
+        if problem is None and note.startswith("the API has no"):
+            problem = f"shape: {note}"
+        return GatewayProbe(health, generation, note, token, problem)
+
+    async def _get_json(self, path: str) -> tuple[int, object]:
+        answer = await exchange(
+            self._http,
+            "GET",
+            path,
+            deadline=self._timeout,
+            max_bytes=self._options.max_answer_bytes,
+        )
+        try:
+            return answer.status_code, decode_json(answer.content)
+        except ValueError:
+            return answer.status_code, None
+
+    async def _generation(self) -> tuple[int | None, str]:
+        try:
+            status, doc = await self._get_json("/openapi.json")
+        except (httpx.HTTPError, TimeoutError, AnswerTooLarge) as exc:
+            return None, f"unknown: /openapi.json could not be read ({type(exc).__name__})"
+        if status != 200:
+            return None, f"unknown: no OpenAPI document (HTTP {status}); both generations are read"
+        return generation_from_openapi(doc)
+
+    async def _empty_post(self, http: httpx.AsyncClient) -> int:
+        answer = await exchange(
+            http,
+            "POST",
+            EXECUTE_PATH,
+            deadline=self._timeout,
+            max_bytes=self._options.max_answer_bytes,
+            json={},
+        )
+        return answer.status_code
+
+    async def _token(self, token_configured: bool) -> tuple[str, str | None]:
+        try:
+            code = await self._empty_post(self._http)
+        except (httpx.HTTPError, TimeoutError, AnswerTooLarge) as exc:
+            return "-", f"URL: POST {EXECUTE_PATH} failed: {type(exc).__name__}"
+        if code in (401, 403) and token_configured:
+            return "rejected", f"token: the gateway refused AI_COMMAND_GATEWAY_TOKEN (HTTP {code})"
+        if code in (401, 403):
+            return (
+                "missing",
+                f"token: the gateway requires one (HTTP {code}); set AI_COMMAND_GATEWAY_TOKEN",
+            )
+        if code == 404:
+            return "-", f"URL: no {EXECUTE_PATH} at {self._http.base_url} (HTTP 404)"
+        if code != 422:
+            return (
+                "-",
+                f"shape: an empty request got HTTP {code}, not the 422 of the gateway's validation",
+            )
+        if not token_configured:
+            return "not configured, not required", None
+        async with httpx.AsyncClient(base_url=self._http.base_url, timeout=self._timeout) as bare:
+            try:
+                bare_code = await self._empty_post(bare)
+            except (httpx.HTTPError, TimeoutError, AnswerTooLarge):
+                bare_code = 0
+        if bare_code in (401, 403):
+            return "accepted (the gateway requires one)", None
+        return "sent, but this gateway does not check tokens", None
+
+    def _retrying(self, mutating: bool) -> AsyncRetrying:
         opts = self._options
+        refusals = 0
+
+        def worth_retrying(exc: BaseException) -> bool:
+            nonlocal refusals
+            if isinstance(exc, _RefusedAnswer):
+                refusals += 1
+                return refusals <= 1
+            if isinstance(exc, GatewayOutcomeUnknown):
+                return not mutating
+            return isinstance(exc, GatewayTransientError)
+
         return AsyncRetrying(
             sleep=self._sleep,
             stop=stop_after_attempt(opts.max_attempts) | stop_before_delay(opts.deadline_seconds),
@@ -149,30 +319,45 @@ class GatewayClient:
                 opts.backoff_max_seconds,
                 retry_after_cap=opts.deadline_seconds,
             ),
-            retry=retry_if_exception_type(GatewayTransientError),
+            retry=retry_if_exception(worth_retrying),
             before_sleep=log_before_sleep(log, "gateway_retry_scheduled"),
             reraise=True,
         )
 
     async def _attempt(self, request: GatewayRequest, number: int) -> Reading:
         try:
-            response = await self._http.post(
-                "/execute-docker-command",
+            answer = await exchange(
+                self._http,
+                "POST",
+                EXECUTE_PATH,
+                deadline=self._timeout,
+                max_bytes=self._options.max_answer_bytes,
                 json=request.body(),
                 headers={"Idempotency-Key": request.idempotency_key},
             )
-        except httpx.TimeoutException as exc:
-            self._count("timeout")
-            raise GatewayTransientError(f"timeout: {type(exc).__name__}") from exc
-        except httpx.TransportError as exc:
-            self._count("transport_error")
-            raise GatewayTransientError(f"connection failed: {type(exc).__name__}") from exc
-        self._check_status(response)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        reading = read_body(body, self._options.output_max_chars)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            self._count("unreachable")
+            raise GatewayTransientError(f"gateway unreachable: {type(exc).__name__}") from exc
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            self._count("no_answer")
+            raise GatewayOutcomeUnknown(
+                f"no answer within {self._timeout:g}s; the command may have run"
+            ) from exc
+        except (httpx.HTTPError, AnswerTooLarge) as exc:
+            self._count("lost_answer")
+            raise GatewayOutcomeUnknown(
+                f"answer lost ({type(exc).__name__}: {clip(str(exc), 200)}); the command may have run"
+            ) from exc
+        self._check_status(answer.status_code, answer.headers, answer.text)
+        body = _json_object(answer.content)
+        if body is None:
+            reading = Reading(
+                verdict="unknown",
+                status="UNREADABLE",
+                error_message=f"HTTP 200 without a JSON object: {clip(answer.text, 200)}",
+            )
+        else:
+            reading = read_body(body, self._options.output_max_chars)
         self._count(reading.status.lower())
         log.info(
             "gateway_attempt",
@@ -181,69 +366,92 @@ class GatewayClient:
             action=request.action,
             status=reading.status,
             request_id=reading.request_id,
+            error_code=reading.error_code,
         )
-        if reading.verdict == "transient":
-            raise _TransientReading(reading)
-        if reading.verdict == "rejected":
-            raise GatewayPermanentError(f"gateway rejected the request: {reading.error}")
+        if reading.verdict in _RAISE_FOR:
+            raise _RAISE_FOR[reading.verdict](reading)
         return reading
 
-    def _check_status(self, response: httpx.Response) -> None:
-        code = response.status_code
-        if code == 429:
-            self._count("http_429")
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise GatewayTransientError("HTTP 429 rate limited", retry_after=retry_after)
-        if code >= 500:
-            self._count("http_5xx")
-            raise GatewayTransientError(f"HTTP {code}")
+    def _check_status(self, code: int, headers: httpx.Headers, text: str) -> None:
+        if code == 200:
+            return
+        self._count(f"http_{code}")
+        retry_after = parse_retry_after(headers.get("Retry-After"))
+        if code in (429, 502, 503, 504):
+            raise GatewayTransientError(f"HTTP {code}", retry_after=retry_after)
         if code in (401, 403):
-            self._count(f"http_{code}")
             raise GatewayPermanentError(f"HTTP {code}: the gateway refused our token")
         if code == 422:
-            self._count("http_422")
-            detail = response.text[:500]
+            detail = clip(text, 500)
             log.error("gateway_request_malformed", status=code, detail=detail)
             raise GatewayPermanentError(
                 f"HTTP 422: the gateway says our request is malformed: {detail}"
             )
-        if code >= 400:
-            self._count("http_4xx")
-            raise GatewayPermanentError(f"HTTP {code}")
+        if 400 <= code < 500:
+            raise GatewayPermanentError(f"HTTP {code}: {clip(text, 200)}")
+        raise GatewayOutcomeUnknown(f"HTTP {code}; the command may have run")
 
     def _count(self, outcome: str) -> None:
         if self._metrics is not None:
             self._metrics.gateway_requests.labels(outcome=outcome).inc()
 
 
+def _outcome_of(exc: GatewayError) -> tuple[Outcome, str]:
+    if isinstance(exc, GatewayOutcomeUnknown):
+        return "unknown", "NO_ANSWER"
+    if isinstance(exc, GatewayTransientError):
+        return "gave_up", "UNREACHABLE"
+    return "rejected", "REJECTED"
+
+
+_OUTCOME_FOR: dict[type[_Answered], Outcome] = {
+    _TransientAnswer: "gave_up",
+    _RefusedAnswer: "rejected",
+    _RejectedAnswer: "rejected",
+    _UnknownAnswer: "unknown",
+}
+
+
+def _json_object(content: bytes) -> dict[str, object] | None:
+    try:
+        body = decode_json(content)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def _finish(
+    request: GatewayRequest,
     outcome: Outcome,
     attempts: int,
     started: float,
-    key: str,
     *,
     reading: Reading | None = None,
     status: str = "",
-    error: str | None = None,
+    message: str | None = None,
 ) -> GatewayResult:
     result = GatewayResult(
         outcome=outcome,
         status=reading.status if reading else status,
         attempts=attempts,
         elapsed_seconds=round(time.monotonic() - started, 3),
+        idempotency_key=request.idempotency_key,
         command=reading.command if reading else None,
         exit_code=reading.exit_code if reading else None,
         output=reading.output if reading else "",
         request_id=reading.request_id if reading else None,
-        error=reading.error if reading else error,
-        idempotency_key=key,
+        error_code=reading.error_code if reading else None,
+        error_message=reading.error_message if reading else message,
     )
     log.info(
         "gateway_request_finished",
+        target=request.target,
+        action=request.action,
         outcome=outcome,
         status=result.status,
         attempts=attempts,
         request_id=result.request_id,
-        error=result.error,
+        error_code=result.error_code,
+        error_message=result.error_message,
     )
     return result

@@ -18,7 +18,13 @@ from agent.daemon.runtime import Runtime
 from agent.daemon.verify import note_failure, still_present
 from agent.diagnosis.engine import diagnose_many
 from agent.diagnosis.models import Decision
-from agent.gateway.request import GatewayRequest, build_context, idempotency_key, priority_for
+from agent.gateway.request import (
+    Facts,
+    GatewayRequest,
+    build_context,
+    idempotency_key,
+    priority_for,
+)
 from agent.guardrails.policy import Block, GuardContext, check
 from agent.logs import bind_context, get_logger
 from agent.store.base import STATES, ActionRecord, Incident
@@ -135,7 +141,12 @@ async def _record(
         rt.store.transition(incident, "skipped", now, reason=decision.reason)
     elif decision.action == "escalate":
         await escalate(
-            rt.store, incident, decision.reason or "diagnosis chose escalate", now, rt.alertmanager
+            rt.store,
+            incident,
+            decision.reason or "diagnosis chose escalate",
+            now,
+            rt.alertmanager,
+            rt.config.services,
         )
 
 
@@ -152,7 +163,7 @@ async def _act(
     target = str((incident.decision or {}).get("target") or incident.target)
     if action not in rt.config.actions:
         reason = f"action {action!r} is no longer in the catalogue"
-        await escalate(rt.store, incident, reason, now, rt.alertmanager)
+        await escalate(rt.store, incident, reason, now, rt.alertmanager, rt.config.services)
         return
     block = check(
         _guard_context(rt, incident, action, target, now, view),
@@ -234,7 +245,7 @@ async def _blocked(
         }
     )
     if block.reason in ESCALATING_BLOCKS:
-        await escalate(rt.store, incident, block.detail, now, rt.alertmanager)
+        await escalate(rt.store, incident, block.detail, now, rt.alertmanager, rt.config.services)
     elif block.final:
         rt.store.transition(incident, "skipped", now, reason=block.reason, detail=block.detail)
     elif incident.blocked_reason != block.reason:
@@ -248,23 +259,26 @@ async def _blocked(
 def _request(
     rt: Runtime, incident: Incident, finding: Finding, action: str, target: str
 ) -> GatewayRequest:
-    decision = incident.decision or {}
-    value = f"value {finding.value:g}" if finding.value is not None else ""
-    evidence = [
-        f"{finding.kind} {finding.name} ({finding.severity.value}) on {target} since "
-        f"{finding.first_seen.isoformat(timespec='seconds')}",
-        value,
-        f"diagnosis ({decision.get('decided_by')}): {decision.get('root_cause') or decision.get('reason') or ''}",
-    ]
+    facts = Facts(
+        incident_id=incident.id,
+        kind=finding.kind,
+        name=finding.name,
+        service=target,
+        severity=finding.severity,
+        value=finding.value,
+        since=finding.first_seen,
+        action=action,
+    )
     catalogue = rt.config.actions[action]
     return GatewayRequest(
         source_id=rt.settings.env.ai_command_gateway_source_id,
         target=target,
         action=action,
         intent=catalogue.intent,
-        context=build_context(evidence, rt.config.gateway.context_max_chars, rt.secrets),
+        context=build_context(facts, rt.config.gateway.context_max_chars, rt.config.services),
         priority=priority_for(finding.severity, catalogue),
         idempotency_key=idempotency_key(incident.id, action),
+        mutating=catalogue.mutating,
     )
 
 
@@ -301,12 +315,22 @@ async def _dispatch(
     if result.outcome in ("rejected", "gave_up"):
         note_failure(rt, target, now)
         await escalate(
-            rt.store, incident, f"gateway {result.outcome}: {result.error}", now, rt.alertmanager
+            rt.store,
+            incident,
+            f"gateway {result.outcome}: {result.error}",
+            now,
+            rt.alertmanager,
+            rt.config.services,
         )
         return
     if not rt.config.actions[action].mutating:
         await escalate(
-            rt.store, incident, f"{action} done; the output needs a human", now, rt.alertmanager
+            rt.store,
+            incident,
+            f"{action} {result.outcome}; the output needs a human",
+            now,
+            rt.alertmanager,
+            rt.config.services,
         )
         return
     incident.verify_at = now + timedelta(seconds=rt.config.schedule.verify_after_seconds)

@@ -97,7 +97,9 @@ async def open_runtime(
             store=store,
             metrics=metrics,
             prometheus=prometheus,
-            gateway=GatewayClient(gw_http, config.gateway, metrics=metrics),
+            gateway=GatewayClient(
+                gw_http, config.gateway, timeout=env.ai_command_gateway_timeout, metrics=metrics
+            ),
             sweep_deps=SweepDeps(
                 config=config, prometheus=prometheus, metrics=metrics, alertmanager=alertmanager
             ),

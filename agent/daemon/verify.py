@@ -12,7 +12,7 @@ from agent.config import AgentConfig, AnomalyCheck, HealthCheck
 from agent.daemon.escalation import escalate
 from agent.daemon.incidents import finding_group
 from agent.daemon.runtime import Runtime
-from agent.errors import PrometheusError
+from agent.errors import PrometheusError, PrometheusPermanentError
 from agent.logs import get_logger
 from agent.store.base import Incident
 from agent.sweep.collector import fetch_alerts, fetch_check
@@ -58,6 +58,10 @@ async def verification_clean(rt: Runtime, incident: Incident) -> bool | None:
         return True
     try:
         return not await rt.prometheus.query(expr)
+    except PrometheusPermanentError as exc:
+        # The model wrote an expression Prometheus refuses: the finding's own presence decides.
+        log.warning("verification_query_invalid", incident_id=incident.id, error=str(exc))
+        return True
     except PrometheusError as exc:
         log.warning("verification_query_failed", incident_id=incident.id, error=str(exc))
         return None
@@ -121,6 +125,7 @@ async def _not_recovered(rt: Runtime, incident: Incident, now: datetime) -> None
         f"not recovered {rt.config.schedule.verify_after_seconds:g}s after {incident.action}",
         now,
         rt.alertmanager,
+        rt.config.services,
     )
 
 

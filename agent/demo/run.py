@@ -134,18 +134,18 @@ class DemoService:
                 self.proc.kill()
                 self.proc.wait()
 
-    def act(self, target: str, intent: str) -> ActResult:
-        """What the simulated `docker` does for one intent."""
+    def act(self, target: str, command: str) -> ActResult:
+        """What the simulated `docker` does for one command."""
         with self._lock:
-            if "restart" in intent:
+            if command.startswith("docker restart"):
                 self.stop()
                 self.start()
                 self.restarts += 1
                 say(
                     f"[gateway]  docker restart {target}: new process {self.proc.pid if self.proc else '?'}"
                 )
-                return ActResult(command=f"docker restart {target}", stdout=f"{target}\n")
-            return ActResult(command=f"docker inspect {target}", stdout="running\n")
+                return ActResult(stdout=f"{target}\n")
+            return ActResult(stdout="running\n")
 
 
 _VIEW: dict[str, str] = {

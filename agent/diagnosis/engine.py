@@ -21,12 +21,12 @@ from agent.clients.prometheus import PrometheusClient
 from agent.config import AgentConfig, validation_problems
 from agent.diagnosis import prompts
 from agent.diagnosis.models import (
-    PLAN_SCHEMA,
     TRIAGE_SCHEMA,
     Decision,
     PhaseUsage,
     RecoveryPlan,
     TriageAnswer,
+    plan_schema,
     total_tokens,
 )
 from agent.diagnosis.prefilter import prefilter
@@ -121,7 +121,9 @@ class _Run:
         config = self.deps.config
         targets = allowed_targets(self.finding, config)
         service = config.services[targets[0]]
-        actions = {a: config.actions[a].intent or a for a in [*service.actions, "escalate", "none"]}
+        allowed = list(dict.fromkeys([*service.actions, "escalate", "none"]))
+        actions = {a: config.actions[a].intent or a for a in allowed}
+        schema = plan_schema(allowed, targets)
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": prompts.PLAN_SYSTEM},
             {
@@ -134,7 +136,7 @@ class _Run:
         for attempt in range(2):  # the answer, then one repair
             if self.spent >= config.diagnosis.token_budget:
                 raise LLMPermanentError("token budget exhausted before a valid plan")
-            reply = await self.chat("plan", messages, schema=PLAN_SCHEMA)
+            reply = await self.chat("plan", messages, schema=schema)
             try:
                 return RecoveryPlan.model_validate(parse_json_object(reply.content))
             except (ValueError, ValidationError) as exc:

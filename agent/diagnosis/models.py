@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,32 +35,37 @@ class TriageAnswer(BaseModel):
     reason: str = Field(default="", max_length=1000)
 
 
-PLAN_SCHEMA: dict[str, Any] = {
-    "name": "recovery_plan",
-    "strict": True,
-    "schema": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": [
-            "action",
-            "target",
-            "confidence",
-            "root_cause",
-            "rationale",
-            "evidence",
-            "verification",
-        ],
-        "properties": {
-            "action": {"type": "string"},
-            "target": {"type": "string"},
-            "confidence": {"type": "number"},
-            "root_cause": {"type": "string"},
-            "rationale": {"type": "string"},
-            "evidence": {"type": "array", "items": {"type": "string"}},
-            "verification": {"type": "string"},
+def plan_schema(actions: Sequence[str], targets: Sequence[str]) -> dict[str, Any]:
+    """The strict JSON schema of a plan for one finding: ``action`` and ``target`` are enums
+    of what this finding may use, so a model that follows the schema cannot name anything
+    else. Models that ignore schemas are still checked in code (``safety.refusal``)."""
+    return {
+        "name": "recovery_plan",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [
+                "action",
+                "target",
+                "confidence",
+                "root_cause",
+                "rationale",
+                "evidence",
+                "verification",
+            ],
+            "properties": {
+                "action": {"type": "string", "enum": list(actions)},
+                "target": {"type": "string", "enum": list(targets)},
+                "confidence": {"type": "number"},
+                "root_cause": {"type": "string"},
+                "rationale": {"type": "string"},
+                "evidence": {"type": "array", "items": {"type": "string"}},
+                "verification": {"type": "string"},
+            },
         },
-    },
-}
+    }
+
 
 TRIAGE_SCHEMA: dict[str, Any] = {
     "name": "triage",

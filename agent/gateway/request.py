@@ -1,23 +1,37 @@
-"""What the agent sends to the AI Command Gateway, built from trusted parts only.
+"""What the agent sends to the AI Command Gateway, built from facts it can vouch for.
 
-The ``intent`` is the catalogue's fixed sentence for the action, never model text: the
-gateway's own LLM turns it into a docker command, so whatever reaches it is effectively
-code. The ``context`` is evidence the agent assembles itself, stripped of control
-characters, capped, and passed through the secret redactor.
+The gateway's own model turns ``intent`` and ``context`` into one docker command, and the
+gateway's check of that command lets ``docker system prune`` and ``docker exec ... sh -c``
+through for any container. Whatever reaches those two fields is therefore code. So:
+
+- ``intent`` is the catalogue's fixed sentence for the action, never model text;
+- ``context`` is made of fixed sentences of the agent's own, filled in only with facts the
+  agent produced: the alert or check name when it is a plain identifier
+  (``[A-Za-z0-9_:]+``, else a placeholder), the service from the catalogue, the severity,
+  the finding's value as a number, when it started, the action id and the incident id.
+
+Annotations, label values, tool output and the diagnosing model's prose never go on the
+wire; the incident's own record keeps them for humans.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Container
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from agent.config import Action, Priority, Severity
-from agent.logs import Redactor
-from agent.text import one_line
+from agent.text import clip
 
 _IDEMPOTENCY_NS = uuid.UUID("1f0c2b9e-4a57-4f3e-9d8e-6a1c1d5e0b77")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_:]+")
+#: What the context says instead of a name that is not a plain identifier.
+UNNAMED = "an alert whose name is not a plain identifier"
+NAME_MAX = 120
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,8 @@ class GatewayRequest:
     context: str
     priority: Priority
     idempotency_key: str
+    #: Whether the action changes the service: a mutating request is never sent twice.
+    mutating: bool
 
     def body(self) -> dict[str, Any]:
         """The JSON body of POST /execute-docker-command."""
@@ -45,6 +61,20 @@ class GatewayRequest:
         }
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What the context may say: each field typed, each produced or checked by the agent."""
+
+    incident_id: str
+    kind: str
+    name: str
+    service: str
+    severity: Severity
+    value: float | None
+    since: datetime
+    action: str
+
+
 def priority_for(severity: Severity, action: Action) -> Priority:
     """critical -> HIGH (or the catalogue's URGENT), warning -> NORMAL, info -> LOW."""
     if severity is Severity.critical:
@@ -57,8 +87,30 @@ def idempotency_key(incident_id: str, action: str) -> str:
     return str(uuid.uuid5(_IDEMPOTENCY_NS, f"{incident_id}\x00{action}"))
 
 
-def build_context(evidence: Iterable[str], limit: int, secrets: Iterable[str] = ()) -> str:
-    """Join evidence fragments into the capped, redacted ``context`` string."""
-    redactor = Redactor(secrets)
-    parts = [redactor.text(one_line(e, limit)) for e in evidence if e and e.strip()]
-    return one_line("; ".join(parts), limit)
+def plain_name(name: str) -> str:
+    """The name itself when it is a plain identifier, else a fixed placeholder."""
+    return clip(name, NAME_MAX) if _PLAIN_NAME.fullmatch(name) else UNNAMED
+
+
+def build_context(facts: Facts, limit: int, services: Container[str]) -> str:
+    """The ``context`` field: fixed sentences filled in with vouched facts only.
+
+    ``services`` is the catalogue; a service outside it is a bug in the caller.
+    """
+    if facts.service not in services:
+        raise ValueError(f"service {facts.service!r} is not in the catalogue")
+    kind = {"alert": "alert", "health": "health check", "anomaly": "anomaly check"}.get(
+        facts.kind, "finding"
+    )
+    value = (
+        f" Current value {facts.value:.6g}."
+        if facts.value is not None and math.isfinite(facts.value)
+        else ""
+    )
+    text = (
+        f"devops-agent incident {facts.incident_id}: {kind} {plain_name(facts.name)} "
+        f"({facts.severity.value}) on service {facts.service} since "
+        f"{facts.since.isoformat(timespec='seconds')}.{value} "
+        f"Requested action: {facts.action}."
+    )
+    return clip(text, limit)

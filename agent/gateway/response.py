@@ -2,8 +2,9 @@
 
 The deployed gateway answers HTTP 200 for business failures too, so the verdict comes
 from ``overall_status``; the first generation uses a flatter shape with ``success`` /
-``error`` / ``timeout``. Anything else is reported as unrecognised, never guessed at:
-the command may or may not have run, so it is not retried and verification decides.
+``error`` / ``timeout``. Errors carry ``error_details = {error_code, error_message}``: both
+are kept, the message is what a human needs. Anything else is ``unknown``, never guessed
+at: the command may or may not have run.
 """
 
 from __future__ import annotations
@@ -11,19 +12,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from agent.text import clip
+from agent.text import clip, one_line
 
-Verdict = Literal["succeeded", "failed", "rejected", "transient"]
+#: succeeded/failed: the command ran. rejected: it never will (do not retry).
+#: transient: it did not run this time. refused: the gateway's model wrote a command its
+#: own check refused (retry once at most). unknown: it may have run.
+Verdict = Literal["succeeded", "failed", "rejected", "transient", "refused", "unknown"]
 
 _V2: dict[str, Verdict] = {
     "COMPLETED_SUCCESS": "succeeded",
     "COMPLETED_FAILURE": "failed",
     "EXECUTION_ERROR": "transient",
-    "LLM_GENERATION_FAILED": "transient",
-    "INTERNAL_ERROR": "transient",
+    "LLM_GENERATION_FAILED": "refused",
+    "INTERNAL_ERROR": "unknown",
     "VALIDATION_ERROR": "rejected",
 }
 _V1: dict[str, Verdict] = {"success": "succeeded", "error": "failed", "timeout": "failed"}
+ERROR_TEXT_MAX = 1000
+EXECUTE_PATH = "/execute-docker-command"
 
 
 @dataclass(frozen=True)
@@ -36,19 +42,33 @@ class Reading:
     command: str | None = None
     exit_code: int | None = None
     output: str = ""
-    error: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        """``CODE: message`` for one-line reports, None when the answer is no error."""
+        parts = [p for p in (self.error_code, self.error_message) if p]
+        return ": ".join(parts) or None
 
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _error_text(body: dict[str, object]) -> str | None:
+def _error_details(body: dict[str, object]) -> tuple[str | None, str | None]:
     details = body.get("error_details")
     if isinstance(details, dict):
-        code, message = details.get("error_code"), details.get("message")
-        return ": ".join(str(x) for x in (code, message) if x) or None
-    return _str(details)
+        code = _str(details.get("error_code"))
+        # `error_message` is the deployed gateway's field; `message` is what older
+        # documents call it.
+        message = _str(details.get("error_message")) or _str(details.get("message"))
+        return (
+            one_line(code, 100) if code else None,
+            one_line(message, ERROR_TEXT_MAX) if message else None,
+        )
+    text = _str(details)
+    return None, one_line(text, ERROR_TEXT_MAX) if text else None
 
 
 def _v2(body: dict[str, object], status: str, limit: int) -> Reading:
@@ -62,14 +82,16 @@ def _v2(body: dict[str, object], status: str, limit: int) -> Reading:
             code = result.get("exit_code")
             exit_code = code if isinstance(code, int) and not isinstance(code, bool) else None
             output = (_str(result.get("stdout")) or "") + (_str(result.get("stderr")) or "")
+    error_code, error_message = _error_details(body)
     return Reading(
         verdict=_V2[status],
         status=status,
         request_id=_str(body.get("request_id")),
-        command=command,
+        command=clip(command, limit) if command else None,
         exit_code=exit_code,
         output=clip(output, limit),
-        error=_error_text(body),
+        error_code=error_code,
+        error_message=error_message,
     )
 
 
@@ -80,13 +102,15 @@ def _v1(body: dict[str, object], status: str, limit: int) -> Reading:
     if isinstance(details, dict):
         command = _str(details.get("command"))
         output = _str(details.get("execution_result")) or ""
+    error_code, error_message = _error_details(body)
     return Reading(
         verdict=_V1[status],
         status=status,
         request_id=_str(body.get("request_id")),
-        command=command,
+        command=clip(command, limit) if command else None,
         output=clip(output, limit),
-        error=_error_text(body),
+        error_code=error_code,
+        error_message=error_message,
     )
 
 
@@ -98,9 +122,36 @@ def read_body(body: object, output_limit: int) -> Reading:
             return _v2(body, status, output_limit)
         if status in _V1:
             return _v1(body, status, output_limit)
-    shown = repr(body)[:200]
     return Reading(
-        verdict="failed",
+        verdict="unknown",
         status="UNRECOGNISED",
-        error=f"gateway answered a shape neither generation uses: {shown}",
+        error_message=f"the gateway answered a shape neither generation uses: {clip(repr(body), 200)}",
     )
+
+
+def generation_from_openapi(doc: object) -> tuple[int | None, str]:
+    """Which answer generation a gateway's OpenAPI document describes, and why we think so.
+
+    Generation 2 declares ``execution_result`` as an object (status, exit_code, stdout,
+    stderr); generation 1 as a string. None when the document does not say.
+    """
+    if not isinstance(doc, dict):
+        return None, "the OpenAPI document is not a JSON object"
+    paths = doc.get("paths")
+    if not isinstance(paths, dict) or EXECUTE_PATH not in paths:
+        return None, f"the API has no {EXECUTE_PATH}"
+    schemas = (
+        (doc.get("components") or {}).get("schemas")
+        if isinstance(doc.get("components"), dict)
+        else None
+    )
+    details = schemas.get("ExecutionDetails") if isinstance(schemas, dict) else None
+    props = details.get("properties") if isinstance(details, dict) else None
+    field = props.get("execution_result") if isinstance(props, dict) else None
+    if not isinstance(field, dict):
+        return None, "its schema does not describe execution_result"
+    if "$ref" in field or field.get("type") == "object":
+        return 2, "execution_result is an object (status, exit_code, stdout, stderr)"
+    if field.get("type") == "string":
+        return 1, "execution_result is a string"
+    return None, "its schema describes execution_result in a way neither generation does"

@@ -61,9 +61,9 @@ async def test_alert_to_resolved(
     """Alert fires, one incident, one gateway request, the fix lands, the incident is resolved."""
     target.set("e2e_memory_bytes", 5000, service="market-predictor")
 
-    def fix(service: str, intent: str) -> ActResult:
+    def fix(service: str, command: str) -> ActResult:
         target.set("e2e_memory_bytes", 100, service=service)
-        return ActResult(command=f"docker restart {service}", stdout=f"{service}\n")
+        return ActResult(stdout=f"{service}\n")
 
     gateway = GatewaySimulator(fix).start()
     for answer in (
