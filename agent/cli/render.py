@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from agent.gateway.response import error_line
 from agent.store.base import Event, Incident
 from agent.text import clip, printable
 
@@ -39,8 +40,7 @@ def _event_line(event: Event) -> str:
         return f"{len(data.get('messages', []))} messages kept (use --json to read them)"
     if event.kind == "gateway_request":
         result = data.get("result", {})
-        error = [result.get("error_code"), result.get("error_message")]
-        shown_error = ": ".join(str(e) for e in error if e)
+        shown_error = error_line(result.get("error_code"), result.get("error_message"))
         return show(
             f"intent={data.get('request', {}).get('action_request', {}).get('intent')!r} "
             f"outcome={result.get('outcome')} status={result.get('status')} "

@@ -48,7 +48,13 @@ from agent.errors import (
     GatewayTransientError,
 )
 from agent.gateway.request import GatewayRequest
-from agent.gateway.response import EXECUTE_PATH, Reading, generation_from_openapi, read_body
+from agent.gateway.response import (
+    EXECUTE_PATH,
+    Reading,
+    error_line,
+    generation_from_openapi,
+    read_body,
+)
 from agent.logs import get_logger
 from agent.metrics import AgentMetrics
 from agent.text import clip
@@ -83,8 +89,7 @@ class GatewayResult:
     @property
     def error(self) -> str | None:
         """``CODE: message`` in one line, or None."""
-        parts = [p for p in (self.error_code, self.error_message) if p]
-        return ": ".join(parts) or None
+        return error_line(self.error_code, self.error_message)
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-friendly view."""

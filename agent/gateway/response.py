@@ -48,8 +48,12 @@ class Reading:
     @property
     def error(self) -> str | None:
         """``CODE: message`` for one-line reports, None when the answer is no error."""
-        parts = [p for p in (self.error_code, self.error_message) if p]
-        return ": ".join(parts) or None
+        return error_line(self.error_code, self.error_message)
+
+
+def error_line(code: str | None, message: str | None) -> str | None:
+    """The gateway's error code and message as ``CODE: message``; None when both are empty."""
+    return ": ".join(p for p in (code, message) if p) or None
 
 
 def _str(value: object) -> str | None:
