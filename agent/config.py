@@ -93,6 +93,7 @@ class Schedule(_Section):
     misfire_grace_seconds: PositiveFloat = 30.0
     shutdown_grace_seconds: PositiveFloat = 20.0
     catch_up_window_seconds: PositiveFloat = 900.0
+    lease_seconds: Annotated[float, Field(ge=2.0)] = 30.0
 
 
 class PrometheusOptions(_Section):

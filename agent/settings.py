@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.config import AgentConfig, Loc, load_config, validation_problems
 from agent.errors import ConfigError
+from agent.text import redact_url
 
 
 def reveal(secret: SecretStr | None) -> str | None:
@@ -38,7 +39,9 @@ def reveal(secret: SecretStr | None) -> str | None:
 def secret_values(env: EnvSettings) -> list[str]:
     """Every configured secret value, for the log redactor."""
     values = (env.openai_api_key, env.ai_command_gateway_token, env.prometheus_bearer_token)
-    return [v.get_secret_value() for v in values if v is not None]
+    secrets = [v.get_secret_value() for v in values if v is not None]
+    password = urlsplit(env.agent_state_url).password if env.agent_state_url else None
+    return [*secrets, password] if password else secrets
 
 
 def _http_url(value: str) -> str:
@@ -65,11 +68,15 @@ def _host_port(value: str) -> str:
 
 
 def _state_url(value: str) -> str:
-    if not value.startswith("sqlite:///") or len(value) <= len("sqlite:///"):
-        raise ValueError(
-            f"must be sqlite:///PATH (the only store backend in this version), got {value!r}"
-        )
-    return value
+    value = value.strip()
+    if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+        return value
+    if value.startswith(("postgresql://", "postgres://")) and urlsplit(value).hostname:
+        return value
+    raise ValueError(
+        "must be sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE, "
+        f"got {value.split('@')[-1]!r}"
+    )
 
 
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
@@ -130,11 +137,15 @@ class EnvSettings(BaseSettings):
     action_cooldown_seconds: Annotated[float, Field(ge=0)] | None = None
 
     @property
-    def state_path(self) -> Path:
-        """The SQLite file of the incident store."""
-        if self.agent_state_url:
-            return Path(self.agent_state_url.removeprefix("sqlite:///"))
-        return default_state_dir() / "agent.db"
+    def state_url(self) -> str:
+        """The incident store's URL: AGENT_STATE_URL, else a SQLite file in the state dir."""
+        return self.agent_state_url or f"sqlite:///{default_state_dir() / 'agent.db'}"
+
+    @property
+    def state_path(self) -> Path | None:
+        """The SQLite file of the incident store; None when it is PostgreSQL."""
+        url = self.state_url
+        return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
     @property
     def metrics_host_port(self) -> tuple[str, int]:
@@ -178,12 +189,13 @@ def _apply_overrides(env: EnvSettings, config: AgentConfig) -> AgentConfig:
 
 def _path_problems(env: EnvSettings, config: AgentConfig) -> list[str]:
     problems = []
-    state_dir = env.state_path.parent
-    probe = state_dir
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        problems.append(f"AGENT_STATE_URL: state directory {state_dir} cannot be created")
+    if env.state_path is not None:
+        state_dir = env.state_path.parent
+        probe = state_dir
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):
+            problems.append(f"AGENT_STATE_URL: state directory {state_dir} cannot be created")
     bundle = config.prometheus.ca_bundle
     if bundle is not None and not bundle.is_file():
         problems.append(f"{env.agent_config}: prometheus.ca_bundle: no such file {bundle}")
@@ -230,10 +242,12 @@ def redacted_summary(settings: Settings) -> list[tuple[str, str]]:
             shown = "<set, hidden>"
         elif value is None:
             shown = "<unset>"
+        elif name == "agent_state_url":
+            shown = redact_url(str(value))
         else:
             shown = str(value)
         rows.append((name.upper(), shown))
-    rows.append(("(state file)", str(settings.env.state_path)))
+    rows.append(("(incident store)", redact_url(settings.env.state_url)))
     cfg = settings.config
     rows.append(
         (

@@ -9,6 +9,7 @@ a log line nor repaint an operator's screen.
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit, urlunsplit
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SPACES = re.compile(r"\s{2,}")
@@ -36,3 +37,12 @@ def one_line(text: str, limit: int) -> str:
 def printable(text: str) -> str:
     """Text safe for a terminal: control and bidi-override characters shown as escapes."""
     return _ESCAPE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for messages and summaries."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ from agent.config import AgentConfig, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config" / "agent.toml"
+#: The PostgreSQL the tests use (trust auth, database `test`); read before the environment
+#: is cleared for each test.
+POSTGRES = os.environ.get("TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
 
 #: A complete, valid environment; tests copy it and change what they test.
 BASE_ENV = {
@@ -90,3 +94,34 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def postgres_schema(prefix: str = "t") -> tuple[str, Callable[[], None]]:
+    """A fresh schema in the test database: its store URL, and a function that drops it.
+
+    No PostgreSQL is a failure, not a skip: `make test` starts the local cluster.
+    """
+    import psycopg
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+
+    def drop() -> None:
+        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+    return f"{POSTGRES}?options=-csearch_path%3D{schema}", drop
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty store URL of each backend: a new SQLite file, a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state' / 'agent.db'}"
+        return
+    url, drop = postgres_schema()
+    try:
+        yield url
+    finally:
+        drop()

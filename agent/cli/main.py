@@ -13,21 +13,21 @@ import json
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent import __version__
 from agent.cli.render import render_cycle, render_incidents, render_timeline, show
 from agent.clients.gateway import GatewayClient, GatewayProbe, build_http_client
 from agent.daemon.cycle import CycleReport, run_cycle
-from agent.daemon.runtime import open_runtime
 from agent.daemon.service import serve
-from agent.daemon.verify import recover_after_restart, run_verifications
+from agent.daemon.verify import run_verifications
 from agent.errors import AgentError, ConfigError
 from agent.logs import configure_logging
+from agent.runtime import open_runtime
 from agent.settings import Settings, load_settings, redacted_summary, reveal, secret_values
+from agent.store import open_store
 from agent.store.base import IncidentStore
-from agent.store.sqlite import open_store, snapshot
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -127,20 +127,37 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 async def _one_cycle(settings: Settings, *, dry_run: bool | None) -> CycleReport:
     if not dry_run:
         return await _cycle_with(settings, dry_run=dry_run)
-    # A dry run reads the real state (cooldowns, breakers, open incidents) but must not
-    # write to it: its "skipped: dry_run" incidents would hold back the real daemon.
+    # A dry run reads the real state (cooldowns, budgets, breakers, current incidents) but
+    # must not write to it: its "skipped: dry_run" incidents would hold back the daemon.
     with tempfile.TemporaryDirectory(prefix="devops-agent-dry-run-") as tmp:
-        copy = Path(tmp) / "agent.db"
-        snapshot(settings.env.state_path, copy)
-        env = settings.env.model_copy(update={"agent_state_url": f"sqlite:///{copy}"})
+        url = f"sqlite:///{Path(tmp) / 'agent.db'}"
+        _copy_state(settings, url)
+        env = settings.env.model_copy(update={"agent_state_url": url})
         return await _cycle_with(Settings(env=env, config=settings.config), dry_run=True)
+
+
+def _copy_state(settings: Settings, dest_url: str) -> None:
+    """Copy what the guardrails read from the real store into a throwaway one."""
+    path = settings.env.state_path
+    if path is not None and not path.exists():
+        return  # no store yet: the dry run starts from nothing, as the daemon would
+    horizon = max(3600.0, settings.config.policy.action_cooldown_seconds)
+    source = open_store(settings.env.state_url)
+    try:
+        state = source.export_state(datetime.now(UTC) - timedelta(seconds=horizon))
+    finally:
+        source.close()
+    dest = open_store(dest_url)
+    try:
+        dest.import_state(state)
+    finally:
+        dest.close()
 
 
 async def _cycle_with(settings: Settings, *, dry_run: bool | None) -> CycleReport:
     async with open_runtime(settings, dry_run=dry_run) as rt:
-        recover_after_restart(rt, datetime.now(UTC))
-        await run_verifications(rt, datetime.now(UTC))
-        return await run_cycle(rt, datetime.now(UTC))
+        await run_verifications(rt, rt.clock())
+        return await run_cycle(rt, rt.clock())
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
@@ -148,13 +165,13 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     settings = load_or_report(args)
     if settings is None:
         return EX_CONFIG
-    store = open_store(settings.env.state_path)
+    store = open_store(settings.env.state_url)
     try:
         if args.action == "show":
             return _show_incident(store, args.id, as_json=args.json)
         if args.action == "reset-breaker":
-            store.set_breaker(args.service, 0, False, datetime.now(UTC))
-            print(f"circuit breaker for {args.service} reset")
+            store.reset_breaker(args.service, datetime.now(UTC))
+            print(f"circuit breaker for {show(args.service)} reset")
             return EX_OK
         rows = [i.row() for i in store.recent(args.limit)]
     finally:
@@ -171,7 +188,8 @@ def _show_incident(store: IncidentStore, incident_id: str, *, as_json: bool) -> 
     events = store.events(incident.id)
     if as_json:
         timeline = [{"at": e.at.isoformat(), "kind": e.kind, **e.data} for e in events]
-        doc = {**incident.row(), "decision": incident.decision, "timeline": timeline}
+        decision = incident.decision.to_dict() if incident.decision else None
+        doc = {**incident.row(), "decision": decision, "timeline": timeline}
         print(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
     else:
         print(render_timeline(incident, events))

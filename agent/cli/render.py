@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.gateway.response import error_line
-from agent.store.base import Event, Incident
+from agent.incidents.model import Event, Incident
 from agent.text import clip, printable
 
 CELL_MAX = 40

@@ -27,8 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import dataclass
 
 import httpx
 from tenacity import (
@@ -50,8 +49,9 @@ from agent.errors import (
 from agent.gateway.request import GatewayRequest
 from agent.gateway.response import (
     EXECUTE_PATH,
+    GatewayResult,
+    Outcome,
     Reading,
-    error_line,
     generation_from_openapi,
     read_body,
 )
@@ -61,39 +61,7 @@ from agent.text import clip
 
 log = get_logger("agent.gateway")
 
-Outcome = Literal["succeeded", "failed", "rejected", "gave_up", "unknown"]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class GatewayResult:
-    """What came of one recovery intent, all attempts included.
-
-    ``succeeded``/``failed``: the command ran (and exited 0 or not). ``rejected``: it was
-    refused and will not run. ``gave_up``: it never reached a gateway that could run it.
-    ``unknown``: it may have run; it is never sent again.
-    """
-
-    outcome: Outcome
-    status: str
-    attempts: int
-    elapsed_seconds: float
-    idempotency_key: str
-    command: str | None = None
-    exit_code: int | None = None
-    output: str = ""
-    request_id: str | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-
-    @property
-    def error(self) -> str | None:
-        """``CODE: message`` in one line, or None."""
-        return error_line(self.error_code, self.error_message)
-
-    def to_dict(self) -> dict[str, object]:
-        """A JSON-friendly view."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -1,49 +1,51 @@
-"""One cycle of the daemon: sweep, open incidents, diagnose, apply guardrails, dispatch.
+"""One cycle of the daemon: sweep, then carry every incident one step further.
 
 ``run_cycle(rt, now)`` is a plain coroutine: the scheduler calls it on the interval, the
-``sweep`` command calls it once, tests call it directly. Diagnoses run concurrently up to
-the configured limit; dispatches run one at a time, so the in-flight and budget rules
-always see the previous dispatch.
+``sweep`` command calls it once, tests call it directly. It gathers one snapshot (the
+sweep's findings and the store's current incidents), calls the lifecycle's steps, commits
+each in its own transaction and runs its effects:
+
+1. take over incidents whose replica stopped renewing its lease (``on_restart``);
+2. clear incidents whose findings are gone, when the sweep saw every source (``on_gone``);
+3. open an incident for each new problem (``on_finding``; a unique index, not a check,
+   keeps it to one across replicas);
+4. work the incidents that wait for this replica: diagnose the open ones, dispatch the
+   decided ones, up to ``diagnosis.max_concurrency`` at a time. Each is taken under a
+   lease, so replicas sharing a store divide the work instead of doubling it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from agent.daemon.escalation import escalate
-from agent.daemon.incidents import clear_gone, finding_group, open_new
-from agent.daemon.runtime import Runtime
-from agent.daemon.verify import note_failure, still_present
-from agent.diagnosis.engine import diagnose_many
-from agent.diagnosis.models import Decision
-from agent.gateway.request import (
-    Facts,
-    GatewayRequest,
-    build_context,
-    idempotency_key,
-    priority_for,
+from agent.daemon.effects import run_effects
+from agent.diagnosis.engine import diagnose
+from agent.dispatch.dispatcher import FleetView, dispatch
+from agent.incidents.lifecycle import (
+    Step,
+    on_decision,
+    on_diagnosis_started,
+    on_finding,
+    on_gone,
+    on_restart,
+    work_queue,
 )
-from agent.guardrails.policy import Block, GuardContext, check
-from agent.logs import bind_context, get_logger
-from agent.store.base import STATES, ActionRecord, Incident
+from agent.incidents.model import STATES, Incident, group_of
+from agent.logs import get_logger
+from agent.runtime import Runtime
+from agent.store.base import Applied, Conflict
 from agent.sweep.collector import SweepReport, sweep
 from agent.sweep.findings import Finding
 
 log = get_logger("agent.cycle")
 
-#: Final blocks that hand the incident to humans instead of just ending it.
-ESCALATING_BLOCKS = frozenset({"circuit_open", "stale_incident"})
-
-
-@dataclass(frozen=True)
-class _FleetView:
-    """What this sweep says about the fleet and the monitoring, for the guardrails."""
-
-    prometheus_healthy: bool
-    silences_known: bool
-    firing: int
+#: States in which an expired lease means abandoned work to take over.
+_LEASED_WORK = frozenset({"diagnosing", "acting"})
 
 
 @dataclass
@@ -67,33 +69,75 @@ class CycleReport:
         }
 
 
+async def commit(rt: Runtime, step: Step, expected: int) -> Applied | None:
+    """Commit one step and run its effects; None when another replica got there first."""
+    try:
+        applied = rt.store.apply(step, expected_version=expected, owner=rt.replica, now=rt.clock())
+    except Conflict as exc:
+        log.info("step_dropped", incident_id=step.incident.id, reason=str(exc))
+        return None
+    await run_effects(rt, step, applied)
+    return applied
+
+
+def _abandoned(rt: Runtime, incident: Incident, now: datetime) -> bool:
+    if incident.state not in _LEASED_WORK or incident.id in rt.working:
+        return False
+    return (
+        incident.lease_until is None
+        or incident.lease_until <= now
+        or (incident.lease_owner == rt.replica)
+    )
+
+
+async def _settle(
+    rt: Runtime,
+    incidents: list[Incident],
+    current: dict[str, Finding],
+    complete: bool,
+    now: datetime,
+) -> list[Incident]:
+    """Take over abandoned work and clear what is gone; the incidents as they now stand."""
+    verify_after = rt.config.schedule.verify_after_seconds
+    out: list[Incident] = []
+    for incident in incidents:
+        step: Step | None = None
+        if _abandoned(rt, incident, now):
+            step = on_restart(incident, now, verify_after=verify_after)
+        elif (
+            complete
+            and incident.group_key not in current
+            and not incident.leased_by_other(rt.replica, now)
+        ):
+            step = on_gone(incident, now)
+        applied = await commit(rt, step, incident.version) if step else None
+        out.append(applied.incident if applied else incident)
+    return out
+
+
+async def _open_new(
+    rt: Runtime, known: set[str], current: dict[str, Finding], now: datetime
+) -> None:
+    for key, finding in current.items():
+        if key in known:
+            continue
+        step = on_finding(finding, uuid.uuid4().hex[:12], now)
+        if rt.store.insert(step):  # False: another replica opened it a moment ago
+            await run_effects(rt, step, Applied(step.incident))
+
+
 async def run_cycle(rt: Runtime, now: datetime) -> CycleReport:
-    """Sweep once and carry every finding as far as the guardrails allow."""
+    """Sweep once and carry every incident as far as it can go now."""
     report = await sweep(rt.sweep_deps, now)
     cycle = CycleReport(sweep=report)
-    if not report.failed_sources:
-        clear_gone(rt.store, report.findings, now)
-    open_new(rt.store, report.findings, now)
-    current = {finding_group(f): f for f in report.findings}
-    await _diagnose_pending(rt, current, now, cycle)
-    ready = [
-        (incident, current[incident.group_key])
-        for incident in rt.store.in_state("diagnosing")
-        if incident.decision is not None and incident.group_key in current
-    ]
-    if ready:  # Prometheus' own health is only asked when something may be acted on
-        prometheus_failed = [s for s in report.failed_sources if s != "alertmanager"]
-        view = _FleetView(
-            prometheus_healthy=not prometheus_failed and await rt.prometheus.healthy(),
-            silences_known="alertmanager" not in report.failed_sources,
-            firing=len({f.target for f in report.findings if f.target in rt.config.services}),
-        )
-        for incident, finding in ready:
-            await _act(rt, incident, finding, now, view, cycle)
-    _publish_state_counts(rt)
-    rt.metrics.sweeps.labels(result="partial" if report.failed_sources else "ok").inc()
-    rt.metrics.sweep_duration.observe(report.duration_seconds)
-    rt.metrics.last_sweep.set(now.timestamp())
+    current: dict[str, Finding] = {}
+    for finding in sorted(report.findings, key=lambda f: f.queue_key):
+        current.setdefault(group_of(finding), finding)
+    settled = await _settle(rt, rt.store.current(), current, not report.failed_sources, now)
+    await _open_new(rt, {i.group_key for i in settled}, current, now)
+    incidents = rt.store.current()
+    await _work(rt, incidents, current, report, now, cycle)
+    _publish(rt, rt.store.current(), report, now)
     log.info(
         "sweep_finished",
         findings=len(report.findings),
@@ -106,244 +150,117 @@ async def run_cycle(rt: Runtime, now: datetime) -> CycleReport:
     return cycle
 
 
-async def _diagnose_pending(
-    rt: Runtime, current: dict[str, Finding], now: datetime, cycle: CycleReport
-) -> None:
-    pending: list[tuple[Incident, Finding]] = []
-    for incident in rt.store.in_state("open", "diagnosing"):
-        finding = current.get(incident.group_key)
-        if incident.decision is None and finding is not None:
-            if incident.state == "open":
-                rt.store.transition(incident, "diagnosing", now)
-            pending.append((incident, finding))
-    if not pending:
-        return
-    by_fp = {f.fingerprint: i for i, f in pending}
-    results = await diagnose_many([f for _, f in pending], rt.diagnosis, now)
-    for finding, decision in results:
-        await _record(rt, by_fp[finding.fingerprint], decision, now, cycle)
+class _Fleet:
+    """The fleet view, built on first use: Prometheus' own health is asked only when
+    something may be acted on."""
+
+    def __init__(self, rt: Runtime, report: SweepReport) -> None:
+        self._rt, self._report = rt, report
+        self._view: FleetView | None = None
+        self._lock = asyncio.Lock()
+
+    async def view(self) -> FleetView:
+        async with self._lock:
+            if self._view is None:
+                failed = self._report.failed_sources
+                healthy = not [s for s in failed if s != "alertmanager"]
+                services = self._rt.config.services
+                self._view = FleetView(
+                    prometheus_healthy=healthy and await self._rt.prometheus.healthy(),
+                    silences_known="alertmanager" not in failed,
+                    firing=len({f.target for f in self._report.findings if f.target in services}),
+                )
+            return self._view
 
 
-async def _record(
-    rt: Runtime, incident: Incident, decision: Decision, now: datetime, cycle: CycleReport
+async def _work(
+    rt: Runtime,
+    incidents: list[Incident],
+    current: dict[str, Finding],
+    report: SweepReport,
+    now: datetime,
+    cycle: CycleReport,
 ) -> None:
-    incident.decision = decision.summary()
-    incident.action = decision.action
-    incident.decided_by = decision.decided_by
-    rt.store.save(incident, now)
-    rt.store.add_event(incident.id, "decision", now, decision.summary())
-    if decision.transcript:
-        rt.store.add_event(incident.id, "llm_transcript", now, {"messages": decision.transcript})
+    waiting = deque(work_queue(incidents, current, replica=rt.replica, busy=rt.working, now=now))
+    fleet = _Fleet(rt, report)
+
+    async def worker() -> None:
+        while waiting:
+            incident = waiting.popleft()
+            rt.working.add(incident.id)
+            try:
+                await _carry(rt, incident, current[incident.group_key], fleet, now, cycle)
+            finally:
+                rt.working.discard(incident.id)
+
+    await asyncio.gather(*(worker() for _ in range(rt.config.diagnosis.max_concurrency)))
+
+
+async def _carry(
+    rt: Runtime,
+    incident: Incident,
+    finding: Finding,
+    fleet: _Fleet,
+    now: datetime,
+    cycle: CycleReport,
+) -> None:
+    """Diagnose an open incident, then dispatch it if it was decided."""
+    if incident.state == "open":
+        decided = await _diagnose(rt, incident, finding, now, cycle)
+        if decided is None or decided.state != "decided":
+            return
+        incident = decided
+    done = await dispatch(rt, incident, finding, await fleet.view(), now)
+    for step, applied in done.steps:
+        await run_effects(rt, step, applied)
+    if done.block is not None:
+        cycle.skips.append(
+            {
+                "incident_id": incident.id,
+                "fingerprint": incident.fingerprint,
+                "name": incident.name,
+                "target": incident.target,
+                "reason": done.block.reason,
+                "detail": done.block.detail,
+            }
+        )
+    if done.request is not None and done.result is not None:
+        cycle.dispatches.append(
+            {
+                "incident_id": incident.id,
+                "target": done.request.target,
+                "action": done.request.action,
+                **done.result.to_dict(),
+            }
+        )
+
+
+async def _diagnose(
+    rt: Runtime, incident: Incident, finding: Finding, now: datetime, cycle: CycleReport
+) -> Incident | None:
+    started = await commit(
+        rt, on_diagnosis_started(incident, rt.replica, rt.lease_until(), now), incident.version
+    )
+    if started is None:
+        return None  # another replica took it first
+    diagnosis = await diagnose(finding, rt.diagnosis, now)
+    applied = await commit(
+        rt, on_decision(started.incident, diagnosis, rt.clock()), started.incident.version
+    )
+    if applied is None:
+        return None
     cycle.decisions.append(
-        {"incident_id": incident.id, "fingerprint": incident.fingerprint, **decision.summary()}
+        {"incident_id": incident.id, "fingerprint": incident.fingerprint, **diagnosis.summary()}
     )
-    if not decision.actionable or decision.action == "none":
-        rt.store.transition(incident, "skipped", now, reason=decision.reason)
-    elif decision.action == "escalate":
-        await escalate(
-            rt.store,
-            incident,
-            decision.reason or "diagnosis chose escalate",
-            now,
-            rt.alertmanager,
-            rt.config.services,
-        )
+    return applied.incident
 
 
-async def _act(
-    rt: Runtime,
-    incident: Incident,
-    finding: Finding,
-    now: datetime,
-    view: _FleetView,
-    cycle: CycleReport,
-) -> None:
-    bind_context(incident_id=incident.id, fingerprint=incident.fingerprint, target=incident.target)
-    action = str(incident.action)
-    target = str((incident.decision or {}).get("target") or incident.target)
-    if action not in rt.config.actions:
-        reason = f"action {action!r} is no longer in the catalogue"
-        await escalate(rt.store, incident, reason, now, rt.alertmanager, rt.config.services)
-        return
-    block = check(
-        _guard_context(rt, incident, action, target, now, view),
-        rt.config.policy,
-        rt.config.schedule.catch_up_window_seconds,
-    )
-    if block is None and rt.config.policy.recheck_before_dispatch:
-        block = await _recheck(rt, incident, now)
-    if block is not None:
-        await _blocked(rt, incident, block, now, cycle)
-        return
-    await _dispatch(rt, incident, finding, action, target, now, cycle)
-
-
-def _guard_context(
-    rt: Runtime,
-    incident: Incident,
-    action: str,
-    target: str,
-    now: datetime,
-    view: _FleetView,
-) -> GuardContext:
-    last = rt.store.last_action(target, action)
-    actions = rt.config.actions
-    recent = [
-        a
-        for a in rt.store.actions_since(now - timedelta(hours=1))
-        if a.action in actions and actions[a.action].mutating
-    ]
-    return GuardContext(
-        action=action,
-        target=target,
-        mutating=rt.config.actions[action].mutating,
-        now=now,
-        incident_opened_at=incident.opened_at,
-        dry_run=rt.dry_run,
-        last_same_action_at=last.at if last else None,
-        target_actions_last_hour=sum(a.target == target for a in recent),
-        fleet_actions_last_hour=len(recent),
-        in_flight_for_target=any(i.target == target for i in rt.store.in_state("acting")),
-        breaker_open=rt.store.breaker(target)[1],
-        prometheus_healthy=view.prometheus_healthy,
-        silences_known=view.silences_known,
-        firing_services=view.firing,
-        known_services=len(rt.config.services),
-    )
-
-
-async def _recheck(rt: Runtime, incident: Incident, now: datetime) -> Block | None:
-    present = await still_present(rt, incident, now)
-    if present is None:
-        return Block("recheck_failed", "could not re-check the finding right before dispatch")
-    if not present:
-        return Block("no_longer_firing", "the finding cleared right before dispatch", final=True)
-    return None
-
-
-async def _blocked(
-    rt: Runtime, incident: Incident, block: Block, now: datetime, cycle: CycleReport
-) -> None:
-    rt.metrics.guardrail_blocks.labels(reason=block.reason).inc()
-    log.info(
-        "guardrail_blocked",
-        incident_id=incident.id,
-        target=incident.target,
-        action=incident.action,
-        reason=block.reason,
-        detail=block.detail,
-        final=block.final,
-    )
-    cycle.skips.append(
-        {
-            "incident_id": incident.id,
-            "fingerprint": incident.fingerprint,
-            "name": incident.name,
-            "target": incident.target,
-            "reason": block.reason,
-            "detail": block.detail,
-        }
-    )
-    if block.reason in ESCALATING_BLOCKS:
-        await escalate(rt.store, incident, block.detail, now, rt.alertmanager, rt.config.services)
-    elif block.final:
-        rt.store.transition(incident, "skipped", now, reason=block.reason, detail=block.detail)
-    elif incident.blocked_reason != block.reason:
-        incident.blocked_reason = block.reason
-        rt.store.save(incident, now)
-        rt.store.add_event(
-            incident.id, "blocked", now, {"reason": block.reason, "detail": block.detail}
-        )
-
-
-def _request(
-    rt: Runtime, incident: Incident, finding: Finding, action: str, target: str
-) -> GatewayRequest:
-    facts = Facts(
-        incident_id=incident.id,
-        kind=finding.kind,
-        name=finding.name,
-        service=target,
-        severity=finding.severity,
-        value=finding.value,
-        since=finding.first_seen,
-        action=action,
-    )
-    catalogue = rt.config.actions[action]
-    return GatewayRequest(
-        source_id=rt.settings.env.ai_command_gateway_source_id,
-        target=target,
-        action=action,
-        intent=catalogue.intent,
-        context=build_context(facts, rt.config.gateway.context_max_chars, rt.config.services),
-        priority=priority_for(finding.severity, catalogue),
-        idempotency_key=idempotency_key(incident.id, action),
-        mutating=catalogue.mutating,
-    )
-
-
-async def _dispatch(
-    rt: Runtime,
-    incident: Incident,
-    finding: Finding,
-    action: str,
-    target: str,
-    now: datetime,
-    cycle: CycleReport,
-) -> None:
-    request = _request(rt, incident, finding, action, target)
-    incident.blocked_reason = None
-    incident.acted_at = now
-    rt.store.transition(incident, "acting", now, action=action, target=target)
-    action_id = rt.store.record_action(ActionRecord(incident.id, target, action, now))
-    log.info(
-        "remediation_dispatched",
-        incident_id=incident.id,
-        target=target,
-        action=action,
-        intent=request.intent,
-    )
-    result = await rt.gateway.execute(request)
-    rt.store.finish_action(action_id, result.outcome)
-    rt.store.add_event(
-        incident.id, "gateway_request", now, {"request": request.body(), "result": result.to_dict()}
-    )
-    rt.metrics.remediations.labels(result=result.outcome).inc()
-    cycle.dispatches.append(
-        {"incident_id": incident.id, "target": target, "action": action, **result.to_dict()}
-    )
-    if result.outcome in ("rejected", "gave_up"):
-        note_failure(rt, target, now)
-        await escalate(
-            rt.store,
-            incident,
-            f"gateway {result.outcome}: {result.error}",
-            now,
-            rt.alertmanager,
-            rt.config.services,
-        )
-        return
-    if not rt.config.actions[action].mutating:
-        await escalate(
-            rt.store,
-            incident,
-            f"{action} {result.outcome}; the output needs a human",
-            now,
-            rt.alertmanager,
-            rt.config.services,
-        )
-        return
-    incident.verify_at = now + timedelta(seconds=rt.config.schedule.verify_after_seconds)
-    rt.store.transition(
-        incident,
-        "verifying",
-        now,
-        gateway_outcome=result.outcome,
-        verify_at=incident.verify_at.isoformat(),
-    )
-
-
-def _publish_state_counts(rt: Runtime) -> None:
-    counts = rt.store.counts_by_state()
-    for state in STATES:
-        rt.metrics.incidents.labels(state=state).set(counts.get(state, 0))
+def _publish(rt: Runtime, incidents: list[Incident], report: SweepReport, now: datetime) -> None:
+    counts = {state: 0 for state in STATES}
+    for incident in incidents:
+        counts[incident.state] += 1
+    for state, count in counts.items():
+        rt.metrics.incidents.labels(state=state).set(count)
+    rt.metrics.sweeps.labels(result="partial" if report.failed_sources else "ok").inc()
+    rt.metrics.sweep_duration.observe(report.duration_seconds)
+    rt.metrics.last_sweep.set(now.timestamp())

@@ -11,15 +11,14 @@ from collections.abc import Container
 from datetime import datetime, timedelta
 
 from agent.clients.alertmanager import AlertmanagerClient
-from agent.config import Severity
 from agent.errors import AlertmanagerError
 from agent.gateway.request import plain_name
+from agent.incidents.model import Event, Incident
 from agent.logs import get_logger
-from agent.store.base import Incident, IncidentStore
+from agent.store.base import IncidentStore
 from agent.text import one_line
 
 log = get_logger("agent.escalation")
-SEVERITIES = frozenset(s.value for s in Severity)
 
 
 def escalation_alert(
@@ -27,18 +26,18 @@ def escalation_alert(
 ) -> dict[str, object]:
     """The Alertmanager alert for an escalated incident.
 
-    Labels route and group alerts, so they hold only what the agent vouches for: the service
-    when it is in the catalogue, the original name when it is a plain identifier, the
-    severity, the incident id. Free text goes in the annotations, for humans.
+    Labels route and group alerts, so they hold only what the agent vouches for: the
+    service when it is in the catalogue, the original name when it is a plain identifier,
+    the severity, the incident id. Free text goes in the annotations, for humans.
     """
-    decision = incident.decision or {}
+    decision = incident.decision
     in_scope = incident.target is not None and incident.target in services
     return {
         "labels": {
             "alertname": "DevopsAgentEscalation",
             "service": incident.target if in_scope and incident.target else "out-of-scope",
             "original_alertname": plain_name(incident.name),
-            "severity": incident.severity if incident.severity in SEVERITIES else "warning",
+            "severity": incident.severity.value,
             "incident_id": incident.id,
         },
         "annotations": {
@@ -46,7 +45,7 @@ def escalation_alert(
                 f"devops-agent escalated {incident.name} on {incident.target}", 300
             ),
             "reason": one_line(reason, 500),
-            "root_cause": one_line(str(decision.get("root_cause") or ""), 500),
+            "root_cause": one_line(decision.root_cause if decision else "", 500),
             "action_taken": str(incident.action or "none"),
             "decided_by": str(incident.decided_by or ""),
         },
@@ -55,7 +54,7 @@ def escalation_alert(
     }
 
 
-async def escalate(
+async def deliver(
     store: IncidentStore,
     incident: Incident,
     reason: str,
@@ -63,17 +62,7 @@ async def escalate(
     alertmanager: AlertmanagerClient | None,
     services: Container[str],
 ) -> None:
-    """Move the incident to escalated, log it, and tell Alertmanager when configured."""
-    store.transition(incident, "escalated", now, reason=reason)
-    incident.resolution = reason
-    store.save(incident, now)
-    log.warning(
-        "incident_escalated",
-        incident_id=incident.id,
-        target=incident.target,
-        name=incident.name,
-        reason=reason,
-    )
+    """Tell Alertmanager about an escalated incident, when one is configured."""
     if alertmanager is None:
         return
     try:
@@ -81,4 +70,4 @@ async def escalate(
     except AlertmanagerError as exc:
         log.error("escalation_delivery_failed", incident_id=incident.id, error=str(exc))
         return
-    store.add_event(incident.id, "escalation_sent", now, {"to": "alertmanager"})
+    store.note(incident.id, Event(now, "escalation_sent", {"to": "alertmanager"}))

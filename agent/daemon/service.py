@@ -19,10 +19,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from agent.daemon.cycle import run_cycle
 from agent.daemon.http import Liveness, MetricsServer
 from agent.daemon.notify import Notifier, watchdog_interval
-from agent.daemon.runtime import Runtime, open_runtime
-from agent.daemon.verify import recover_after_restart, run_verifications
+from agent.daemon.verify import run_verifications
 from agent.errors import AgentError
 from agent.logs import get_logger
+from agent.runtime import Runtime, open_runtime
 from agent.settings import Settings
 
 log = get_logger("agent.daemon")
@@ -146,7 +146,6 @@ async def serve(settings: Settings) -> int:
         daemon = Daemon(rt, notifier, liveness)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.stopping.set)
-        recover_after_restart(rt, _now())
         host, port = settings.env.metrics_host_port
         try:
             server = MetricsServer(host, port, rt.metrics, liveness).start()

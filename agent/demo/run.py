@@ -25,7 +25,7 @@ from typing import Any
 from agent.cli.render import render_timeline
 from agent.demo.gateway_sim import ActResult, GatewaySimulator
 from agent.demo.local import LocalAlertmanager, LocalPrometheus, MissingBinary, free_port, wait_http
-from agent.store.sqlite import SQLiteStore
+from agent.store import open_store
 
 SERVICE = "market-predictor"
 TIME_LIMIT = 110.0
@@ -290,7 +290,7 @@ class Demo:
 
     def summary(self) -> None:
         """Print the incident's timeline from the store."""
-        store = SQLiteStore(self.workdir / "state" / "agent.db")
+        store = open_store(f"sqlite:///{self.workdir / 'state' / 'agent.db'}")
         try:
             incidents = store.recent(5)
             print()

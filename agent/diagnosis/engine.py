@@ -8,9 +8,7 @@ conversation is kept as the transcript for the incident store.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +21,7 @@ from agent.diagnosis import prompts
 from agent.diagnosis.models import (
     TRIAGE_SCHEMA,
     Decision,
+    Diagnosis,
     PhaseUsage,
     RecoveryPlan,
     TriageAnswer,
@@ -170,14 +169,18 @@ class _Run:
             confidence=plan.confidence,
             root_cause=plan.root_cause,
             rationale=plan.rationale,
-            evidence=plan.evidence,
+            evidence=tuple(plan.evidence),
             verification=plan.verification,
         )
         refused = refusal(plan.action, plan.target, plan.confidence, self.finding, cfg)
         if refused:
             log.warning("plan_refused", action=plan.action, plan_target=plan.target, reason=refused)
-            decision.action, decision.target = "escalate", self.finding.target
-            decision.reason = f"plan refused: {refused}"
+            return replace(
+                decision,
+                action="escalate",
+                target=self.finding.target,
+                reason=f"plan refused: {refused}",
+            )
         return decision
 
 
@@ -187,14 +190,14 @@ def _brief(exc: Exception) -> str:
     return clip(str(exc), 300)
 
 
-async def diagnose(finding: Finding, deps: DiagnosisDeps, now: datetime) -> Decision:
+async def diagnose(finding: Finding, deps: DiagnosisDeps, now: datetime) -> Diagnosis:
     """Decide what to do about one finding; never raises for model trouble."""
     skip = prefilter(finding, deps.config)
     if skip is not None:
         log.info("finding_prefiltered", fingerprint=finding.fingerprint, reason=skip.reason)
-        return skip
+        return Diagnosis(skip)
     if deps.llm is None or not deps.config.diagnosis.use_llm:
-        decision = runbook_decide(finding, deps.config, "no model configured")
+        result = Diagnosis(runbook_decide(finding, deps.config, "no model configured"))
     else:
         run = _Run(finding, deps, now)
         try:
@@ -204,7 +207,8 @@ async def diagnose(finding: Finding, deps: DiagnosisDeps, now: datetime) -> Deci
                 "diagnosis_fell_back_to_runbook", fingerprint=finding.fingerprint, reason=str(exc)
             )
             decision = runbook_decide(finding, deps.config, str(exc))
-        decision.usage, decision.transcript = run.usage, run.transcript
+        result = Diagnosis(decision, dict(run.usage), tuple(run.transcript))
+    decision = result.decision
     log.info(
         "diagnosis_finished",
         fingerprint=finding.fingerprint,
@@ -212,20 +216,6 @@ async def diagnose(finding: Finding, deps: DiagnosisDeps, now: datetime) -> Deci
         action=decision.action,
         decided_by=decision.decided_by,
         reason=decision.reason,
-        tokens=decision.total_tokens,
+        tokens=result.total_tokens,
     )
-    return decision
-
-
-async def diagnose_many(
-    findings: Sequence[Finding], deps: DiagnosisDeps, now: datetime
-) -> list[tuple[Finding, Decision]]:
-    """Diagnose concurrently up to the configured limit, most severe (then oldest) first."""
-    ordered = sorted(findings, key=lambda f: f.queue_key)
-    gate = asyncio.Semaphore(deps.config.diagnosis.max_concurrency)
-
-    async def one(finding: Finding) -> tuple[Finding, Decision]:
-        async with gate:
-            return finding, await diagnose(finding, deps, now)
-
-    return list(await asyncio.gather(*(one(f) for f in ordered)))
+    return result

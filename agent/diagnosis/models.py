@@ -1,12 +1,14 @@
-"""What a diagnosis produces: a recovery plan, who decided it, and what it cost."""
+"""What a diagnosis produces: a typed decision, who made it, and what it cost."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from agent.config import validation_problems
 
 DecidedBy = Literal["prefilter", "llm", "runbook"]
 
@@ -92,14 +94,14 @@ class PhaseUsage:
     completion_tokens: int = 0
 
 
-def total_tokens(usage: dict[str, PhaseUsage]) -> int:
+def total_tokens(usage: Mapping[str, PhaseUsage]) -> int:
     """Prompt and completion tokens over all phases."""
     return sum(u.prompt_tokens + u.completion_tokens for u in usage.values())
 
 
-@dataclass
+@dataclass(frozen=True)
 class Decision:
-    """The outcome of diagnosing one finding."""
+    """What to do about one finding, and why: the only thing a diagnosis hands on."""
 
     action: str
     target: str | None
@@ -109,12 +111,38 @@ class Decision:
     confidence: float = 0.0
     root_cause: str = ""
     rationale: str = ""
-    evidence: list[str] = field(default_factory=list)
+    evidence: tuple[str, ...] = ()
     verification: str = ""
     #: Why the LLM path was left for the runbook, if it was.
     fallback_reason: str = ""
-    usage: dict[str, PhaseUsage] = field(default_factory=dict)
-    transcript: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        data = asdict(self)
+        data["evidence"] = list(self.evidence)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: object) -> Decision:
+        """The decision a ``to_dict`` wrote; ValueError when the data is not one."""
+        if not isinstance(data, dict):
+            raise ValueError("a decision must be a JSON object")
+        try:
+            return _DECISION.validate_python(data)
+        except ValidationError as exc:
+            raise ValueError(f"not a decision: {'; '.join(validation_problems(exc)[:3])}") from exc
+
+
+_DECISION: TypeAdapter[Decision] = TypeAdapter(Decision)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A decision with what it cost and the conversation that led to it."""
+
+    decision: Decision
+    usage: Mapping[str, PhaseUsage] = field(default_factory=dict)
+    transcript: tuple[dict[str, Any], ...] = ()
 
     @property
     def prompt_tokens(self) -> int:
@@ -127,18 +155,5 @@ class Decision:
         return total_tokens(self.usage)
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-friendly view without the transcript."""
-        return {
-            "action": self.action,
-            "target": self.target,
-            "decided_by": self.decided_by,
-            "actionable": self.actionable,
-            "reason": self.reason,
-            "confidence": self.confidence,
-            "root_cause": self.root_cause,
-            "rationale": self.rationale,
-            "evidence": self.evidence,
-            "verification": self.verification,
-            "fallback_reason": self.fallback_reason,
-            "usage": {k: v.__dict__ for k, v in self.usage.items()},
-        }
+        """The decision and the per-phase usage, without the transcript."""
+        return {**self.decision.to_dict(), "usage": {k: asdict(v) for k, v in self.usage.items()}}

@@ -9,7 +9,7 @@ at: the command may or may not have run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from agent.text import clip, one_line
@@ -28,6 +28,7 @@ _V2: dict[str, Verdict] = {
     "VALIDATION_ERROR": "rejected",
 }
 _V1: dict[str, Verdict] = {"success": "succeeded", "error": "failed", "timeout": "failed"}
+Outcome = Literal["succeeded", "failed", "rejected", "gave_up", "unknown"]
 ERROR_TEXT_MAX = 1000
 EXECUTE_PATH = "/execute-docker-command"
 
@@ -159,3 +160,34 @@ def generation_from_openapi(doc: object) -> tuple[int | None, str]:
     if field.get("type") == "string":
         return 1, "execution_result is a string"
     return None, "its schema describes execution_result in a way neither generation does"
+
+
+@dataclass(frozen=True)
+class GatewayResult:
+    """What came of one recovery intent, all attempts included.
+
+    ``succeeded``/``failed``: the command ran (and exited 0 or not). ``rejected``: it was
+    refused and will not run. ``gave_up``: it never reached a gateway that could run it.
+    ``unknown``: it may have run; it is never sent again.
+    """
+
+    outcome: Outcome
+    status: str
+    attempts: int
+    elapsed_seconds: float
+    idempotency_key: str
+    command: str | None = None
+    exit_code: int | None = None
+    output: str = ""
+    request_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        """``CODE: message`` in one line, or None."""
+        return error_line(self.error_code, self.error_message)
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-friendly view."""
+        return asdict(self)

@@ -1,1 +1,27 @@
-"""The incident store: what the agent saw, decided and did, kept across restarts."""
+"""The incident store: what the agent saw, decided and did, kept across restarts and
+shared by replicas. ``open_store`` picks the backend from the URL's scheme; nothing else
+in the agent knows which database it talks to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.store.base import IncidentStore
+from agent.store.sql import SQLStore
+
+
+def open_store(url: str) -> IncidentStore:
+    """Open (and migrate) the store at ``sqlite:///PATH`` or ``postgresql://...``.
+
+    Each backend's driver is imported only when it is used: an agent on SQLite never
+    loads psycopg.
+    """
+    if url.startswith("sqlite:///"):
+        from agent.store.sqlite import SQLiteDialect
+
+        return SQLStore(SQLiteDialect(Path(url.removeprefix("sqlite:///"))))
+    if url.startswith(("postgresql://", "postgres://")):
+        from agent.store.postgres import PostgresDialect
+
+        return SQLStore(PostgresDialect(url))
+    raise ValueError(f"unsupported store URL {url!r}")

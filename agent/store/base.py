@@ -1,139 +1,132 @@
 """The store's interface and records, independent of the database behind it.
 
-An incident groups the findings of one problem of one service: same kind, same name,
-same target. While any of them keeps firing the incident stays current, so a finding
-that stays firing (or a storm of its siblings) never opens a second incident. Once no
-finding of the group is seen, the incident is *cleared*; a later recurrence opens a new
-one, and the cooldowns, kept in the actions table, stop it from flapping.
+Every change to an incident is one ``Step`` (``agent.incidents.lifecycle``) committed in
+one transaction: the incident row, its timeline events, an action claim or outcome, a
+circuit-breaker change. A step commits only over the version it was computed from and
+only while no other replica holds the incident's lease; otherwise the store raises
+``Conflict`` and the caller drops its step (the other replica's change stands).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol, get_args
+from typing import Protocol
 
-State = Literal["open", "diagnosing", "acting", "verifying", "resolved", "escalated", "skipped"]
-STATES: tuple[State, ...] = get_args(State)
-
-
-@dataclass
-class Incident:
-    """One problem of one service, from first finding to its end."""
-
-    id: str
-    group_key: str
-    fingerprint: str
-    kind: str
-    name: str
-    target: str | None
-    severity: str
-    state: State
-    opened_at: datetime
-    updated_at: datetime
-    finding: dict[str, Any]
-    action: str | None = None
-    decided_by: str | None = None
-    decision: dict[str, Any] | None = None
-    blocked_reason: str | None = None
-    verify_at: datetime | None = None
-    acted_at: datetime | None = None
-    cleared_at: datetime | None = None
-    resolution: str | None = None
-
-    def row(self) -> dict[str, Any]:
-        """A JSON-friendly summary, the fields `incidents --json` promises first."""
-        return {
-            "id": self.id,
-            "fingerprint": self.fingerprint,
-            "target": self.target,
-            "state": self.state,
-            "action": self.action,
-            "opened_at": self.opened_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-            "name": self.name,
-            "kind": self.kind,
-            "severity": self.severity,
-            "decided_by": self.decided_by,
-            "blocked_reason": self.blocked_reason,
-            "resolution": self.resolution,
-            "cleared_at": self.cleared_at.isoformat() if self.cleared_at else None,
-        }
+from agent.errors import StoreError
+from agent.incidents.lifecycle import Step
+from agent.incidents.model import Event, Incident
 
 
-@dataclass
-class Event:
-    """One entry of an incident's timeline."""
-
-    at: datetime
-    kind: str
-    data: dict[str, Any] = field(default_factory=dict)
+class Conflict(StoreError):
+    """Another replica changed the incident first, holds its lease, or already claimed the
+    action: this step is dropped."""
 
 
-@dataclass
+@dataclass(frozen=True)
+class GuardFacts:
+    """What the store knows fleet-wide about one (service, action), read under the claim lock."""
+
+    last_same_action_at: datetime | None
+    target_actions_last_hour: int
+    fleet_actions_last_hour: int
+    in_flight_for_target: bool
+    breaker_open: bool
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A committed step: the incident as stored, and whether the breaker just opened."""
+
+    incident: Incident
+    breaker_opened: bool = False
+
+
+@dataclass(frozen=True)
 class ActionRecord:
-    """One action dispatched (or being dispatched) to the gateway."""
+    """One claimed action and how it ended."""
 
     incident_id: str
     target: str
     action: str
     at: datetime
-    outcome: str | None = None
+    outcome: str | None
+    mutating: bool
+
+
+@dataclass(frozen=True)
+class Breaker:
+    """A service's circuit breaker."""
+
+    target: str
+    failures: int
+    is_open: bool
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class StateCopy:
+    """What a dry run needs of the real store: current incidents, recent actions, breakers."""
+
+    incidents: list[Incident]
+    actions: list[ActionRecord]
+    breakers: list[Breaker]
+
+
+Decide = Callable[[Incident, GuardFacts], Step]
 
 
 class IncidentStore(Protocol):
-    """What the daemon needs from a store; SQLite now, PostgreSQL can implement it next."""
+    """What the daemon needs from a store; SQLite and PostgreSQL implement it."""
 
     def close(self) -> None:
         """Release the connection."""
 
-    def current_for(self, group_key: str) -> Incident | None:
-        """The incident of this group that is not cleared yet, if any."""
-
-    def open_incident(self, incident: Incident) -> Incident:
-        """Insert a new incident in state open."""
+    def current(self) -> list[Incident]:
+        """Every incident whose findings are still seen (not cleared), oldest first."""
 
     def get(self, incident_id: str) -> Incident | None:
-        """One incident by id (or unique id prefix)."""
-
-    def transition(self, incident: Incident, state: State, now: datetime, **data: Any) -> Incident:
-        """Move to ``state``, persist the incident, and record the transition event."""
-
-    def save(self, incident: Incident, now: datetime) -> None:
-        """Persist changed fields without a transition."""
-
-    def add_event(self, incident_id: str, kind: str, now: datetime, data: dict[str, Any]) -> None:
-        """Append a timeline event (LLM decision, gateway request and answer, ...)."""
-
-    def events(self, incident_id: str) -> list[Event]:
-        """The incident's timeline, oldest first."""
-
-    def uncleared(self) -> list[Incident]:
-        """Every incident whose findings are still being seen."""
-
-    def in_state(self, *states: State) -> list[Incident]:
-        """Incidents in any of the states, oldest first."""
+        """One incident by id, or by a unique id prefix."""
 
     def recent(self, limit: int) -> list[Incident]:
         """The newest incidents first."""
 
-    def record_action(self, record: ActionRecord) -> int:
-        """Write an action before it is dispatched; returns its id."""
+    def events(self, incident_id: str) -> list[Event]:
+        """The incident's timeline, oldest first."""
 
-    def finish_action(self, action_id: int, outcome: str) -> None:
-        """Record how a dispatched action ended."""
+    def insert(self, step: Step) -> bool:
+        """Commit a new incident; False when its group already has a current one."""
 
-    def actions_since(self, since: datetime) -> list[ActionRecord]:
-        """Actions at or after ``since``, fleet-wide."""
+    def apply(self, step: Step, *, expected_version: int, owner: str, now: datetime) -> Applied:
+        """Commit a step over ``expected_version``; Conflict when that is not possible."""
 
-    def last_action(self, target: str, action: str) -> ActionRecord | None:
-        """The latest action of this kind on this target."""
+    def decide_under_lock(
+        self,
+        incident: Incident,
+        target: str,
+        action: str,
+        now: datetime,
+        owner: str,
+        decide: Decide,
+    ) -> Applied:
+        """Under the fleet-wide claim lock: read the guard facts of (target, action), call
+        ``decide`` with the fresh incident and the facts, commit its step."""
 
-    def breaker(self, target: str) -> tuple[int, bool]:
-        """Consecutive failed remediations and whether the breaker is open."""
+    def renew_leases(self, owner: str, incident_ids: Sequence[str], until: datetime) -> int:
+        """Extend ``owner``'s leases on these incidents to ``until``; how many."""
 
-    def set_breaker(self, target: str, failures: int, is_open: bool, now: datetime) -> None:
-        """Update a target's circuit breaker."""
+    def note(self, incident_id: str, event: Event) -> None:
+        """Add an event to the timeline without changing the incident."""
 
-    def counts_by_state(self) -> dict[str, int]:
-        """How many incidents are in each state."""
+    def breaker(self, target: str) -> Breaker | None:
+        """A service's circuit breaker, if it ever counted a failure."""
+
+    def reset_breaker(self, target: str, now: datetime) -> None:
+        """Close a service's circuit breaker (a human looked)."""
+
+    def export_state(self, since: datetime) -> StateCopy:
+        """Current incidents, actions since ``since`` and every breaker, for a dry run."""
+
+    def import_state(self, state: StateCopy) -> None:
+        """Load what ``export_state`` gave (into an empty store)."""

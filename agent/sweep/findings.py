@@ -53,6 +53,35 @@ class Finding:
         """Most severe first, then oldest first: the order findings are worked in."""
         return self.severity.rank, self.first_seen
 
+    @classmethod
+    def from_dict(cls, data: object) -> Finding:
+        """The finding a ``to_dict`` wrote; ValueError naming the first bad field."""
+        if not isinstance(data, dict):
+            raise ValueError("a finding must be a JSON object")
+        kind, name, target = data.get("kind"), data.get("name"), data.get("target")
+        labels, annotations = string_map(data.get("labels")), string_map(data.get("annotations"))
+        fp, severity = data.get("fingerprint"), data.get("severity")
+        if kind not in ("alert", "health", "anomaly"):
+            raise ValueError(f"finding.kind {kind!r} is not alert, health or anomaly")
+        if not isinstance(name, str) or not isinstance(fp, str):
+            raise ValueError("finding.name and finding.fingerprint must be strings")
+        if target is not None and not isinstance(target, str):
+            raise ValueError("finding.target must be a string or null")
+        if labels is None or annotations is None or severity not in _SEVERITIES:
+            raise ValueError("finding.labels, annotations and severity are malformed")
+        first_seen = datetime.fromisoformat(str(data.get("first_seen")))
+        return cls(
+            kind=kind,
+            name=name,
+            target=target,
+            severity=_SEVERITIES[severity],
+            labels=labels,
+            annotations=annotations,
+            value=parse_value(data.get("value")),
+            first_seen=first_seen,
+            fingerprint=fp,
+        )
+
     def to_dict(self) -> dict[str, object]:
         """A JSON-friendly view (NaN and infinities become null)."""
         value = self.value if self.value is not None and math.isfinite(self.value) else None

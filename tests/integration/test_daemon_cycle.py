@@ -13,10 +13,10 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from agent.daemon.cycle import CycleReport, run_cycle
-from agent.daemon.runtime import open_runtime
 from agent.daemon.verify import run_verifications
 from agent.demo.gateway_sim import ActResult, GatewaySimulator
 from agent.demo.local import LocalAlertmanager, LocalPrometheus, MetricsTarget
+from agent.runtime import open_runtime
 from agent.settings import load_settings
 from tests.integration.daemon_support import agent_env, write_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, plan, triage
@@ -211,7 +211,7 @@ async def test_unrecovered_incident_escalates_to_alertmanager(
         gateway.stop()
     assert len(gateway.executions()) == 1
     assert "not recovered" in (incident.resolution or "")
-    assert breaker == (1, False)
+    assert breaker is not None and (breaker.failures, breaker.is_open) == (1, False)
     async with httpx.AsyncClient(base_url=alertmanager.url) as http:
         alerts = (
             await http.get("/api/v2/alerts", params={"filter": 'alertname="DevopsAgentEscalation"'})

@@ -80,13 +80,13 @@ async def test_full_run_with_tool_calls(
     )
     deps = DiagnosisDeps(config=make_config(), prometheus=client, llm=llm)
     try:
-        decision = await diagnose(finding, deps, datetime.now(UTC))
+        result = await diagnose(finding, deps, datetime.now(UTC))
     finally:
         await http.aclose()
         client.close()
-    assert (decision.decided_by, decision.action) == ("llm", "restart")
-    assert decision.usage["investigation"].calls == 3
-    tools = {m["name"]: m["content"] for m in decision.transcript if m.get("role") == "tool"}
+    assert (result.decision.decided_by, result.decision.action) == ("llm", "restart")
+    assert result.usage["investigation"].calls == 3
+    tools = {m["name"]: m["content"] for m in result.transcript if m.get("role") == "tool"}
     assert set(tools) == {"prom_query", "prom_range", "alert_rule", "service_alerts"}
     assert json.loads(tools["prom_query"])[0]["value"] == "123456"
     summary = json.loads(tools["prom_range"])[0]

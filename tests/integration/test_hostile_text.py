@@ -17,10 +17,10 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from agent.daemon.cycle import run_cycle
-from agent.daemon.runtime import Runtime, open_runtime
 from agent.daemon.verify import run_verifications
 from agent.demo.gateway_sim import GatewaySimulator
 from agent.demo.local import LocalAlertmanager, LocalPrometheus, MetricsTarget
+from agent.runtime import Runtime, open_runtime
 from agent.settings import load_settings
 from tests.integration.daemon_support import agent_env, write_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion
@@ -111,7 +111,11 @@ async def _run(
         async with open_runtime(load_settings(env_file=None)) as rt:
             await _until_escalated(rt)
             [incident] = rt.store.recent(10)
-            record = {"decision": incident.decision, "finding": incident.finding}
+            assert incident.decision is not None
+            record = {
+                "decision": incident.decision.to_dict(),
+                "finding": incident.finding.to_dict(),
+            }
         async with httpx.AsyncClient(base_url=alertmanager.url) as http:
             alerts = (await http.get("/api/v2/alerts")).json()
         escalations = [a for a in alerts if a["labels"].get("incident_id") == incident.id]

@@ -30,6 +30,8 @@ PURE = [
     "diagnosis/prompts.py",
     "gateway/request.py",
     "gateway/response.py",
+    "incidents/model.py",
+    "incidents/lifecycle.py",
     "text.py",
 ]
 IO_MODULES = (
@@ -41,6 +43,9 @@ IO_MODULES = (
     "agent.clients",
     "agent.store",
     "agent.daemon",
+    "agent.dispatch",
+    "agent.runtime",
+    "psycopg",
 )
 #: Modules whose use changes the whole process: the collector, signal handlers.
 PROCESS_WIDE = ("gc", "signal")
@@ -132,3 +137,35 @@ def test_runtime_never_imports_the_demo() -> None:
         if "demo" in path.parts:
             continue
         assert not {n for n in _imports(path) if n.startswith("agent.demo")}, path
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("dispatch", ("agent.daemon", "agent.cli")),
+        (
+            "store",
+            ("agent.daemon", "agent.dispatch", "agent.runtime", "agent.clients", "agent.cli"),
+        ),
+        ("incidents", ("agent.daemon", "agent.dispatch", "agent.runtime", "agent.store")),
+    ],
+)
+def test_lower_layers_do_not_reach_up(package: str, forbidden: tuple[str, ...]) -> None:
+    """dispatch never imports the daemon; the store and the lifecycle import neither."""
+    for path in sorted((AGENT / package).glob("*.py")):
+        bad = {n for n in _imports(path) if _under(n, forbidden)}
+        assert bad == set(), f"{path.name} imports {bad}"
+
+
+def _under(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_runtime_wires_without_reaching_up() -> None:
+    """The runtime builds the clients and the store; it knows nothing of the cycle."""
+    bad = {
+        n
+        for n in _imports(AGENT / "runtime.py")
+        if _under(n, ("agent.daemon", "agent.dispatch", "agent.cli"))
+    }
+    assert bad == set()

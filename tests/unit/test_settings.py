@@ -56,7 +56,11 @@ def test_empty_environment_names_every_required_variable(monkeypatch: pytest.Mon
         ("LOG_LEVEL", "loud", "LOG_LEVEL: Input should be"),
         ("ENVIRONMENT", "prod", "ENVIRONMENT: Input should be"),
         ("METRICS_ADDR", "9464", "METRICS_ADDR: must be HOST:PORT"),
-        ("AGENT_STATE_URL", "postgresql://x/db", "AGENT_STATE_URL: must be sqlite:///PATH"),
+        (
+            "AGENT_STATE_URL",
+            "mysql://x/db",
+            "AGENT_STATE_URL: must be sqlite:///PATH or postgresql://",
+        ),
         ("DRY_RUN", "perhaps", "DRY_RUN: Input should be a valid boolean"),
     ],
 )

@@ -1,100 +1,349 @@
-"""The SQLite incident store: migrations, one current incident per group, actions, breakers."""
+"""The incident store: one suite, run against SQLite and against PostgreSQL."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from agent.config import Severity
+from agent.diagnosis.models import Decision, Diagnosis
 from agent.errors import StoreError
-from agent.store.base import ActionRecord, Incident
-from agent.store.sqlite import MIGRATIONS, SQLiteStore
+from agent.gateway.response import GatewayResult
+from agent.guardrails.policy import Block
+from agent.incidents.lifecycle import (
+    BreakerChange,
+    Step,
+    on_block,
+    on_claim,
+    on_decision,
+    on_diagnosis_started,
+    on_finding,
+    on_gateway_result,
+    on_gone,
+)
+from agent.incidents.model import Event, Incident
+from agent.store import open_store
+from agent.store.base import Conflict, GuardFacts, IncidentStore
+from agent.store.sql import MIGRATIONS
+from agent.sweep.findings import Finding, fingerprint
 
-NOW = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+RESTART = Decision("restart", None, "runbook", True)
 
 
-def _incident(id_: str = "abc123", group: str = "g1") -> Incident:
-    return Incident(
-        id=id_,
-        group_key=group,
-        fingerprint="fp1",
+def _finding(service: str = "market-predictor", name: str = "MemoryLeak") -> Finding:
+    labels = {"alertname": name, "service": service}
+    return Finding(
         kind="alert",
-        name="MemoryLeak",
-        target="market-predictor",
-        severity="critical",
-        state="open",
-        opened_at=NOW,
-        updated_at=NOW,
-        finding={"name": "MemoryLeak", "labels": {"x": 'ü\n"quoted"'}},
+        name=name,
+        target=service,
+        severity=Severity.critical,
+        labels=labels,
+        annotations={"summary": 'é ☃ "quoted"\n'},
+        value=1.5,
+        first_seen=NOW,
+        fingerprint=fingerprint("alert", name, labels, ()),
     )
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SQLiteStore:
-    """A fresh store in a temporary file."""
-    return SQLiteStore(tmp_path / "agent.db")
+def store(store_url: str) -> Iterator[IncidentStore]:
+    """An empty store of the backend under test."""
+    opened = open_store(store_url)
+    yield opened
+    opened.close()
 
 
-def test_schema_is_migrated_and_wal(store: SQLiteStore, tmp_path: Path) -> None:
-    """A new file is at the latest schema version, in WAL mode; reopening changes nothing."""
-    assert store.schema_version == len(MIGRATIONS)
-    store.close()
-    again = SQLiteStore(tmp_path / "agent.db")
-    assert again.schema_version == len(MIGRATIONS)
-    mode = sqlite3.connect(tmp_path / "agent.db").execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
+def _open(
+    store: IncidentStore, service: str = "market-predictor", name: str = "MemoryLeak"
+) -> Incident:
+    step = on_finding(_finding(service, name), f"{service[:6]}-{name[:6]}".lower(), NOW)
+    assert store.insert(step)
+    [incident] = [i for i in store.current() if i.id == step.incident.id]
+    return incident
 
 
-def test_one_current_incident_per_group(store: SQLiteStore) -> None:
-    """A second uncleared incident of the same group is refused by the database."""
-    store.open_incident(_incident())
-    with pytest.raises(StoreError, match="UNIQUE"):
-        store.open_incident(_incident(id_="other"))
-    first = store.current_for("g1")
-    assert first is not None
-    first.cleared_at = NOW
-    store.save(first, NOW)
-    store.open_incident(_incident(id_="later"))
-    assert store.current_for("g1").id == "later"  # type: ignore[union-attr]
+def _commit(store: IncidentStore, step: Step, before: Incident, owner: str = "r1") -> Incident:
+    return store.apply(step, expected_version=before.version, owner=owner, now=NOW).incident
 
 
-def test_transitions_are_timestamped_events(store: SQLiteStore) -> None:
-    """Each transition is stored and appears in the timeline with its data."""
-    incident = store.open_incident(_incident())
-    store.transition(incident, "diagnosing", NOW + timedelta(seconds=1))
-    store.transition(incident, "skipped", NOW + timedelta(seconds=2), reason="noise")
-    events = store.events("abc")  # prefixes work for get(), events need the id
-    assert events == []
-    timeline = store.events("abc123")
-    assert [e.kind for e in timeline] == ["opened", "transition", "transition"]
-    assert timeline[-1].data == {"from": "diagnosing", "to": "skipped", "reason": "noise"}
-    loaded = store.get("abc")
-    assert loaded is not None and loaded.state == "skipped"
-    assert loaded.finding["labels"]["x"] == 'ü\n"quoted"'
+def _decided(
+    store: IncidentStore, service: str = "market-predictor", name: str = "MemoryLeak"
+) -> Incident:
+    incident = _open(store, service, name)
+    started = _commit(
+        store, on_diagnosis_started(incident, "r1", NOW + timedelta(seconds=30), NOW), incident
+    )
+    decision = replace(RESTART, target=service)
+    return _commit(store, on_decision(started, Diagnosis(decision), NOW), started)
 
 
-def test_actions_and_breakers_survive_reopen(store: SQLiteStore, tmp_path: Path) -> None:
-    """Cooldown and breaker state are on disk, so a restarted agent sees them."""
-    action_id = store.record_action(ActionRecord("abc123", "market-predictor", "restart", NOW))
-    store.finish_action(action_id, "succeeded")
-    store.set_breaker("market-predictor", 3, True, NOW)
-    store.close()
-    again = SQLiteStore(tmp_path / "agent.db")
-    last = again.last_action("market-predictor", "restart")
-    assert last is not None and last.at == NOW and last.outcome == "succeeded"
-    assert again.breaker("market-predictor") == (3, True)
-    assert again.breaker("other") == (0, False)
-    assert len(again.actions_since(NOW - timedelta(hours=1))) == 1
-    assert again.actions_since(NOW + timedelta(seconds=1)) == []
+def _claim(store: IncidentStore, incident: Incident, owner: str = "r1") -> Incident:
+    step = on_claim(
+        incident,
+        target=incident.target or "",
+        mutating=True,
+        owner=owner,
+        lease_until=NOW + timedelta(seconds=30),
+        now=NOW,
+    )
+    return _commit(store, step, incident, owner)
 
 
-def test_unwritable_location_is_a_store_error(tmp_path: Path) -> None:
-    """A path that cannot be created gives StoreError with the path, not a traceback."""
-    from agent.errors import StoreError
+def test_incident_round_trips_with_every_field(store: IncidentStore) -> None:
+    """An incident reads back exactly as written, unicode and all, its version bumped."""
+    incident = _decided(store)
+    [back] = store.current()
+    assert back == incident and back.version == 2
+    assert back.finding == _finding() and back.decision == replace(
+        RESTART, target="market-predictor"
+    )
+    assert store.get(incident.id[:5]) == back and store.get("zz") is None and store.get("%") is None
 
+
+def test_one_current_incident_per_group(store: IncidentStore) -> None:
+    """A second incident of the same group is refused until the first is cleared."""
+    first = _open(store)
+    assert not store.insert(on_finding(_finding(), "other", NOW))
+    gone = on_gone(first, NOW)
+    assert gone is not None
+    _commit(store, gone, first)
+    assert store.insert(on_finding(_finding(), "second", NOW))
+    assert [i.id for i in store.current()] == ["second"]
+
+
+def test_a_step_over_a_stale_version_is_refused(store: IncidentStore) -> None:
+    """Two replicas start from the same version: the first commit wins, the second is a Conflict."""
+    incident = _open(store)
+    _commit(store, on_diagnosis_started(incident, "r1", NOW + timedelta(seconds=30), NOW), incident)
+    with pytest.raises(Conflict):
+        _commit(
+            store,
+            on_diagnosis_started(incident, "r2", NOW + timedelta(seconds=30), NOW),
+            incident,
+            "r2",
+        )
+
+
+def test_a_live_lease_of_another_replica_holds_and_an_expired_one_does_not(
+    store: IncidentStore,
+) -> None:
+    """Another replica's live lease refuses the step; once expired, the step goes through."""
+    incident = _open(store)
+    leased = _commit(
+        store, on_diagnosis_started(incident, "r1", NOW + timedelta(seconds=30), NOW), incident
+    )
+    step = Step(leased.update(NOW, blocked_reason="x"))
+    with pytest.raises(Conflict):
+        store.apply(step, expected_version=leased.version, owner="r2", now=NOW)
+    later = NOW + timedelta(seconds=31)
+    assert (
+        store.apply(step, expected_version=leased.version, owner="r2", now=later).incident.version
+        == leased.version + 1
+    )
+
+
+def test_an_action_is_claimed_once(store: IncidentStore) -> None:
+    """A second claim of the same (incident, action) is refused and nothing of its step is kept."""
+    claimed = _claim(store, _decided(store))
+    assert claimed.state == "acting"
+    back = replace(claimed, state="decided")  # a replica that wrongly thinks it may claim again
+    step = replace(
+        on_claim(
+            back, target="market-predictor", mutating=True, owner="r1", lease_until=NOW, now=NOW
+        ),
+        events=(Event(NOW, "should-not-stay"),),
+    )
+    with pytest.raises(Conflict):
+        store.apply(step, expected_version=claimed.version, owner="r1", now=NOW)
+    assert "should-not-stay" not in [e.kind for e in store.events(claimed.id)]
+    assert store.current()[0].version == claimed.version
+
+
+def test_one_action_in_flight_per_service(store: IncidentStore) -> None:
+    """Two incidents of one service cannot both be acting: the database refuses the second."""
+    _claim(store, _decided(store, name="MemoryLeak"))
+    other = _decided(store, name="HighLatency")
+    with pytest.raises(Conflict):
+        _claim(store, other)
+
+
+def test_guard_facts_are_read_under_the_lock(store: IncidentStore) -> None:
+    """Cooldown, budgets, in-flight and breaker facts come from every replica's records."""
+    claimed = _claim(store, _decided(store, name="MemoryLeak"))
+    other = _decided(store, "market-predictor", name="HighLatency")
+    seen: list[GuardFacts] = []
+
+    def decide(fresh: Incident, facts: GuardFacts) -> Step:
+        seen.append(facts)
+        return on_block(fresh, Block("in_flight", "busy"), NOW)
+
+    applied = store.decide_under_lock(other, "market-predictor", "restart", NOW, "r1", decide)
+    [facts] = seen
+    assert facts == GuardFacts(NOW, 1, 1, True, False)
+    assert applied.incident.blocked_reason == "in_flight"
+    assert claimed.state == "acting"
+
+
+def test_gateway_outcome_and_breaker_are_committed_with_the_step(store: IncidentStore) -> None:
+    """The action's outcome and the breaker count commit with the state; the third failure
+    opens the breaker, once."""
+    opened = []
+    for name in ("A", "B", "C"):
+        claimed = _claim(store, _decided(store, name=name))
+        result = GatewayResult("rejected", "VALIDATION_ERROR", 1, 0.1, "k", error_message="no")
+        step = on_gateway_result(
+            claimed, result, {}, NOW, mutating=True, verify_after=60, breaker_open_at=3
+        )
+        assert step.breaker == BreakerChange("market-predictor", True, 3)
+        applied = store.apply(step, expected_version=claimed.version, owner="r1", now=NOW)
+        opened.append(applied.breaker_opened)
+        assert applied.incident.state == "escalated"
+    assert opened == [False, False, True]
+    breaker = store.breaker("market-predictor")
+    assert breaker is not None and (breaker.failures, breaker.is_open) == (3, True)
+    store.reset_breaker("market-predictor", NOW)
+    breaker = store.breaker("market-predictor")
+    assert breaker is not None and (breaker.failures, breaker.is_open) == (0, False)
+    copy = store.export_state(NOW - timedelta(hours=1))
+    assert {(a.action, a.outcome) for a in copy.actions} == {("restart", "rejected")}
+
+
+def test_timeline_keeps_every_event_in_order(store: IncidentStore) -> None:
+    """Transitions and notes appear in the timeline, oldest first."""
+    claimed = _claim(store, _decided(store))
+    store.note(claimed.id, Event(NOW, "escalation_sent", {"to": "alertmanager"}))
+    kinds = [e.kind for e in store.events(claimed.id)]
+    assert kinds == [
+        "opened",
+        "transition",
+        "decision",
+        "transition",
+        "transition",
+        "escalation_sent",
+    ]
+
+
+def test_renewal_touches_only_the_listed_leases_of_the_owner(store: IncidentStore) -> None:
+    """Leases are renewed for the incidents a replica still works on, no others."""
+    a, b = _open(store, name="A"), _open(store, name="B")
+    for incident in (a, b):
+        _commit(store, on_diagnosis_started(incident, "r1", NOW, NOW), incident)
+    later = NOW + timedelta(minutes=5)
+    assert store.renew_leases("r1", [a.id], later) == 1
+    assert store.renew_leases("r2", [b.id], later) == 0
+    leases = {i.id: i.lease_until for i in store.current()}
+    assert leases == {a.id: later, b.id: NOW}
+
+
+def test_state_copies_into_another_store(store: IncidentStore, tmp_path: Path) -> None:
+    """A dry run's copy holds the current incidents, the recent actions and the breakers."""
+    claimed = _claim(store, _decided(store))
+    copy = open_store(f"sqlite:///{tmp_path / 'copy.db'}")
+    try:
+        copy.import_state(store.export_state(NOW - timedelta(hours=1)))
+        assert copy.current() == [claimed]
+        assert copy.export_state(NOW - timedelta(hours=1)).actions[0].incident_id == claimed.id
+    finally:
+        copy.close()
+
+
+def test_schema_is_latest_and_concurrent_openers_do_not_race(store_url: str) -> None:
+    """Four agents opening one new store at the same moment all succeed, at the latest version."""
+    errors: list[BaseException] = []
+    stores: list[IncidentStore] = []
+    gate = threading.Barrier(4)
+
+    def opener() -> None:
+        gate.wait()
+        try:
+            stores.append(open_store(store_url))
+        except BaseException as exc:  # the test reports every failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert {s.schema_version for s in stores} == {len(MIGRATIONS)}  # type: ignore[attr-defined]
+    for opened in stores:
+        opened.close()
+
+
+def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
+    """A store written by the first version keeps its incidents: a diagnosing one with a
+    decision becomes decided, an acting one keeps its service as the one in flight."""
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        MIGRATIONS[0].format(serial="INTEGER PRIMARY KEY AUTOINCREMENT")
+        + "; PRAGMA user_version = 1;"
+    )
+    finding = _finding().to_dict()
+    import json
+
+    for i, (state, decision) in enumerate(
+        [
+            (
+                "diagnosing",
+                {
+                    "action": "restart",
+                    "target": "market-predictor",
+                    "decided_by": "llm",
+                    "actionable": True,
+                    "usage": {},
+                },
+            ),
+            ("acting", None),
+        ]
+    ):
+        db.execute(
+            "INSERT INTO incidents (id, group_key, fingerprint, kind, name, target, severity, state, opened_at, updated_at, finding_json, decision_json) VALUES (?, ?, 'fp', 'alert', 'MemoryLeak', 'market-predictor', 'critical', ?, ?, ?, ?, ?)",
+            [
+                f"old{i}",
+                f"g{i}",
+                state,
+                NOW.isoformat(),
+                NOW.isoformat(),
+                json.dumps(finding),
+                json.dumps(decision) if decision else None,
+            ],
+        )
+    db.execute(
+        "INSERT INTO actions (incident_id, target, action, at) VALUES ('old1', 'market-predictor', 'restart', ?)",
+        [NOW.isoformat()],
+    )
+    db.execute(
+        "INSERT INTO actions (incident_id, target, action, at) VALUES ('old1', 'market-predictor', 'restart', ?)",
+        [NOW.isoformat()],
+    )
+    db.commit()
+    db.close()
+    store = open_store(f"sqlite:///{path}")
+    try:
+        by_id = {i.id: i for i in store.current()}
+        assert by_id["old0"].state == "decided" and by_id["old0"].decision is not None
+        assert by_id["old1"].action_target == "market-predictor"
+        assert len(store.export_state(NOW - timedelta(days=1)).actions) == 1
+    finally:
+        store.close()
+
+
+def test_a_store_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> None:
+    """An uncreatable path and an unreachable database are StoreErrors naming them, with no
+    password in the message."""
     blocker = tmp_path / "file"
-    blocker.write_text("")
+    blocker.write_text("x")
     with pytest.raises(StoreError, match="cannot open incident store"):
-        SQLiteStore(blocker / "sub" / "agent.db")
+        open_store(f"sqlite:///{blocker / 'sub' / 'agent.db'}")
+    with pytest.raises(StoreError) as caught:
+        open_store("postgresql://agent:hunter2@127.0.0.1:9/nowhere?connect_timeout=2")
+    assert "hunter2" not in str(caught.value) and "127.0.0.1:9" in str(caught.value)

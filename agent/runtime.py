@@ -1,15 +1,26 @@
-"""Everything the daemon holds for its lifetime: clients, store, metrics.
+"""Everything the daemon holds for its lifetime: clients, store, metrics, and who it is.
 
 Built once at start-up by ``open_runtime`` and closed on the way out, in that order; one
 ``httpx.AsyncClient`` per upstream. Tests and the one-shot ``sweep`` command use the same
 builder, so what runs in production is what is tested.
+
+Several replicas may share one store. Each is a ``replica`` (host, pid and a random
+suffix) that works an incident only under a lease it renews while it works; the
+``LeaseKeeper`` renews the leases of the incidents this process is working on, and only
+those, so a lease left behind by a crashed coroutine still expires.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -19,11 +30,27 @@ from agent.clients.llm import LLMOptions, build_llm_client
 from agent.clients.prometheus import PrometheusClient
 from agent.config import AgentConfig
 from agent.diagnosis.engine import DiagnosisDeps
+from agent.errors import StoreError
+from agent.logs import get_logger
 from agent.metrics import AgentMetrics
-from agent.settings import Settings, reveal, secret_values
+from agent.settings import Settings, reveal
+from agent.store import open_store
 from agent.store.base import IncidentStore
-from agent.store.sqlite import open_store
 from agent.sweep.collector import SweepDeps
+
+log = get_logger("agent.runtime")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+def replica_id() -> str:
+    """This process's name among replicas: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
@@ -39,19 +66,46 @@ class Runtime:
     diagnosis: DiagnosisDeps
     alertmanager: AlertmanagerClient | None
     dry_run: bool
-    secrets: list[str] = field(default_factory=list)
+    replica: str = field(default_factory=replica_id)
+    clock: Clock = utc_now
+    #: Incidents some coroutine of this process is working on right now.
+    working: set[str] = field(default_factory=set)
 
     @property
     def config(self) -> AgentConfig:
         """The TOML configuration with overrides applied."""
         return self.settings.config
 
+    def lease_until(self) -> datetime:
+        """When a lease taken now expires unless renewed."""
+        return self.clock() + timedelta(seconds=self.config.schedule.lease_seconds)
+
+
+class LeaseKeeper:
+    """Renews the leases of the incidents this process works on, every third of a lease."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+
+    async def run(self) -> None:
+        """Renew until cancelled; a failed renewal is logged and tried again."""
+        interval = self._rt.config.schedule.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            working = sorted(self._rt.working)
+            if not working:
+                continue
+            try:
+                self._rt.store.renew_leases(self._rt.replica, working, self._rt.lease_until())
+            except StoreError as exc:
+                log.warning("lease_renewal_failed", error=str(exc), incidents=len(working))
+
 
 @asynccontextmanager
 async def open_runtime(
     settings: Settings, *, dry_run: bool | None = None, metrics: AgentMetrics | None = None
 ) -> AsyncIterator[Runtime]:
-    """Create the clients and the store; close them all on exit."""
+    """Create the clients and the store, start renewing leases; close them all on exit."""
     env, config = settings.env, settings.config
     metrics = metrics or AgentMetrics()
     async with AsyncExitStack() as stack:
@@ -90,9 +144,9 @@ async def open_runtime(
                 metrics=metrics,
             )
             stack.push_async_callback(llm_http.aclose)
-        store = open_store(env.state_path)
+        store = open_store(env.state_url)
         stack.callback(store.close)
-        yield Runtime(
+        rt = Runtime(
             settings=settings,
             store=store,
             metrics=metrics,
@@ -106,5 +160,11 @@ async def open_runtime(
             diagnosis=DiagnosisDeps(config=config, prometheus=prometheus, llm=llm),
             alertmanager=alertmanager,
             dry_run=env.dry_run if dry_run is None else dry_run,
-            secrets=secret_values(env),
         )
+        keeper = asyncio.create_task(LeaseKeeper(rt).run())
+        try:
+            yield rt
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper

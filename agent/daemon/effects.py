@@ -1,0 +1,90 @@
+"""What happens after a step committed: log it, count it, tell Alertmanager.
+
+The lifecycle's steps return typed effects; this is the one place that turns them into
+I/O. Sending a claimed action (``Dispatch``) is the dispatcher's business, not done here.
+"""
+
+from __future__ import annotations
+
+from agent.daemon.escalation import deliver
+from agent.incidents.lifecycle import (
+    Blocked,
+    Cleared,
+    Effect,
+    Escalate,
+    Opened,
+    Resolved,
+    Skipped,
+    Step,
+    TakenOver,
+)
+from agent.incidents.model import Incident
+from agent.logs import get_logger
+from agent.runtime import Runtime
+from agent.store.base import Applied
+from agent.text import clip
+
+log = get_logger("agent.incidents")
+
+
+async def run_effects(rt: Runtime, step: Step, applied: Applied) -> None:
+    """Carry out the effects of a committed step."""
+    incident = applied.incident
+    for effect in step.effects:
+        if isinstance(effect, Escalate):
+            log.warning(
+                "incident_escalated",
+                incident_id=incident.id,
+                target=incident.target,
+                name=clip(incident.name, 200),
+                reason=effect.reason,
+            )
+            await deliver(
+                rt.store, incident, effect.reason, rt.clock(), rt.alertmanager, rt.config.services
+            )
+        else:
+            _record(rt, incident, effect)
+    if applied.breaker_opened:
+        target = incident.action_target or incident.target
+        log.error("circuit_breaker_opened", target=target, incident_id=incident.id)
+
+
+def _record(rt: Runtime, incident: Incident, effect: Effect) -> None:
+    """Log (and count) an effect that needs no I/O."""
+    fields = {"incident_id": incident.id, "target": incident.target}
+    match effect:
+        case Opened():
+            log.info(
+                "incident_opened",
+                **fields,
+                fingerprint=incident.fingerprint,
+                name=clip(incident.name, 200),
+                kind=incident.kind,
+            )
+        case Blocked(block=block):
+            rt.metrics.guardrail_blocks.labels(reason=block.reason).inc()
+            log.info(
+                "guardrail_blocked",
+                **fields,
+                action=incident.action,
+                reason=block.reason,
+                detail=block.detail,
+                final=block.final,
+            )
+        case Resolved(seconds=seconds):
+            rt.metrics.time_to_recovery.observe(seconds)
+            rt.metrics.remediations.labels(result="recovered").inc()
+            log.info(
+                "incident_resolved",
+                **fields,
+                action=incident.action,
+                time_to_recovery_seconds=round(seconds, 1),
+            )
+        case Skipped(reason=reason):
+            log.info("incident_skipped", **fields, reason=reason)
+        case Cleared():
+            log.info("incident_cleared", **fields, state=incident.state)
+        case TakenOver(reason=reason):
+            log.warning("incident_taken_over", **fields, state=incident.state, reason=reason)
+        case _:
+            pass  # Dispatch: the dispatcher sends it

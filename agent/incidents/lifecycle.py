@@ -1,0 +1,375 @@
+"""The lifecycle's steps: pure functions from an incident and what happened to a ``Step``.
+
+A step is everything one change commits together, in one transaction: the new incident,
+its timeline events, the claim of an action (or the outcome of a claimed one) and a
+change to the service's circuit breaker. Its ``effects`` are what the caller does once the
+commit succeeded: send the claimed action, tell Alertmanager, log and count.
+
+Claim before send: ``on_claim`` moves the incident to ``acting`` and carries the claim of
+(incident, action), which the store keeps under a unique constraint; only after that
+commit is the request sent. A claimed action whose result never comes back (timeout,
+crash, kill -9) is found by ``on_restart`` once its lease expires and goes to
+``verifying`` with an unknown outcome: it is never sent again, verification decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from agent.diagnosis.models import Diagnosis
+from agent.gateway.response import GatewayResult
+from agent.guardrails.policy import Block
+from agent.incidents.model import Event, Incident, group_of
+from agent.sweep.findings import Finding
+
+#: Blocks that hand the incident to humans rather than just ending it.
+ESCALATING_BLOCKS = frozenset({"circuit_open", "stale_incident", "unknown_action"})
+NOT_ACTED = frozenset({"open", "diagnosing", "decided"})
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The right to send one action for one incident: unique per (incident, action)."""
+
+    incident_id: str
+    target: str
+    action: str
+    at: datetime
+    mutating: bool
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    """How a claimed action ended: succeeded, failed, rejected, gave_up or unknown."""
+
+    incident_id: str
+    action: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class BreakerChange:
+    """A remediation of ``target`` failed (the breaker counts it) or worked (it resets)."""
+
+    target: str
+    failed: bool
+    open_at: int
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A new incident: log it."""
+
+
+@dataclass(frozen=True)
+class Escalate:
+    """Hand the incident to humans: log it and tell Alertmanager."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """The claim is committed: send the action to the gateway now."""
+
+    action: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A guardrail held the action back: log and count it."""
+
+    block: Block
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The problem went away after the action."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """The incident ended without an action."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Cleared:
+    """The incident's findings are gone; a recurrence will open a new one."""
+
+
+@dataclass(frozen=True)
+class TakenOver:
+    """The replica working the incident stopped; this one took it over."""
+
+    reason: str
+
+
+Effect = Opened | Escalate | Dispatch | Blocked | Resolved | Skipped | Cleared | TakenOver
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one change commits together, and what to do after the commit."""
+
+    incident: Incident
+    events: tuple[Event, ...] = ()
+    effects: tuple[Effect, ...] = ()
+    claim: Claim | None = None
+    outcome: ActionOutcome | None = None
+    breaker: BreakerChange | None = None
+    #: False when nothing changed and there is nothing to commit.
+    commit: bool = True
+
+
+def _moved(before: Incident, after: Incident, now: datetime, **data: Any) -> Event:
+    return Event(now, "transition", {"from": before.state, "to": after.state, **data})
+
+
+_RELEASED: Mapping[str, Any] = {"lease_owner": None, "lease_until": None}
+
+
+def _escalate(
+    incident: Incident,
+    reason: str,
+    now: datetime,
+    events: Sequence[Event] = (),
+    *,
+    effects: Sequence[Any] = (),
+    outcome: ActionOutcome | None = None,
+    breaker: BreakerChange | None = None,
+    **changes: Any,
+) -> Step:
+    moved = incident.move("escalated", now, resolution=reason, **{**_RELEASED, **changes})
+    return Step(
+        moved,
+        (*events, _moved(incident, moved, now, reason=reason)),
+        (*effects, Escalate(reason)),
+        outcome=outcome,
+        breaker=breaker,
+    )
+
+
+def on_finding(finding: Finding, incident_id: str, now: datetime) -> Step:
+    """A finding whose group has no current incident opens one."""
+    incident = Incident(
+        id=incident_id,
+        group_key=group_of(finding),
+        state="open",
+        opened_at=now,
+        updated_at=now,
+        finding=finding,
+    )
+    return Step(incident, (Event(now, "opened", {"state": "open"}),), (Opened(),))
+
+
+def on_diagnosis_started(
+    incident: Incident, owner: str, lease_until: datetime, now: datetime
+) -> Step:
+    """This replica takes the incident under lease to diagnose it."""
+    moved = incident.move("diagnosing", now, lease_owner=owner, lease_until=lease_until)
+    return Step(moved, (_moved(incident, moved, now, replica=owner),))
+
+
+def on_decision(incident: Incident, diagnosis: Diagnosis, now: datetime) -> Step:
+    """The diagnosis decided: nothing to do, escalate, or an action for the guardrails."""
+    decision = diagnosis.decision
+    events = [Event(now, "decision", diagnosis.summary())]
+    if diagnosis.transcript:
+        events.append(Event(now, "llm_transcript", {"messages": list(diagnosis.transcript)}))
+    if not decision.actionable or decision.action == "none":
+        reason = decision.reason or "nothing to do"
+        moved = incident.move("skipped", now, decision=decision, resolution=reason, **_RELEASED)
+        return Step(
+            moved, (*events, _moved(incident, moved, now, reason=reason)), (Skipped(reason),)
+        )
+    if decision.action == "escalate":
+        reason = decision.reason or "the diagnosis chose escalate"
+        return _escalate(incident, reason, now, events, decision=decision)
+    moved = incident.move("decided", now, decision=decision, **_RELEASED)
+    return Step(moved, (*events, _moved(incident, moved, now, action=decision.action)))
+
+
+def on_block(incident: Incident, block: Block, now: datetime) -> Step:
+    """A guardrail held the action back: escalate, end, or wait for the next sweep."""
+    if block.reason in ESCALATING_BLOCKS:
+        return _escalate(incident, block.detail, now, effects=(Blocked(block),))
+    if block.final:
+        reason = f"{block.reason}: {block.detail}"
+        moved = incident.move("skipped", now, resolution=reason, **_RELEASED)
+        event = _moved(incident, moved, now, reason=block.reason, detail=block.detail)
+        return Step(moved, (event,), (Blocked(block), Skipped(block.reason)))
+    if incident.blocked_reason == block.reason:
+        return Step(incident, (), (Blocked(block),), commit=False)
+    updated = incident.update(now, blocked_reason=block.reason)
+    event = Event(now, "blocked", {"reason": block.reason, "detail": block.detail})
+    return Step(updated, (event,), (Blocked(block),))
+
+
+def on_claim(
+    incident: Incident,
+    *,
+    target: str,
+    mutating: bool,
+    owner: str,
+    lease_until: datetime,
+    now: datetime,
+) -> Step:
+    """The guardrails let the action run: claim it; the caller sends it after the commit."""
+    action = incident.action or "none"
+    moved = incident.move(
+        "acting",
+        now,
+        action_target=target,
+        acted_at=now,
+        blocked_reason=None,
+        lease_owner=owner,
+        lease_until=lease_until,
+    )
+    return Step(
+        moved,
+        (_moved(incident, moved, now, action=action, target=target),),
+        (Dispatch(action, target),),
+        claim=Claim(incident.id, target, action, now, mutating),
+    )
+
+
+def on_gateway_result(
+    incident: Incident,
+    result: GatewayResult,
+    request: Mapping[str, Any],
+    now: datetime,
+    *,
+    mutating: bool,
+    verify_after: float,
+    breaker_open_at: int,
+) -> Step:
+    """The gateway answered (or not): verify what may have run, escalate what did not."""
+    action = incident.action or "none"
+    target = incident.action_target or incident.target or ""
+    event = Event(now, "gateway_request", {"request": dict(request), "result": result.to_dict()})
+    outcome = ActionOutcome(incident.id, action, result.outcome)
+    if result.outcome in ("rejected", "gave_up"):
+        reason = f"gateway {result.outcome}: {result.error or 'no details'}"
+        breaker = BreakerChange(target, failed=True, open_at=breaker_open_at)
+        return _escalate(
+            incident,
+            reason,
+            now,
+            [event],
+            outcome=outcome,
+            breaker=breaker,
+            dispatch_outcome=result.outcome,
+        )
+    if not mutating:
+        reason = f"{action} {result.outcome}; the output needs a human"
+        return _escalate(
+            incident, reason, now, [event], outcome=outcome, dispatch_outcome=result.outcome
+        )
+    verify_at = now + timedelta(seconds=verify_after)
+    moved = incident.move(
+        "verifying", now, verify_at=verify_at, dispatch_outcome=result.outcome, **_RELEASED
+    )
+    transition = _moved(
+        incident, moved, now, gateway_outcome=result.outcome, verify_at=verify_at.isoformat()
+    )
+    return Step(moved, (event, transition), outcome=outcome)
+
+
+def on_verification(
+    incident: Incident, recovered: bool, now: datetime, *, verify_after: float, breaker_open_at: int
+) -> Step:
+    """The time to verify came: resolved if the problem is gone, escalated if not."""
+    target = incident.action_target or incident.target or ""
+    if recovered:
+        seconds = (now - incident.opened_at).total_seconds()
+        moved = incident.move(
+            "resolved",
+            now,
+            cleared_at=now,
+            resolution=f"recovered after {incident.action}",
+            **_RELEASED,
+        )
+        event = _moved(incident, moved, now, time_to_recovery_seconds=round(seconds, 3))
+        breaker = BreakerChange(target, failed=False, open_at=breaker_open_at)
+        return Step(moved, (event,), (Resolved(seconds),), breaker=breaker)
+    unknown = " (the gateway's answer was lost)" if incident.dispatch_outcome == "unknown" else ""
+    reason = f"not recovered {verify_after:g}s after {incident.action}{unknown}"
+    return _escalate(
+        incident, reason, now, breaker=BreakerChange(target, failed=True, open_at=breaker_open_at)
+    )
+
+
+def on_gone(incident: Incident, now: datetime) -> Step | None:
+    """The incident's findings are no longer seen; None when verification decides instead."""
+    if incident.state in NOT_ACTED:
+        reason = "finding cleared before any action"
+        moved = incident.move("skipped", now, cleared_at=now, resolution=reason, **_RELEASED)
+        events = (_moved(incident, moved, now, reason=reason), Event(now, "cleared", {}))
+        return Step(moved, events, (Skipped(reason), Cleared()))
+    if incident.state in ("escalated", "skipped") and incident.cleared_at is None:
+        return Step(
+            incident.update(now, cleared_at=now), (Event(now, "cleared", {}),), (Cleared(),)
+        )
+    return None
+
+
+def on_restart(incident: Incident, now: datetime, *, verify_after: float) -> Step:
+    """The replica that held the incident's lease stopped renewing it: take the work over.
+
+    An action claimed in ``acting`` may have reached the gateway: it goes to verification
+    with an unknown outcome and is never sent again. A diagnosis is started over.
+    """
+    who = incident.lease_owner or "unknown"
+    if incident.state == "acting":
+        reason = (
+            f"replica {who} stopped while acting; the action may have run and is not sent again"
+        )
+        moved = incident.move(
+            "verifying",
+            now,
+            verify_at=now + timedelta(seconds=verify_after),
+            dispatch_outcome="unknown",
+            **_RELEASED,
+        )
+        outcome = ActionOutcome(incident.id, incident.action or "none", "unknown")
+        return Step(
+            moved,
+            (_moved(incident, moved, now, reason=reason),),
+            (TakenOver(reason),),
+            outcome=outcome,
+        )
+    if incident.state == "diagnosing":
+        reason = f"replica {who} stopped while diagnosing; diagnosing again"
+        moved = incident.move("open", now, **_RELEASED)
+        return Step(moved, (_moved(incident, moved, now, reason=reason),), (TakenOver(reason),))
+    return Step(incident.update(now, **_RELEASED))
+
+
+def work_queue(
+    incidents: Iterable[Incident],
+    current: Mapping[str, Finding],
+    *,
+    replica: str,
+    busy: Container[str],
+    now: datetime,
+) -> list[Incident]:
+    """The incidents this replica should carry further now, most severe then oldest first:
+    open (to diagnose) or decided (to dispatch), still firing, not already being worked
+    here, and not under another replica's live lease."""
+    ready = [
+        i
+        for i in incidents
+        if i.state in ("open", "decided")
+        and i.group_key in current
+        and i.id not in busy
+        and not i.leased_by_other(replica, now)
+    ]
+    return sorted(ready, key=lambda i: current[i.group_key].queue_key)

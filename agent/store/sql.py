@@ -1,0 +1,600 @@
+"""The incident store in SQL, shared by SQLite and PostgreSQL.
+
+The two differ only in what ``Dialect`` covers: how to connect, the parameter marker,
+how a write transaction takes the fleet-wide lock, how the schema version is kept, and
+which exceptions mean a unique constraint said no. Every query here is plain SQL both
+understand; timestamps are ISO-8601 text in UTC with microseconds, so they sort as text.
+
+Three constraints carry the guarantees, not checks in Python:
+
+- ``incidents_one_current_per_group``: one current incident per problem, however many
+  replicas sweep at once (``INSERT ... ON CONFLICT DO NOTHING``);
+- ``actions_one_claim``: an (incident, action) is claimed once, so it is sent at most once;
+- ``incidents_one_in_flight_per_service``: one incident in ``acting`` or ``verifying``
+  per service.
+
+A step commits with ``WHERE version = ? AND <no live lease of another replica>``: the
+optimistic check and the lease are one compare-and-set, the equivalent of row locks with
+``SKIP LOCKED`` that works on both databases.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from agent.diagnosis.models import Decision
+from agent.errors import StoreError
+from agent.incidents.lifecycle import Step
+from agent.incidents.model import STATES, Event, Incident
+from agent.store.base import (
+    ActionRecord,
+    Applied,
+    Breaker,
+    Conflict,
+    Decide,
+    GuardFacts,
+    StateCopy,
+)
+from agent.sweep.findings import Finding
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: incidents, their timeline, the actions taken and the circuit breakers.
+    """
+    CREATE TABLE incidents (
+        id TEXT PRIMARY KEY,
+        group_key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        target TEXT,
+        severity TEXT NOT NULL,
+        state TEXT NOT NULL,
+        opened_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        finding_json TEXT NOT NULL,
+        action TEXT,
+        decided_by TEXT,
+        decision_json TEXT,
+        blocked_reason TEXT,
+        verify_at TEXT,
+        acted_at TEXT,
+        cleared_at TEXT,
+        resolution TEXT
+    );
+    CREATE UNIQUE INDEX incidents_one_current_per_group
+        ON incidents (group_key) WHERE cleared_at IS NULL;
+    CREATE INDEX incidents_state ON incidents (state);
+    CREATE TABLE events (
+        id {serial},
+        incident_id TEXT NOT NULL REFERENCES incidents (id),
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        data_json TEXT NOT NULL
+    );
+    CREATE INDEX events_incident ON events (incident_id, id);
+    CREATE TABLE actions (
+        id {serial},
+        incident_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        action TEXT NOT NULL,
+        at TEXT NOT NULL,
+        outcome TEXT
+    );
+    CREATE INDEX actions_target_at ON actions (target, at);
+    CREATE TABLE breakers (
+        target TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        is_open INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+    )
+    """,
+    # 2: the typed lifecycle: versions, leases, the decided state, one claim per
+    # (incident, action) and one action in flight per service.
+    """
+    ALTER TABLE incidents ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE incidents ADD COLUMN lease_owner TEXT;
+    ALTER TABLE incidents ADD COLUMN lease_until TEXT;
+    ALTER TABLE incidents ADD COLUMN action_target TEXT;
+    ALTER TABLE incidents ADD COLUMN dispatch_outcome TEXT;
+    UPDATE incidents SET state = 'decided'
+        WHERE state = 'diagnosing' AND decision_json IS NOT NULL;
+    UPDATE incidents SET action_target = target
+        WHERE id IN (SELECT MIN(id) FROM incidents
+                     WHERE state IN ('acting', 'verifying') GROUP BY target);
+    ALTER TABLE actions ADD COLUMN mutating INTEGER NOT NULL DEFAULT 1;
+    UPDATE actions SET mutating = 0
+        WHERE action IN ('collect_logs', 'inspect_resources', 'health_check');
+    DELETE FROM actions
+        WHERE id NOT IN (SELECT MIN(id) FROM actions GROUP BY incident_id, action);
+    CREATE UNIQUE INDEX actions_one_claim ON actions (incident_id, action);
+    CREATE INDEX actions_at ON actions (at);
+    CREATE UNIQUE INDEX incidents_one_in_flight_per_service
+        ON incidents (action_target) WHERE state IN ('acting', 'verifying')
+    """,
+)
+
+_COLUMNS = (
+    "id",
+    "group_key",
+    "fingerprint",
+    "kind",
+    "name",
+    "target",
+    "severity",
+    "state",
+    "opened_at",
+    "updated_at",
+    "finding_json",
+    "action",
+    "decided_by",
+    "decision_json",
+    "blocked_reason",
+    "verify_at",
+    "acted_at",
+    "cleared_at",
+    "resolution",
+    "version",
+    "lease_owner",
+    "lease_until",
+    "action_target",
+    "dispatch_outcome",
+)
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM incidents"
+_MUTABLE = [c for c in _COLUMNS if c not in ("id", "version")]
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the store uses."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows the last statement changed."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Dialect(Protocol):
+    """What differs between SQLite and PostgreSQL."""
+
+    name: str
+    serial: str
+
+    def sql(self, text: str) -> str:
+        """The query with ``?`` markers turned into the driver's markers."""
+
+    def transaction(self, *, locked: bool) -> AbstractContextManager[Cursor]:
+        """A write transaction; ``locked`` also takes the fleet-wide claim lock."""
+
+    def read(self) -> AbstractContextManager[Cursor]:
+        """A cursor for reads."""
+
+    def is_unique_violation(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a unique constraint refusing a row."""
+
+    def is_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is any error of this database's driver."""
+
+    def schema_version(self, cur: Cursor) -> int:
+        """The schema version, read inside the migration transaction."""
+
+    def set_schema_version(self, cur: Cursor, version: int) -> None:
+        """Record the schema version, inside the migration transaction."""
+
+    def close(self) -> None:
+        """Close the connection."""
+
+
+def ts(value: datetime | None) -> str | None:
+    """A timestamp as stored: UTC, ISO 8601, always with microseconds."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds") if value else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _dump(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def incident_from_row(row: Sequence[Any]) -> Incident:
+    """An incident from a row of ``_SELECT``; ValueError when the row is not readable."""
+    r = dict(zip(_COLUMNS, row, strict=True))
+    state = r["state"]
+    if state not in STATES:
+        raise ValueError(f"unknown state {state!r}")
+    decision = Decision.from_dict(json.loads(r["decision_json"])) if r["decision_json"] else None
+    opened = _dt(r["opened_at"])
+    updated = _dt(r["updated_at"])
+    if opened is None or updated is None:
+        raise ValueError("opened_at and updated_at must be set")
+    return Incident(
+        id=r["id"],
+        group_key=r["group_key"],
+        state=state,
+        opened_at=opened,
+        updated_at=updated,
+        finding=Finding.from_dict(json.loads(r["finding_json"])),
+        decision=decision,
+        blocked_reason=r["blocked_reason"],
+        action_target=r["action_target"],
+        dispatch_outcome=r["dispatch_outcome"],
+        acted_at=_dt(r["acted_at"]),
+        verify_at=_dt(r["verify_at"]),
+        cleared_at=_dt(r["cleared_at"]),
+        resolution=r["resolution"],
+        lease_owner=r["lease_owner"],
+        lease_until=_dt(r["lease_until"]),
+        version=int(r["version"]),
+    )
+
+
+def _values(i: Incident) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "group_key": i.group_key,
+        "fingerprint": i.fingerprint,
+        "kind": i.kind,
+        "name": i.name,
+        "target": i.target,
+        "severity": i.severity.value,
+        "state": i.state,
+        "opened_at": ts(i.opened_at),
+        "updated_at": ts(i.updated_at),
+        "finding_json": _dump(i.finding.to_dict()),
+        "action": i.action,
+        "decided_by": i.decided_by,
+        "decision_json": _dump(i.decision.to_dict()) if i.decision else None,
+        "blocked_reason": i.blocked_reason,
+        "verify_at": ts(i.verify_at),
+        "acted_at": ts(i.acted_at),
+        "cleared_at": ts(i.cleared_at),
+        "resolution": i.resolution,
+        "version": i.version,
+        "lease_owner": i.lease_owner,
+        "lease_until": ts(i.lease_until),
+        "action_target": i.action_target,
+        "dispatch_outcome": i.dispatch_outcome,
+    }
+
+
+class SQLStore:
+    """The incident store over one database connection."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._d = dialect
+        self.migrate()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _guard(self, exc: BaseException) -> StoreError:
+        return StoreError(f"incident store ({self._d.name}): {str(exc).strip().splitlines()[0]}")
+
+    def _run(self, cur: Cursor, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        cur.execute(self._d.sql(sql), tuple(params))
+        return cur
+
+    def _select(self, where: str, params: Sequence[Any] = ()) -> list[Incident]:
+        with self._read() as cur:
+            rows = self._run(cur, f"{_SELECT} {where}", params).fetchall()
+        return [incident_from_row(r) for r in rows]
+
+    @contextmanager
+    def _read(self) -> Iterator[Cursor]:
+        with self._driver_errors(), self._d.read() as cur:
+            yield cur
+
+    @contextmanager
+    def _write(self, locked: bool = False) -> Iterator[Cursor]:
+        with self._driver_errors(), self._d.transaction(locked=locked) as cur:
+            yield cur
+
+    @contextmanager
+    def _driver_errors(self) -> Iterator[None]:
+        """Driver exceptions leave this module as StoreError (Conflict passes as it is)."""
+        try:
+            yield
+        except Conflict:
+            raise
+        except Exception as exc:
+            if self._d.is_error(exc):
+                raise self._guard(exc) from exc
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version the database is at."""
+        with self._write() as cur:
+            return self._d.schema_version(cur)
+
+    def migrate(self) -> None:
+        """Bring the schema to the latest version, in one locked transaction, so that two
+        agents starting at once on a new database never race to create it."""
+        with self._write(locked=True) as cur:
+            current = self._d.schema_version(cur)
+            for version, script in enumerate(MIGRATIONS, start=1):
+                if current >= version:
+                    continue
+                for statement in script.format(serial=self._d.serial).split(";"):
+                    if statement.strip():
+                        cur.execute(statement)
+                self._d.set_schema_version(cur, version)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._d.close()
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def current(self) -> list[Incident]:
+        """Incidents whose findings are still seen, oldest first."""
+        return self._select("WHERE cleared_at IS NULL ORDER BY opened_at, id")
+
+    def get(self, incident_id: str) -> Incident | None:
+        """One incident by id or unique id prefix."""
+        prefix = incident_id.replace("\\", "").replace("%", "").replace("_", "")
+        if not prefix:
+            return None
+        found = self._select("WHERE id LIKE ? ORDER BY opened_at LIMIT 2", [prefix + "%"])
+        return found[0] if len(found) == 1 else None
+
+    def recent(self, limit: int) -> list[Incident]:
+        """Newest first."""
+        return self._select("ORDER BY opened_at DESC, id DESC LIMIT ?", [limit])
+
+    def events(self, incident_id: str) -> list[Event]:
+        """The timeline, oldest first."""
+        with self._read() as cur:
+            rows = self._run(
+                cur,
+                "SELECT at, kind, data_json FROM events WHERE incident_id = ? ORDER BY id",
+                [incident_id],
+            ).fetchall()
+        return [Event(datetime.fromisoformat(r[0]), r[1], json.loads(r[2])) for r in rows]
+
+    def breaker(self, target: str) -> Breaker | None:
+        """A service's breaker, if it ever counted a failure."""
+        with self._read() as cur:
+            row = self._run(
+                cur,
+                "SELECT target, failures, is_open, updated_at FROM breakers WHERE target = ?",
+                [target],
+            ).fetchone()
+        return _breaker(row) if row else None
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def insert(self, step: Step) -> bool:
+        """Commit a new incident unless its group already has a current one."""
+        values = _values(step.incident)
+        marks = ", ".join("?" * len(values))
+        sql = f"INSERT INTO incidents ({', '.join(values)}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+        with self._write() as cur:
+            if self._run(cur, sql, list(values.values())).rowcount != 1:
+                return False
+            self._events(cur, step)
+        return True
+
+    def apply(self, step: Step, *, expected_version: int, owner: str, now: datetime) -> Applied:
+        """Commit a step over ``expected_version``; Conflict when that is not possible."""
+        with self._write() as cur:
+            return self._apply(cur, step, expected_version, owner, now)
+
+    def _apply(self, cur: Cursor, step: Step, expected: int, owner: str, now: datetime) -> Applied:
+        values = _values(step.incident)
+        sets = ", ".join(f"{c} = ?" for c in _MUTABLE)
+        sql = (
+            f"UPDATE incidents SET {sets}, version = version + 1 WHERE id = ? AND version = ? "
+            "AND (lease_owner IS NULL OR lease_owner = ? OR lease_until IS NULL OR lease_until < ?)"
+        )
+        params = [*(values[c] for c in _MUTABLE), step.incident.id, expected, owner, ts(now)]
+        try:
+            if self._run(cur, sql, params).rowcount != 1:
+                raise Conflict(f"incident {step.incident.id} moved on (another replica)")
+            self._events(cur, step)
+            if step.claim is not None:
+                c = step.claim
+                self._run(
+                    cur,
+                    "INSERT INTO actions (incident_id, target, action, at, outcome, mutating) "
+                    "VALUES (?, ?, ?, ?, NULL, ?)",
+                    [c.incident_id, c.target, c.action, ts(c.at), int(c.mutating)],
+                )
+            if step.outcome is not None:
+                o = step.outcome
+                self._run(
+                    cur,
+                    "UPDATE actions SET outcome = ? WHERE incident_id = ? AND action = ?",
+                    [o.outcome, o.incident_id, o.action],
+                )
+            opened = self._breaker_change(cur, step, now)
+        except Exception as exc:
+            if self._d.is_unique_violation(exc):
+                raise Conflict(
+                    f"incident {step.incident.id}: refused by a unique constraint"
+                ) from exc
+            raise
+        return Applied(_bumped(step.incident, expected), opened)
+
+    def _events(self, cur: Cursor, step: Step) -> None:
+        for event in step.events:
+            self._run(
+                cur,
+                "INSERT INTO events (incident_id, at, kind, data_json) VALUES (?, ?, ?, ?)",
+                [step.incident.id, ts(event.at), event.kind, _dump(event.data)],
+            )
+
+    def _breaker_change(self, cur: Cursor, step: Step, now: datetime) -> bool:
+        change = step.breaker
+        if change is None or not change.target:
+            return False
+        if not change.failed:
+            self._run(
+                cur,
+                "UPDATE breakers SET failures = 0, is_open = 0, updated_at = ? WHERE target = ?",
+                [ts(now), change.target],
+            )
+            return False
+        was = self._run(
+            cur, "SELECT is_open FROM breakers WHERE target = ?", [change.target]
+        ).fetchone()
+        self._run(
+            cur,
+            "INSERT INTO breakers (target, failures, is_open, updated_at) "
+            "VALUES (?, 1, CASE WHEN 1 >= ? THEN 1 ELSE 0 END, ?) "
+            "ON CONFLICT (target) DO UPDATE SET failures = breakers.failures + 1, "
+            "is_open = CASE WHEN breakers.failures + 1 >= ? THEN 1 ELSE breakers.is_open END, "
+            "updated_at = excluded.updated_at",
+            [change.target, change.open_at, ts(now), change.open_at],
+        )
+        now_open = self._run(
+            cur, "SELECT is_open FROM breakers WHERE target = ?", [change.target]
+        ).fetchone()
+        return bool(now_open[0]) and not (was and was[0])
+
+    def decide_under_lock(
+        self,
+        incident: Incident,
+        target: str,
+        action: str,
+        now: datetime,
+        owner: str,
+        decide: Decide,
+    ) -> Applied:
+        """Read the guard facts and commit ``decide``'s step under the fleet-wide lock."""
+        with self._write(locked=True) as cur:
+            rows = self._run(cur, f"{_SELECT} WHERE id = ?", [incident.id]).fetchall()
+            if not rows:
+                raise Conflict(f"incident {incident.id} is gone")
+            fresh = incident_from_row(rows[0])
+            if fresh.version != incident.version:
+                raise Conflict(f"incident {incident.id} moved on (another replica)")
+            step = decide(fresh, self._facts(cur, incident.id, target, action, now))
+            if not step.commit:
+                return Applied(fresh)
+            return self._apply(cur, step, fresh.version, owner, now)
+
+    def _facts(
+        self, cur: Cursor, incident_id: str, target: str, action: str, now: datetime
+    ) -> GuardFacts:
+        last = self._run(
+            cur, "SELECT MAX(at) FROM actions WHERE target = ? AND action = ?", [target, action]
+        ).fetchone()
+        counts = self._run(
+            cur,
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN target = ? THEN 1 ELSE 0 END), 0) "
+            "FROM actions WHERE at >= ? AND mutating = 1",
+            [target, ts(now - timedelta(hours=1))],
+        ).fetchone()
+        flying = self._run(
+            cur,
+            "SELECT COUNT(*) FROM incidents WHERE action_target = ? "
+            "AND state IN ('acting', 'verifying') AND id <> ?",
+            [target, incident_id],
+        ).fetchone()
+        breaker = self._run(
+            cur, "SELECT is_open FROM breakers WHERE target = ?", [target]
+        ).fetchone()
+        return GuardFacts(
+            last_same_action_at=_dt(last[0]) if last else None,
+            target_actions_last_hour=int(counts[1]),
+            fleet_actions_last_hour=int(counts[0]),
+            in_flight_for_target=int(flying[0]) > 0,
+            breaker_open=bool(breaker and breaker[0]),
+        )
+
+    def renew_leases(self, owner: str, incident_ids: Sequence[str], until: datetime) -> int:
+        """Extend ``owner``'s leases on these incidents."""
+        if not incident_ids:
+            return 0
+        marks = ", ".join("?" * len(incident_ids))
+        with self._write() as cur:
+            return self._run(
+                cur,
+                f"UPDATE incidents SET lease_until = ? WHERE lease_owner = ? AND id IN ({marks})",
+                [ts(until), owner, *incident_ids],
+            ).rowcount
+
+    def note(self, incident_id: str, event: Event) -> None:
+        """Add a timeline event; the incident row is untouched."""
+        with self._write() as cur:
+            self._run(
+                cur,
+                "INSERT INTO events (incident_id, at, kind, data_json) VALUES (?, ?, ?, ?)",
+                [incident_id, ts(event.at), event.kind, _dump(event.data)],
+            )
+
+    def reset_breaker(self, target: str, now: datetime) -> None:
+        """Close a breaker."""
+        with self._write() as cur:
+            self._run(
+                cur,
+                "UPDATE breakers SET failures = 0, is_open = 0, updated_at = ? WHERE target = ?",
+                [ts(now), target],
+            )
+
+    # -- dry runs -------------------------------------------------------------------------
+
+    def export_state(self, since: datetime) -> StateCopy:
+        """What a dry run needs to decide as the daemon would."""
+        incidents = self.current()
+        with self._read() as cur:
+            actions = self._run(
+                cur,
+                "SELECT incident_id, target, action, at, outcome, mutating FROM actions "
+                "WHERE at >= ? ORDER BY id",
+                [ts(since)],
+            ).fetchall()
+            breakers = self._run(
+                cur, "SELECT target, failures, is_open, updated_at FROM breakers"
+            ).fetchall()
+        return StateCopy(
+            incidents,
+            [
+                ActionRecord(r[0], r[1], r[2], datetime.fromisoformat(r[3]), r[4], bool(r[5]))
+                for r in actions
+            ],
+            [_breaker(r) for r in breakers],
+        )
+
+    def import_state(self, state: StateCopy) -> None:
+        """Load a copy into this (empty) store."""
+        with self._write() as cur:
+            for incident in state.incidents:
+                values = _values(incident)
+                marks = ", ".join("?" * len(values))
+                self._run(
+                    cur,
+                    f"INSERT INTO incidents ({', '.join(values)}) VALUES ({marks})",
+                    list(values.values()),
+                )
+            for a in state.actions:
+                self._run(
+                    cur,
+                    "INSERT INTO actions (incident_id, target, action, at, outcome, mutating) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [a.incident_id, a.target, a.action, ts(a.at), a.outcome, int(a.mutating)],
+                )
+            for b in state.breakers:
+                self._run(
+                    cur,
+                    "INSERT INTO breakers (target, failures, is_open, updated_at) VALUES (?, ?, ?, ?)",
+                    [b.target, b.failures, int(b.is_open), ts(b.updated_at)],
+                )
+
+
+def _bumped(incident: Incident, expected: int) -> Incident:
+    return replace(incident, version=expected + 1)
+
+
+def _breaker(row: Sequence[Any]) -> Breaker:
+    return Breaker(row[0], int(row[1]), bool(row[2]), datetime.fromisoformat(row[3]))

@@ -1,0 +1,419 @@
+"""The incident lifecycle: every allowed and every forbidden move, and each step's branches,
+from tables of cases."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from agent.config import Severity
+from agent.diagnosis.models import Decision, Diagnosis, PhaseUsage
+from agent.gateway.response import GatewayResult, Outcome
+from agent.guardrails.policy import Block
+from agent.incidents.lifecycle import (
+    ActionOutcome,
+    Blocked,
+    BreakerChange,
+    Claim,
+    Cleared,
+    Dispatch,
+    Escalate,
+    Opened,
+    Resolved,
+    Skipped,
+    TakenOver,
+    on_block,
+    on_claim,
+    on_decision,
+    on_diagnosis_started,
+    on_finding,
+    on_gateway_result,
+    on_gone,
+    on_restart,
+    on_verification,
+    work_queue,
+)
+from agent.incidents.model import (
+    STATES,
+    TERMINAL,
+    TRANSITIONS,
+    ForbiddenTransition,
+    Incident,
+    State,
+    group_of,
+)
+from agent.sweep.findings import Finding, fingerprint
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+LATER = NOW + timedelta(seconds=30)
+LABELS = {"alertname": "MemoryLeak", "service": "market-predictor"}
+FINDING = Finding(
+    kind="alert",
+    name="MemoryLeak",
+    target="market-predictor",
+    severity=Severity.critical,
+    labels=LABELS,
+    annotations={"summary": "memory grows"},
+    value=4.2e8,
+    first_seen=NOW - timedelta(minutes=3),
+    fingerprint=fingerprint("alert", "MemoryLeak", LABELS, ()),
+)
+RESTART = Decision("restart", "market-predictor", "llm", True, confidence=0.9)
+
+#: Every move the table allows, written out: the table and this list must agree.
+ALLOWED: set[tuple[State, State]] = {
+    ("open", "diagnosing"),
+    ("open", "skipped"),
+    ("diagnosing", "decided"),
+    ("diagnosing", "skipped"),
+    ("diagnosing", "escalated"),
+    ("diagnosing", "open"),
+    ("decided", "acting"),
+    ("decided", "skipped"),
+    ("decided", "escalated"),
+    ("acting", "verifying"),
+    ("acting", "escalated"),
+    ("verifying", "resolved"),
+    ("verifying", "escalated"),
+}
+
+
+def _incident(state: State = "open", **changes: Any) -> Incident:
+    base = Incident(
+        id="inc0001",
+        group_key=group_of(FINDING),
+        state=state,
+        opened_at=NOW,
+        updated_at=NOW,
+        finding=FINDING,
+    )
+    return replace(base, **changes)
+
+
+@pytest.mark.parametrize(("before", "after"), list(itertools.product(STATES, STATES)))
+def test_every_move_is_allowed_or_forbidden_as_the_table_says(before: State, after: State) -> None:
+    """Each of the 64 (from, to) pairs either moves or raises ForbiddenTransition."""
+    incident = _incident(before)
+    if (before, after) in ALLOWED:
+        moved = incident.move(after, LATER)
+        assert (moved.state, moved.updated_at, moved.id) == (after, LATER, incident.id)
+    else:
+        with pytest.raises(ForbiddenTransition):
+            incident.move(after, LATER)
+
+
+def test_the_table_is_the_list() -> None:
+    """The table allows exactly the listed moves, and terminal states allow none."""
+    assert {(a, b) for a, targets in TRANSITIONS.items() for b in targets} == ALLOWED
+    assert all(not TRANSITIONS[s] for s in TERMINAL)
+
+
+def test_update_never_changes_state() -> None:
+    """update() keeps the state; asking it to change the state is refused."""
+    assert _incident("decided").update(LATER, blocked_reason="cooldown").state == "decided"
+    with pytest.raises(ForbiddenTransition):
+        _incident("decided").update(LATER, state="acting")
+
+
+def test_on_finding_opens_an_incident() -> None:
+    """A new finding opens an incident in state open, grouped by kind, name and service."""
+    step = on_finding(FINDING, "abc", NOW)
+    assert (step.incident.state, step.incident.group_key) == ("open", group_of(FINDING))
+    assert step.effects == (Opened(),) and [e.kind for e in step.events] == ["opened"]
+
+
+def test_on_diagnosis_started_takes_a_lease() -> None:
+    """Diagnosis starts under this replica's lease."""
+    step = on_diagnosis_started(_incident(), "r1", LATER, NOW)
+    assert (step.incident.state, step.incident.lease_owner, step.incident.lease_until) == (
+        "diagnosing",
+        "r1",
+        LATER,
+    )
+
+
+DECISIONS = [
+    # decision, state, effect type, resolution
+    (RESTART, "decided", None, None),
+    (
+        Decision("none", "market-predictor", "llm", False, reason="triage: noise"),
+        "skipped",
+        Skipped,
+        "triage: noise",
+    ),
+    (
+        Decision("none", "market-predictor", "runbook", True, reason="nothing"),
+        "skipped",
+        Skipped,
+        "nothing",
+    ),
+    (
+        Decision("escalate", "market-predictor", "llm", True, reason="plan refused: x"),
+        "escalated",
+        Escalate,
+        "plan refused: x",
+    ),
+    (
+        Decision("none", None, "prefilter", False, reason="outside the scope"),
+        "skipped",
+        Skipped,
+        "outside the scope",
+    ),
+]
+
+
+@pytest.mark.parametrize(("decision", "state", "effect", "resolution"), DECISIONS)
+def test_on_decision(
+    decision: Decision, state: State, effect: type | None, resolution: str | None
+) -> None:
+    """A decision ends the incident, escalates it, or leaves it decided for the guardrails;
+    the lease is released and the decision and transcript are recorded."""
+    diagnosis = Diagnosis(decision, {"triage": PhaseUsage(1, 100, 10)}, ({"role": "user"},))
+    step = on_decision(
+        _incident("diagnosing", lease_owner="r1", lease_until=LATER), diagnosis, LATER
+    )
+    assert step.incident.state == state and step.incident.decision == decision
+    assert step.incident.lease_owner is None and step.incident.resolution == resolution
+    assert [type(e) for e in step.effects] == ([effect] if effect else [])
+    assert [e.kind for e in step.events][:2] == ["decision", "llm_transcript"]
+
+
+@pytest.mark.parametrize(
+    ("block", "state", "effects"),
+    [
+        (Block("circuit_open", "breaker open", final=True), "escalated", [Blocked, Escalate]),
+        (Block("stale_incident", "too old", final=True), "escalated", [Blocked, Escalate]),
+        (Block("unknown_action", "gone", final=True), "escalated", [Blocked, Escalate]),
+        (Block("dry_run", "DRY_RUN", final=True), "skipped", [Blocked, Skipped]),
+        (Block("no_longer_firing", "cleared", final=True), "skipped", [Blocked, Skipped]),
+        (Block("cooldown", "recent"), "decided", [Blocked]),
+        (Block("alert_storm", "8 of 10"), "decided", [Blocked]),
+    ],
+)
+def test_on_block(block: Block, state: State, effects: list[type]) -> None:
+    """Escalating blocks escalate, final ones skip, the others wait with the reason kept."""
+    step = on_block(_incident("decided", decision=RESTART), block, LATER)
+    assert step.incident.state == state
+    assert [type(e) for e in step.effects] == effects
+    if state == "decided":
+        assert step.incident.blocked_reason == block.reason and step.commit
+
+
+def test_the_same_block_again_commits_nothing() -> None:
+    """A block with the reason already recorded is logged, not written again."""
+    step = on_block(
+        _incident("decided", decision=RESTART, blocked_reason="cooldown"),
+        Block("cooldown", "x"),
+        LATER,
+    )
+    assert not step.commit and step.events == () and [type(e) for e in step.effects] == [Blocked]
+
+
+def test_on_claim_claims_before_sending() -> None:
+    """The claim travels with the move to acting; sending is an effect after the commit."""
+    step = on_claim(
+        _incident("decided", decision=RESTART, blocked_reason="cooldown"),
+        target="market-predictor",
+        mutating=True,
+        owner="r1",
+        lease_until=LATER,
+        now=NOW,
+    )
+    assert step.incident.state == "acting" and step.incident.action_target == "market-predictor"
+    assert step.incident.blocked_reason is None and step.incident.lease_owner == "r1"
+    assert step.claim == Claim("inc0001", "market-predictor", "restart", NOW, True)
+    assert step.effects == (Dispatch("restart", "market-predictor"),)
+
+
+def _result(outcome: Outcome, error: str | None = None) -> GatewayResult:
+    return GatewayResult(
+        outcome=outcome,
+        status="S",
+        attempts=1,
+        elapsed_seconds=0.1,
+        idempotency_key="k",
+        error_message=error,
+    )
+
+
+@pytest.mark.parametrize(
+    ("outcome", "mutating", "state", "breaker_failed"),
+    [
+        ("succeeded", True, "verifying", None),
+        ("failed", True, "verifying", None),
+        ("unknown", True, "verifying", None),
+        ("rejected", True, "escalated", True),
+        ("gave_up", True, "escalated", True),
+        ("succeeded", False, "escalated", None),
+        ("unknown", False, "escalated", None),
+    ],
+)
+def test_on_gateway_result(
+    outcome: Outcome, mutating: bool, state: State, breaker_failed: bool | None
+) -> None:
+    """What may have run is verified; what never ran is escalated and counts against the
+    breaker; a read-only action's output goes to a human."""
+    acting = _incident(
+        "acting", decision=RESTART, action_target="market-predictor", lease_owner="r1"
+    )
+    step = on_gateway_result(
+        acting,
+        _result(outcome, "E"),
+        {"body": 1},
+        LATER,
+        mutating=mutating,
+        verify_after=60,
+        breaker_open_at=3,
+    )
+    assert step.incident.state == state and step.incident.dispatch_outcome == outcome
+    assert step.incident.lease_owner is None
+    assert step.outcome == ActionOutcome("inc0001", "restart", outcome)
+    assert step.events[0].kind == "gateway_request"
+    if state == "verifying":
+        assert step.incident.verify_at == LATER + timedelta(seconds=60)
+    expected = BreakerChange("market-predictor", True, 3) if breaker_failed else None
+    assert step.breaker == expected
+
+
+@pytest.mark.parametrize(
+    ("recovered", "dispatch_outcome", "state", "effect", "failed"),
+    [
+        (True, "succeeded", "resolved", Resolved, False),
+        (False, "succeeded", "escalated", Escalate, True),
+        (False, "unknown", "escalated", Escalate, True),
+    ],
+)
+def test_on_verification(
+    recovered: bool, dispatch_outcome: str, state: State, effect: type, failed: bool
+) -> None:
+    """Recovered: resolved, cleared and the breaker reset; not: escalated, counted."""
+    verifying = _incident(
+        "verifying",
+        decision=RESTART,
+        action_target="market-predictor",
+        dispatch_outcome=dispatch_outcome,
+    )
+    step = on_verification(verifying, recovered, LATER, verify_after=60, breaker_open_at=3)
+    assert step.incident.state == state
+    assert [type(e) for e in step.effects] == [effect]
+    assert step.breaker == BreakerChange("market-predictor", failed, 3)
+    if recovered:
+        assert step.incident.cleared_at == LATER
+    else:
+        assert ("answer was lost" in (step.incident.resolution or "")) == (
+            dispatch_outcome == "unknown"
+        )
+
+
+@pytest.mark.parametrize(
+    ("state", "result_state", "effects"),
+    [
+        ("open", "skipped", [Skipped, Cleared]),
+        ("diagnosing", "skipped", [Skipped, Cleared]),
+        ("decided", "skipped", [Skipped, Cleared]),
+        ("escalated", "escalated", [Cleared]),
+        ("skipped", "skipped", [Cleared]),
+        ("acting", None, None),
+        ("verifying", None, None),
+    ],
+)
+def test_on_gone(state: State, result_state: State | None, effects: list[type] | None) -> None:
+    """Gone before any action: skipped and cleared; ended: cleared; in flight: verification decides."""
+    step = on_gone(_incident(state), LATER)
+    if result_state is None:
+        assert step is None
+        return
+    assert step is not None
+    assert step.incident.state == result_state and step.incident.cleared_at == LATER
+    assert [type(e) for e in step.effects] == effects
+
+
+def test_on_restart_never_sends_a_claimed_action_again() -> None:
+    """A replica stopped in acting: verifying with an unknown outcome, no second claim."""
+    acting = _incident(
+        "acting",
+        decision=RESTART,
+        action_target="market-predictor",
+        lease_owner="dead",
+        lease_until=NOW,
+    )
+    step = on_restart(acting, LATER, verify_after=60)
+    assert step.incident.state == "verifying" and step.incident.dispatch_outcome == "unknown"
+    assert step.incident.verify_at == LATER + timedelta(seconds=60)
+    assert step.claim is None and step.outcome == ActionOutcome("inc0001", "restart", "unknown")
+    assert [type(e) for e in step.effects] == [TakenOver] and step.incident.lease_owner is None
+
+
+def test_on_restart_diagnoses_again_and_releases_other_leases() -> None:
+    """A stopped diagnosis starts over from open; any other state just loses the lease."""
+    step = on_restart(
+        _incident("diagnosing", lease_owner="dead", lease_until=NOW), LATER, verify_after=60
+    )
+    assert step.incident.state == "open" and step.incident.lease_owner is None
+    released = on_restart(
+        _incident("decided", lease_owner="dead", lease_until=NOW), LATER, verify_after=60
+    )
+    assert released.incident.state == "decided" and released.incident.lease_owner is None
+
+
+def test_leased_by_other() -> None:
+    """A live lease of another replica holds; one's own, an expired one or none does not."""
+    leased = _incident(lease_owner="r2", lease_until=LATER)
+    assert leased.leased_by_other("r1", NOW)
+    assert not leased.leased_by_other("r2", NOW)
+    assert not leased.leased_by_other("r1", LATER + timedelta(seconds=1))
+    assert not _incident().leased_by_other("r1", NOW)
+
+
+def test_decision_round_trips_and_refuses_garbage() -> None:
+    """A stored decision reads back equal; a malformed one is a ValueError, not a crash."""
+    assert Decision.from_dict(RESTART.to_dict()) == RESTART
+    for bad in (None, [], {"action": 3}, {"action": "restart"}):
+        with pytest.raises(ValueError):
+            Decision.from_dict(bad)
+
+
+def test_finding_round_trips_and_refuses_garbage() -> None:
+    """A stored finding reads back equal; a malformed one is a ValueError."""
+    assert Finding.from_dict(FINDING.to_dict()) == FINDING
+    for bad in (None, {"kind": "alert"}, {**FINDING.to_dict(), "severity": "extreme"}):
+        with pytest.raises(ValueError):
+            Finding.from_dict(bad)
+
+
+def test_work_queue_takes_the_most_severe_then_the_oldest_first() -> None:
+    """Open and decided incidents of firing findings are worked most severe first, then
+    oldest; busy ones, other replicas' live leases and gone findings wait."""
+
+    def incident(
+        name: str, severity: Severity, minutes: int, **changes: Any
+    ) -> tuple[Incident, Finding]:
+        labels = {"alertname": name, "service": "svc"}
+        finding = replace(
+            FINDING,
+            name=name,
+            severity=severity,
+            labels=labels,
+            first_seen=NOW - timedelta(minutes=minutes),
+            fingerprint=fingerprint("alert", name, labels, ()),
+        )
+        base = Incident(name, group_of(finding), "open", NOW, NOW, finding)
+        return replace(base, **changes), finding
+
+    rows = [
+        incident("Info", Severity.info, 50),
+        incident("CritNew", Severity.critical, 1),
+        incident("CritOld", Severity.critical, 9, state="decided"),
+        incident("Warn", Severity.warning, 5),
+        incident("Busy", Severity.critical, 60),
+        incident("Leased", Severity.critical, 60, lease_owner="r2", lease_until=LATER),
+        incident("Acting", Severity.critical, 60, state="acting"),
+    ]
+    current = {i.group_key: f for i, f in rows}
+    gone, _ = incident("Gone", Severity.critical, 90)
+    queue = work_queue([*(i for i, _ in rows), gone], current, replica="r1", busy={"Busy"}, now=NOW)
+    assert [i.id for i in queue] == ["CritOld", "CritNew", "Warn", "Info"]
