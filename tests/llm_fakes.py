@@ -113,8 +113,10 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
                 "traffic change; GC pauses grew; a leak in the request cache is likely."
             )
     else:
-        service = "market-predictor"
-        reply = plan(target=service)
+        # Follow the schema as a compliant model does: the target is the finding's own service.
+        schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {})
+        targets = schema.get("properties", {}).get("target", {}).get("enum") or ["market-predictor"]
+        reply = plan(target=targets[0])
     reply["usage"]["prompt_tokens"] = tokens
     return reply
 

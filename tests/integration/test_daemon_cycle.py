@@ -220,3 +220,53 @@ async def test_unrecovered_incident_escalates_to_alertmanager(
     assert alert["labels"]["service"] == "market-predictor"
     assert alert["labels"]["original_alertname"] == "ServiceMemoryLeak"
     assert "not recovered" in alert["annotations"]["reason"]
+
+
+@pytest.mark.parametrize("fixes", [True, False], ids=["restart-fixes", "restart-does-not-fix"])
+async def test_slow_gateway_gets_exactly_one_restart(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prom: LocalPrometheus,
+    target: MetricsTarget,
+    fixes: bool,
+) -> None:
+    """A gateway slower than the agent's timeout (serial, key ignored, abandoned requests
+    still run) receives one restart; verification then resolves or escalates the incident."""
+    target.set("e2e_memory_bytes", 5000, service="market-predictor")
+
+    def act(service: str, command: str) -> ActResult:
+        if fixes:
+            target.set("e2e_memory_bytes", 100, service=service)
+        return ActResult(stdout=f"{service}\n")
+
+    gateway = GatewaySimulator(act, delay=2.5).start()
+    config = write_config(
+        tmp_path / "agent.toml", diagnosis={"use_llm": False}, schedule={"verify_after_seconds": 5}
+    )
+    _set_env(
+        monkeypatch,
+        agent_env(tmp_path, config, prom.url, gateway.url, AI_COMMAND_GATEWAY_TIMEOUT="1"),
+    )
+    try:
+        async with open_runtime(load_settings(env_file=None)) as rt:
+
+            async def ended() -> bool:
+                await run_verifications(rt, datetime.now(UTC))
+                await run_cycle(rt, datetime.now(UTC))
+                return (
+                    rt.store.recent(1)[0].state in ("resolved", "escalated")
+                    if rt.store.recent(1)
+                    else False
+                )
+
+            await _until(ended, 60, "the incident to end")
+            [incident] = rt.store.recent(10)
+            events = rt.store.events(incident.id)
+    finally:
+        gateway.stop()
+    assert len(gateway.executions()) == 1
+    assert gateway.ran() == ["docker restart market-predictor"]
+    assert incident.dispatch_outcome == "unknown"
+    assert incident.state == ("resolved" if fixes else "escalated")
+    [request] = [e for e in events if e.kind == "gateway_request"]
+    assert request.data["result"]["outcome"] == "unknown"
