@@ -90,6 +90,11 @@ def _abandoned(rt: Runtime, incident: Incident, now: datetime) -> bool:
     )
 
 
+def _free(rt: Runtime, incident: Incident, now: datetime) -> bool:
+    """Nobody works on the incident: not this process, not another replica's live lease."""
+    return incident.id not in rt.working and not incident.leased_by_other(rt.replica, now)
+
+
 async def _settle(
     rt: Runtime,
     incidents: list[Incident],
@@ -104,11 +109,7 @@ async def _settle(
         step: Step | None = None
         if _abandoned(rt, incident, now):
             step = on_restart(incident, now, verify_after=verify_after)
-        elif (
-            complete
-            and incident.group_key not in current
-            and not incident.leased_by_other(rt.replica, now)
-        ):
+        elif complete and incident.group_key not in current and _free(rt, incident, now):
             step = on_gone(incident, now)
         applied = await commit(rt, step, incident.version) if step else None
         out.append(applied.incident if applied else incident)

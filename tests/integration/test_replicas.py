@@ -9,27 +9,14 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from agent.demo.gateway_sim import ActResult, GatewaySimulator
-from agent.demo.local import LocalPrometheus, MetricsTarget
+from agent.demo.local import MetricsTarget
 from tests.conftest import postgres_schema
-from tests.integration.daemon_support import DaemonProcess, agent_env, write_config
-from tests.llm_fakes import FakeModel
+from tests.integration.fleet import Fleet
 
 pytestmark = pytest.mark.integration
-
-RULES = """
-groups:
-- name: replicas
-  rules:
-  - alert: ReplicaMemoryLeak
-    expr: replica_memory_bytes > 1000
-    labels: {severity: critical}
-"""
-REPLICAS = 3
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -43,67 +30,6 @@ def shared_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
     finally:
         drop()
-
-
-def _config(path: Path, services: list[str], budget: int) -> Path:
-    return write_config(
-        path,
-        diagnosis={"use_llm": True, "max_concurrency": 4, "max_steps": 2},
-        schedule={"sweep_interval_seconds": 0.5, "verify_after_seconds": 1, "lease_seconds": 2},
-        policy={
-            "storm_min_services": 1000,
-            "max_actions_per_hour": budget,
-            "max_actions_per_target_per_hour": 5,
-            "recheck_before_dispatch": False,
-        },
-        services={s: {"actions": ["restart", "collect_logs"]} for s in services},
-    )
-
-
-class Fleet:
-    """Prometheus, a fake model with latency, a fixing gateway and N replicas on one store."""
-
-    def __init__(
-        self, tmp_path: Path, target: MetricsTarget, store: str, services: list[str], budget: int
-    ) -> None:
-        self.tmp_path, self.services = tmp_path, services
-        for service in services:
-            target.set("replica_memory_bytes", 5000, service=service)
-
-        def fix(service: str, command: str) -> ActResult:
-            target.set("replica_memory_bytes", 0, service=service)
-            return ActResult(stdout=f"{service}\n")
-
-        self.prom = LocalPrometheus(
-            tmp_path / "prom", targets={"svc": target.address}, rules=RULES
-        ).start()
-        self.model = FakeModel(delay=0.2)
-        self.gateway = GatewaySimulator(fix, known_services=tuple(services)).start()
-        config = _config(tmp_path / "agent.toml", services, budget)
-        self.env = agent_env(
-            tmp_path, config, self.prom.url, self.gateway.url, OPENAI_BASE_URL=self.model.base_url
-        )
-        self.env["AGENT_STATE_URL"] = store
-        self.replicas = [DaemonProcess(self.env, tmp_path, f"replica-{n}") for n in range(REPLICAS)]
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [e for r in self.replicas for e in r.events() if e.get("event") == name]
-
-    def wait(self, predicate: Any, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.3)
-        tails = "\n".join(r.tail(10) for r in self.replicas)
-        raise AssertionError(f"timed out waiting for {what}\n{tails}")
-
-    def stop(self) -> None:
-        for replica in self.replicas:
-            replica.close()
-        self.gateway.stop()
-        self.model.stop()
-        self.prom.stop()
 
 
 def test_replicas_divide_the_work(

@@ -169,3 +169,19 @@ def test_runtime_wires_without_reaching_up() -> None:
         if _under(n, ("agent.daemon", "agent.dispatch", "agent.cli"))
     }
     assert bad == set()
+
+
+def test_readme_architecture_names_every_module() -> None:
+    """Each package and module under agent/ appears in the README's architecture section."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    missing = []
+    for path in sorted(AGENT.rglob("*.py")):
+        rel = path.relative_to(AGENT)
+        if rel.name in ("__init__.py", "__main__.py") or "demo" in rel.parts:
+            continue
+        if rel.parent.parts and f"{rel.parent.parts[0]}/" not in section:
+            missing.append(f"{rel.parent.parts[0]}/")
+        if rel.stem not in section:
+            missing.append(str(rel))
+    assert missing == [], f"README architecture does not mention {sorted(set(missing))}"
