@@ -19,9 +19,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeFloat,
-    PositiveFloat,
-    PositiveInt,
     ValidationError,
 )
 
@@ -79,6 +76,24 @@ def _name(value: str) -> str:
 
 
 Duration = Annotated[str, AfterValidator(_duration)]
+
+# Every number is finite and bounded: an `inf` or a 1e300 must be refused by check-config,
+# not crash the scheduler at start-up. The bounds are documented in config/agent.toml.
+DAY = 86_400.0
+Seconds = Annotated[float, Field(gt=0, le=DAY, allow_inf_nan=False)]
+"""A positive duration of at most a day."""
+WaitSeconds = Annotated[float, Field(ge=0, le=7 * DAY, allow_inf_nan=False)]
+"""A duration from zero to a week."""
+Count = Annotated[int, Field(ge=1, le=1_000_000)]
+"""A positive count."""
+Bytes = Annotated[int, Field(ge=1024, le=1_000_000_000)]
+"""A size cap, from 1 KiB to 1 GB."""
+Chars = Annotated[int, Field(ge=10, le=1_000_000)]
+"""A text cap in characters."""
+Share = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+"""A fraction from 0 to 1."""
+Magnitude = Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False)]
+"""A non-negative value of a metric."""
 Regex = Annotated[str, AfterValidator(_regex)]
 Name = Annotated[str, AfterValidator(_name)]
 
@@ -88,16 +103,17 @@ class _Section(BaseModel):
 
 
 class Schedule(_Section):
-    sweep_interval_seconds: PositiveFloat = 30.0
-    verify_after_seconds: PositiveFloat = 120.0
-    misfire_grace_seconds: PositiveFloat = 30.0
-    shutdown_grace_seconds: PositiveFloat = 20.0
-    catch_up_window_seconds: PositiveFloat = 900.0
-    lease_seconds: Annotated[float, Field(ge=2.0)] = 30.0
+    sweep_interval_seconds: Seconds = 30.0
+    verify_after_seconds: Seconds = 120.0
+    misfire_grace_seconds: Seconds = 30.0
+    shutdown_grace_seconds: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 20.0
+    catch_up_window_seconds: Seconds = 900.0
+    lease_seconds: Annotated[float, Field(ge=2.0, le=3600, allow_inf_nan=False)] = 30.0
 
 
 class PrometheusOptions(_Section):
-    query_timeout_seconds: PositiveFloat = 10.0
+    query_timeout_seconds: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 10.0
+    max_answer_bytes: Bytes = 50_000_000
     tls_verify: bool = True
     ca_bundle: Path | None = None
     target_labels: list[str] = Field(
@@ -108,13 +124,18 @@ class PrometheusOptions(_Section):
     )
 
 
+class AlertmanagerOptions(_Section):
+    timeout_seconds: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 10.0
+    max_answer_bytes: Bytes = 20_000_000
+
+
 class HealthCheck(_Section):
     name: Name
     expr: Annotated[str, Field(min_length=1)]
     severity: Severity = Severity.warning
     target_label: Annotated[str, Field(min_length=1)]
     description: str = ""
-    for_seconds: NonNegativeFloat = 0.0
+    for_seconds: WaitSeconds = 0.0
 
 
 class AnomalyCheck(_Section):
@@ -122,12 +143,12 @@ class AnomalyCheck(_Section):
     selector: Annotated[str, Field(min_length=1)]
     target_label: Annotated[str, Field(min_length=1)]
     baseline_window: Duration = "30m"
-    z_threshold: PositiveFloat = 3.0
-    min_abs_change: NonNegativeFloat = 0.0
+    z_threshold: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = 3.0
+    min_abs_change: Magnitude = 0.0
     direction: Literal["up", "down", "both"] = "both"
     severity: Severity = Severity.warning
     description: str = ""
-    for_seconds: NonNegativeFloat = 0.0
+    for_seconds: WaitSeconds = 0.0
 
 
 class Checks(_Section):
@@ -140,36 +161,40 @@ class Checks(_Section):
 
 
 class Policy(_Section):
-    action_cooldown_seconds: NonNegativeFloat = 900.0
-    max_actions_per_target_per_hour: PositiveInt = 3
-    max_actions_per_hour: PositiveInt = 10
-    circuit_breaker_failures: PositiveInt = 3
-    storm_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
-    storm_min_services: PositiveInt = 5
+    action_cooldown_seconds: WaitSeconds = 900.0
+    max_actions_per_target_per_hour: Count = 3
+    max_actions_per_hour: Count = 10
+    circuit_breaker_failures: Count = 3
+    storm_share: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 0.5
+    storm_min_services: Count = 5
     recheck_before_dispatch: bool = True
 
 
 class Diagnosis(_Section):
     use_llm: bool = True
-    max_concurrency: PositiveInt = 4
-    max_steps: PositiveInt = 5
-    token_budget: PositiveInt = 12000
-    tool_result_max_chars: PositiveInt = 1500
-    untrusted_max_chars: PositiveInt = 1500
-    min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
-    request_timeout_seconds: PositiveFloat = 30.0
-    max_retries: Annotated[int, Field(ge=0)] = 3
+    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
+    max_steps: Annotated[int, Field(ge=1, le=50)] = 5
+    token_budget: Count = 12000
+    tool_result_max_chars: Chars = 1500
+    reply_max_chars: Chars = 4000
+    max_tool_calls_per_reply: Annotated[int, Field(ge=1, le=100)] = 5
+    max_tool_calls: Annotated[int, Field(ge=1, le=1000)] = 12
+    untrusted_max_chars: Chars = 1500
+    min_confidence: Share = 0.6
+    request_timeout_seconds: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 30.0
+    max_retries: Annotated[int, Field(ge=0, le=20)] = 3
+    max_answer_bytes: Bytes = 2_000_000
     noise_alerts: list[str] = Field(default_factory=lambda: ["Watchdog", "InfoInhibitor"])
 
 
 class GatewayOptions(_Section):
-    max_attempts: PositiveInt = 4
-    deadline_seconds: PositiveFloat = 120.0
-    backoff_initial_seconds: PositiveFloat = 1.0
-    backoff_max_seconds: PositiveFloat = 15.0
-    output_max_chars: PositiveInt = 4000
-    context_max_chars: PositiveInt = 800
-    max_answer_bytes: PositiveInt = 1_000_000
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 4
+    deadline_seconds: Seconds = 120.0
+    backoff_initial_seconds: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 1.0
+    backoff_max_seconds: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 15.0
+    output_max_chars: Chars = 4000
+    context_max_chars: Annotated[int, Field(ge=200, le=10_000)] = 800
+    max_answer_bytes: Bytes = 1_000_000
 
 
 class Action(_Section):
@@ -193,6 +218,7 @@ class RunbookRule(_Section):
 class AgentConfig(_Section):
     schedule: Schedule = Field(default_factory=Schedule)
     prometheus: PrometheusOptions = Field(default_factory=PrometheusOptions)
+    alertmanager: AlertmanagerOptions = Field(default_factory=AlertmanagerOptions)
     checks: Checks = Field(default_factory=Checks)
     policy: Policy = Field(default_factory=Policy)
     diagnosis: Diagnosis = Field(default_factory=Diagnosis)

@@ -3,6 +3,11 @@
 JSON lines when the output is not a terminal (journald, files, pipes) or when asked to;
 a readable key=value rendering on a terminal. A redaction processor runs last before
 rendering so that no API key or bearer token reaches a log line, whoever logged it.
+
+Fields may carry text from alerts and peers, so every event is bounded before it is
+rendered: each string clipped (``FIELD_MAX``) and made encodable, nesting and lists cut
+short, and the whole line kept under ``LINE_MAX`` (journald splits lines over 48 KiB,
+which breaks ``journalctl -o cat | jq``). On a terminal, control characters are escaped.
 """
 
 from __future__ import annotations
@@ -17,12 +22,79 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
+from agent.text import clip, encodable, printable
+
 _SECRET_PATTERNS = (
     re.compile(r"\bsk-[A-Za-z0-9_\-]{6,}"),
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{6,}"),
 )
 _SECRET_KEYS = re.compile(r"(?i)(api_?key|token|secret|password|authorization)")
 REDACTED = "<redacted>"
+#: Longest string field, longest traceback, most list items, deepest nesting, longest line.
+FIELD_MAX = 2000
+TRACEBACK_MAX = 12000
+ITEMS_MAX = 50
+DEPTH_MAX = 6
+LINE_MAX = 16 * 1024
+_CORE = ("timestamp", "level", "event", "logger")
+
+
+def bounded(value: object, depth: int = 0, limit: int = FIELD_MAX) -> object:
+    """A log field cut to size: strings clipped and encodable, containers shortened."""
+    if isinstance(value, str):
+        return clip(encodable(value), limit)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth >= DEPTH_MAX:
+        return "<nested>"
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {clip(encodable(str(k)), 100): bounded(v, depth + 1) for k, v in items[:ITEMS_MAX]}
+        if len(items) > ITEMS_MAX:
+            out["…"] = f"+{len(items) - ITEMS_MAX} keys"
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        seq = list(value)
+        out_list = [bounded(v, depth + 1) for v in seq[:ITEMS_MAX]]
+        if len(seq) > ITEMS_MAX:
+            out_list.append(f"…[+{len(seq) - ITEMS_MAX} items]")
+        return out_list
+    return clip(encodable(str(value)), limit)
+
+
+def _bound_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    for key in list(event_dict):
+        limit = TRACEBACK_MAX if key == "traceback" else FIELD_MAX
+        event_dict[key] = bounded(event_dict[key], limit=limit)
+    return event_dict
+
+
+class _LineCap:
+    """Renders with ``renderer``; a line still over LINE_MAX is rendered again with every
+    field but the core ones clipped short, and failing that with the core ones only."""
+
+    def __init__(self, renderer: Processor) -> None:
+        self._renderer = renderer
+
+    def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> Any:
+        line = self._renderer(logger, name, dict(event_dict))
+        if len(line) <= LINE_MAX:
+            return line
+        short = {k: v if k in _CORE else bounded(v, limit=200) for k, v in event_dict.items()}
+        short["truncated"] = True
+        line = self._renderer(logger, name, dict(short))
+        if len(line) <= LINE_MAX:
+            return line
+        core = {k: event_dict[k] for k in _CORE if k in event_dict}
+        return self._renderer(logger, name, {**core, "truncated": True})
+
+
+def _printable_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """For a terminal: no field may move the cursor or recolour the screen."""
+    for key, value in list(event_dict.items()):
+        if isinstance(value, str):
+            event_dict[key] = printable(value)
+    return event_dict
 
 
 class Redactor:
@@ -107,9 +179,12 @@ def configure_logging(
         _add_logger_default,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         _exc_one_line,
+        _bound_fields,
         Redactor(secrets),
-        renderer,
     ]
+    if not use_json:
+        processors.append(_printable_fields)
+    processors.append(_LineCap(renderer))
     root = logging.getLogger()
     root.handlers = [_StdlibBridge()]
     root.setLevel(logging.WARNING)  # libraries speak only when something is wrong

@@ -22,12 +22,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-import httpx
-
 from agent.clients.alertmanager import AlertmanagerClient
+from agent.clients.alertmanager import build_http_client as alertmanager_http
 from agent.clients.gateway import GatewayClient, build_http_client
 from agent.clients.llm import LLMOptions, build_llm_client
 from agent.clients.prometheus import PrometheusClient
+from agent.clients.prometheus import build_http_client as prometheus_http
 from agent.config import AgentConfig
 from agent.diagnosis.engine import DiagnosisDeps
 from agent.errors import StoreError
@@ -70,6 +70,9 @@ class Runtime:
     clock: Clock = utc_now
     #: Incidents some coroutine of this process is working on right now.
     working: set[str] = field(default_factory=set)
+    #: Incidents whose work raised and that could not even be escalated: left alone by
+    #: this process so that one poison incident is logged once, not every sweep.
+    poisoned: set[str] = field(default_factory=set)
 
     @property
     def config(self) -> AgentConfig:
@@ -109,19 +112,26 @@ async def open_runtime(
     env, config = settings.env, settings.config
     metrics = metrics or AgentMetrics()
     async with AsyncExitStack() as stack:
-        bundle = config.prometheus.ca_bundle
-        prometheus = PrometheusClient(
+        opts = config.prometheus
+        bundle = opts.ca_bundle
+        prom_http = prometheus_http(
             env.prometheus_url,
-            timeout=config.prometheus.query_timeout_seconds,
+            timeout=opts.query_timeout_seconds,
             bearer_token=reveal(env.prometheus_bearer_token),
-            verify=str(bundle) if bundle else config.prometheus.tls_verify,
+            verify=str(bundle) if bundle else opts.tls_verify,
         )
-        stack.callback(prometheus.close)
+        stack.push_async_callback(prom_http.aclose)
+        prometheus = PrometheusClient(
+            prom_http, timeout=opts.query_timeout_seconds, max_bytes=opts.max_answer_bytes
+        )
         alertmanager = None
         if env.alertmanager_url:
-            am_http = httpx.AsyncClient(base_url=env.alertmanager_url, timeout=10.0)
+            am = config.alertmanager
+            am_http = alertmanager_http(env.alertmanager_url, am.timeout_seconds)
             stack.push_async_callback(am_http.aclose)
-            alertmanager = AlertmanagerClient(am_http)
+            alertmanager = AlertmanagerClient(
+                am_http, timeout=am.timeout_seconds, max_bytes=am.max_answer_bytes
+            )
         gw_http = build_http_client(
             env.ai_command_gateway_url,
             env.ai_command_gateway_timeout,
@@ -135,13 +145,14 @@ async def open_runtime(
                 temperature=env.llm_temperature,
                 max_tokens=env.llm_max_tokens,
                 max_retries=config.diagnosis.max_retries,
+                request_timeout=config.diagnosis.request_timeout_seconds,
             )
             llm, llm_http = build_llm_client(
                 api_key=env.openai_api_key.get_secret_value(),
                 base_url=env.openai_base_url,
-                timeout=config.diagnosis.request_timeout_seconds,
                 options=options,
                 metrics=metrics,
+                max_answer_bytes=config.diagnosis.max_answer_bytes,
             )
             stack.push_async_callback(llm_http.aclose)
         store = open_store(env.state_url)

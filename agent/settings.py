@@ -19,14 +19,19 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
-    PositiveFloat,
-    PositiveInt,
     SecretStr,
     ValidationError,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agent.config import AgentConfig, Loc, load_config, validation_problems
+from agent.config import (
+    AgentConfig,
+    Loc,
+    Seconds,
+    WaitSeconds,
+    load_config,
+    validation_problems,
+)
 from agent.errors import ConfigError
 from agent.text import redact_url
 
@@ -111,7 +116,7 @@ class EnvSettings(BaseSettings):
 
     # The AI Command Gateway, the only way the agent acts.
     ai_command_gateway_url: HttpUrl
-    ai_command_gateway_timeout: PositiveFloat
+    ai_command_gateway_timeout: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
     ai_command_gateway_source_id: Annotated[str, Field(min_length=1)]
     ai_command_gateway_token: SecretStr | None = None
 
@@ -119,8 +124,8 @@ class EnvSettings(BaseSettings):
     openai_api_key: SecretStr
     openai_base_url: HttpUrl | None = None
     llm_model: Annotated[str, Field(min_length=1)]
-    llm_temperature: Annotated[float, Field(ge=0.0, le=2.0)]
-    llm_max_tokens: PositiveInt
+    llm_temperature: Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False)]
+    llm_max_tokens: Annotated[int, Field(ge=1, le=1_000_000)]
 
     # Runtime.
     log_level: LogLevel
@@ -132,9 +137,9 @@ class EnvSettings(BaseSettings):
     metrics_addr: Annotated[str, AfterValidator(_host_port)] = "127.0.0.1:9464"
 
     # Overrides of the TOML file's schedule and policy.
-    sweep_interval_seconds: PositiveFloat | None = None
-    verify_after_seconds: PositiveFloat | None = None
-    action_cooldown_seconds: Annotated[float, Field(ge=0)] | None = None
+    sweep_interval_seconds: Seconds | None = None
+    verify_after_seconds: Seconds | None = None
+    action_cooldown_seconds: WaitSeconds | None = None
 
     @property
     def state_url(self) -> str:

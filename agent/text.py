@@ -16,6 +16,17 @@ _SPACES = re.compile(r"\s{2,}")
 _ESCAPE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
+def encodable(text: str) -> str:
+    """Text that UTF-8 can encode: each lone surrogate (JSON can carry them) becomes U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 def clip(text: str, limit: int) -> str:
     """``text`` cut to at most ``limit`` characters, the marker ``…[+N chars]`` included,
     where N is how many characters were cut."""

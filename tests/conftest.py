@@ -7,12 +7,16 @@ import subprocess
 import sys
 import tomllib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import structlog
 
+from agent.clients.alertmanager import AlertmanagerClient
+from agent.clients.prometheus import PrometheusClient
+from agent.clients.prometheus import build_http_client as prometheus_http
 from agent.config import AgentConfig, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,3 +129,28 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         drop()
+
+
+MakePrometheus = Callable[..., PrometheusClient]
+
+
+@pytest.fixture
+async def make_prometheus() -> AsyncIterator[MakePrometheus]:
+    """Build Prometheus clients as the runtime does; they are closed after the test."""
+    made: list[httpx.AsyncClient] = []
+
+    def make(
+        url: str, *, timeout: float = 5.0, token: str | None = None, max_bytes: int = 50_000_000
+    ) -> PrometheusClient:
+        http = prometheus_http(url, timeout=timeout, bearer_token=token, verify=True)
+        made.append(http)
+        return PrometheusClient(http, timeout=timeout, max_bytes=max_bytes)
+
+    yield make
+    for http in made:
+        await http.aclose()
+
+
+def alertmanager_client(http: httpx.AsyncClient, timeout: float = 5.0) -> AlertmanagerClient:
+    """An Alertmanager client over an httpx client the test owns."""
+    return AlertmanagerClient(http, timeout=timeout, max_bytes=20_000_000)

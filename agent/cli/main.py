@@ -17,7 +17,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent import __version__
-from agent.cli.render import render_cycle, render_incidents, render_timeline, show
+from agent.cli.render import (
+    render_cycle,
+    render_incidents,
+    render_timeline,
+    show,
+    unreadable_row,
+)
 from agent.clients.gateway import GatewayClient, GatewayProbe, build_http_client
 from agent.daemon.cycle import CycleReport, run_cycle
 from agent.daemon.service import serve
@@ -27,7 +33,7 @@ from agent.logs import configure_logging
 from agent.runtime import open_runtime
 from agent.settings import Settings, load_settings, redacted_summary, reveal, secret_values
 from agent.store import open_store
-from agent.store.base import IncidentStore
+from agent.store.base import IncidentStore, Unreadable
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -173,9 +179,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
             store.reset_breaker(args.service, datetime.now(UTC))
             print(f"circuit breaker for {show(args.service)} reset")
             return EX_OK
-        rows = [i.row() for i in store.recent(args.limit)]
+        found = store.recent(args.limit)
     finally:
         store.close()
+    rows = [unreadable_row(i) if isinstance(i, Unreadable) else i.row() for i in found]
     print(json.dumps(rows, indent=2, ensure_ascii=False) if args.json else render_incidents(rows))
     return EX_OK
 
@@ -183,7 +190,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 def _show_incident(store: IncidentStore, incident_id: str, *, as_json: bool) -> int:
     incident = store.get(incident_id)
     if incident is None:
-        _fail(f"no incident with id {incident_id!r} (or the prefix is not unique)")
+        _fail(f"no incident with id {show(incident_id)!r} (or the prefix is not unique)")
+        return EX_FAILURE
+    if isinstance(incident, Unreadable):
+        _fail(f"incident {show(incident.id)} cannot be read: {show(incident.error)}")
         return EX_FAILURE
     events = store.events(incident.id)
     if as_json:

@@ -12,6 +12,7 @@ from typing import Any
 
 from agent.gateway.response import error_line
 from agent.incidents.model import Event, Incident
+from agent.store.base import Unreadable
 from agent.text import clip, printable
 
 CELL_MAX = 40
@@ -22,15 +23,22 @@ def show(value: object, limit: int = 300) -> str:
     return "-" if value in (None, "") else clip(printable(str(value)), limit)
 
 
+def unreadable_row(bad: Unreadable) -> dict[str, Any]:
+    """A stored incident that cannot be read, as a row of the listing."""
+    return {"id": bad.id, "state": "unreadable", "error": bad.error}
+
+
 def render_incidents(rows: Sequence[dict[str, Any]]) -> str:
-    """Recent incidents as an aligned table."""
+    """Recent incidents as an aligned table; unreadable ones are counted below it."""
     if not rows:
         return "no incidents"
+    bad = [r for r in rows if r.get("state") == "unreadable"]
     cols = ["id", "state", "target", "name", "action", "opened_at"]
     cells = [[show(r.get(c), CELL_MAX) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    lines += [f"incident {show(r['id'])} cannot be read: {show(r.get('error'))}" for r in bad]
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,3 +77,53 @@ def decode_json(content: bytes) -> object:
         return json.loads(content)
     except RecursionError as exc:
         raise ValueError("JSON nests too deeply") from exc
+
+
+class CappedTransport(httpx.AsyncBaseTransport):
+    """A transport whose answers fail once their body passes ``max_bytes``, while being read:
+    for clients that read bodies themselves (the openai package), so a huge answer is never
+    held whole in memory."""
+
+    def __init__(self, max_bytes: int, inner: httpx.AsyncBaseTransport | None = None) -> None:
+        self._max_bytes = max_bytes
+        self._inner = inner or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Forward the request; wrap the answer's body in a counting stream."""
+        response = await self._inner.handle_async_request(request)
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            await response.aclose()
+            raise AnswerTooLarge(
+                f"answer of {declared} bytes is over the {self._max_bytes}-byte cap"
+            )
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=response.headers,
+            stream=_CappedStream(response.stream, self._max_bytes),
+            extensions=response.extensions,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self._inner.aclose()
+
+
+class _CappedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.SyncByteStream | httpx.AsyncByteStream, max_bytes: int) -> None:
+        self._inner = inner
+        self._max_bytes = max_bytes
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        assert isinstance(self._inner, httpx.AsyncByteStream)
+        async for chunk in self._inner:
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise AnswerTooLarge(f"answer is over the {self._max_bytes}-byte cap")
+            yield chunk
+
+    async def aclose(self) -> None:
+        if isinstance(self._inner, httpx.AsyncByteStream):
+            await self._inner.aclose()

@@ -5,6 +5,11 @@ The ``openai`` package's own retries are off: 429 and 5xx are retried here with 
 the fallback to the runbook are under the agent's control. A timeout is not retried: a
 slow model at 3 a.m. should hand over to the runbook, not stall the incident. Servers that
 reject JSON-schema structured output are asked again in JSON mode, once, and remembered.
+
+Each call runs under one deadline for the whole request, however slowly the answer
+arrives, and its body is refused while being read once it passes a size cap
+(``CappedTransport``): a broken or hostile server can neither hold a diagnosis nor fill
+the agent's memory.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import httpx
 import openai
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
+from agent.clients.http import AnswerTooLarge, CappedTransport
 from agent.clients.retrying import log_before_sleep, parse_retry_after, retry_wait
 from agent.errors import LLMError, LLMPermanentError, LLMTransientError, brief
 from agent.logs import get_logger
 from agent.metrics import AgentMetrics
+from agent.text import encodable
 
 log = get_logger("agent.llm")
 
@@ -72,6 +79,7 @@ class LLMOptions:
     temperature: float
     max_tokens: int
     max_retries: int = 3
+    request_timeout: float = 30.0
     backoff_initial_seconds: float = 1.0
     backoff_max_seconds: float = 20.0
 
@@ -147,10 +155,17 @@ class LLMClient:
         if response_format:
             kwargs["response_format"] = response_format
         try:
-            completion = await self.api.chat.completions.create(**kwargs)
+            async with asyncio.timeout(self.options.request_timeout):
+                completion = await self.api.chat.completions.create(**kwargs)
+        except TimeoutError as exc:
+            raise LLMPermanentError(
+                f"model request timed out (no whole answer within {self.options.request_timeout:g}s)"
+            ) from exc
         except openai.OpenAIError as exc:
             schema_sent = (response_format or {}).get("type") == "json_schema"
             raise _map_error(exc, schema_sent=schema_sent) from exc
+        except (RecursionError, ValueError, AnswerTooLarge) as exc:
+            raise LLMPermanentError(f"model answer unreadable: {brief(exc)}") from exc
         return self._reply(completion, phase)
 
     def _reply(self, completion: Any, phase: str) -> ChatReply:
@@ -159,13 +174,17 @@ class LLMClient:
         except (AttributeError, IndexError, TypeError) as exc:
             raise LLMPermanentError("answer has no choices") from exc
         calls = tuple(
-            ToolCall(c.id, c.function.name, c.function.arguments or "{}")
+            ToolCall(
+                encodable(str(c.id)),
+                encodable(str(c.function.name)),
+                encodable(c.function.arguments or "{}"),
+            )
             for c in (message.tool_calls or ())
             if getattr(c, "function", None) is not None
         )
         usage = completion.usage
         reply = ChatReply(
-            content=message.content or "",
+            content=encodable(message.content or ""),
             tool_calls=calls,
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
@@ -192,6 +211,8 @@ def _map_error(exc: openai.OpenAIError, *, schema_sent: bool) -> LLMError:
     """Our error for an openai exception: transient ones are retried, the rest are not."""
     if isinstance(exc, openai.APITimeoutError):
         return LLMPermanentError("model request timed out")
+    if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, AnswerTooLarge):
+        return LLMPermanentError(f"model answer refused: {exc.__cause__}")
     if isinstance(exc, openai.APIConnectionError):
         return LLMTransientError(f"model unreachable: {type(exc.__cause__).__name__}")
     if isinstance(exc, openai.BadRequestError) and schema_sent:
@@ -214,12 +235,15 @@ def build_llm_client(
     *,
     api_key: str,
     base_url: str | None,
-    timeout: float,
     options: LLMOptions,
     metrics: AgentMetrics | None = None,
+    max_answer_bytes: int = 2_000_000,
 ) -> tuple[LLMClient, httpx.AsyncClient]:
     """The client and the httpx.AsyncClient under it (the caller closes the latter)."""
-    http = httpx.AsyncClient(timeout=httpx.Timeout(timeout))
+    timeout = options.request_timeout
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout), transport=CappedTransport(max_answer_bytes)
+    )
     api = openai.AsyncOpenAI(
         api_key=api_key, base_url=base_url, http_client=http, max_retries=0, timeout=timeout
     )

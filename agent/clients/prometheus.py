@@ -1,127 +1,142 @@
 """Prometheus HTTP API client.
 
-PromQL goes through ``prometheus-api-client`` (``PrometheusConnect``), whose calls block,
-so each runs in a worker thread to keep the event loop free. The endpoints that library
-does not cover (``/api/v1/alerts``, ``/api/v1/rules``, ``/-/healthy``) use the same
-``requests.Session``: one connection pool, one set of auth and TLS settings per upstream.
-The library's own urllib3 retries are switched off: a failed sweep is retried by the
-next sweep, not by stalling this one.
+Every call is one bounded exchange (``clients/http.py``): a deadline for the whole request
+however slowly the answer arrives, and a cap on the answer's size checked while it is
+read. PromQL queries also carry Prometheus' own ``timeout`` parameter, so an expensive
+query (a model can write one) is stopped on the server, not only abandoned by the agent.
+Queries are POSTed as forms: a long expression never meets a URL length limit.
+
+Failures are ours to classify: unreachable, timed out, 5xx and 503 "overloaded" are
+transient (the next sweep asks again); a bad query, another 4xx, a malformed or
+oversized answer are permanent.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
 from datetime import datetime
 from typing import Any
 
-import requests
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from urllib3.util.retry import Retry
+import httpx
 
-from agent.errors import PrometheusError, PrometheusPermanentError, PrometheusTransientError, brief
+from agent.clients.http import AnswerTooLarge, decode_json, exchange
+from agent.errors import PrometheusPermanentError, PrometheusTransientError
+from agent.text import clip
 
-_STATUS = re.compile(r"HTTP Status Code (\d{3})")
+
+def build_http_client(
+    url: str, *, timeout: float, bearer_token: str | None, verify: bool | str
+) -> httpx.AsyncClient:
+    """The one ``httpx.AsyncClient`` for Prometheus, created at start-up."""
+    headers = {"User-Agent": "devops-agent", "Accept-Encoding": "identity"}
+    if bearer_token:
+        headers["Authorization"] = f"Bearer {bearer_token}"
+    return httpx.AsyncClient(
+        base_url=url.rstrip("/"),
+        headers=headers,
+        timeout=httpx.Timeout(timeout),
+        verify=verify,
+    )
 
 
 class PrometheusClient:
     """Asks one Prometheus server; raises PrometheusError subclasses only."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float,
-        bearer_token: str | None = None,
-        verify: bool | str = True,
-    ) -> None:
-        self.url = url.rstrip("/")
+    def __init__(self, http: httpx.AsyncClient, *, timeout: float, max_bytes: int) -> None:
+        self._http = http
         self._timeout = timeout
-        self._session = requests.Session()
-        self._session.verify = verify
-        if bearer_token:
-            self._session.headers["Authorization"] = f"Bearer {bearer_token}"
-        self._connect = PrometheusConnect(
-            url=self.url, session=self._session, retry=Retry(total=0), timeout=int(timeout) or 1
-        )
+        self._max_bytes = max_bytes
 
-    def close(self) -> None:
-        """Release the connection pool."""
-        self._session.close()
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return str(self._http.base_url).rstrip("/")
 
     async def query(self, expr: str, *, at: datetime | None = None) -> list[Any]:
         """An instant query; the ``result`` list of the answer."""
-        params = {"timeout": f"{self._timeout:g}s"}
+        form = {"query": expr, "timeout": f"{self._timeout:g}s"}
         if at is not None:
-            params["time"] = f"{at.timestamp():.3f}"
-        return await self._call(self._connect.custom_query, expr, params=params)
+            form["time"] = f"{at.timestamp():.3f}"
+        return _result(await self._call("POST", "/api/v1/query", data=form))
 
     async def query_range(
         self, expr: str, *, start: datetime, end: datetime, step: str
     ) -> list[Any]:
         """A range query; the ``result`` list (matrix) of the answer."""
-        return await self._call(
-            self._connect.custom_query_range, expr, start_time=start, end_time=end, step=step
-        )
+        form = {
+            "query": expr,
+            "start": f"{start.timestamp():.3f}",
+            "end": f"{end.timestamp():.3f}",
+            "step": step,
+            "timeout": f"{self._timeout:g}s",
+        }
+        return _result(await self._call("POST", "/api/v1/query_range", data=form))
 
     async def alerts_payload(self) -> object:
         """The decoded ``/api/v1/alerts`` envelope."""
-        return await self._get_json("/api/v1/alerts")
+        return await self._call("GET", "/api/v1/alerts")
 
     async def rules_payload(self, rule_type: str = "alert") -> object:
         """The decoded ``/api/v1/rules`` envelope."""
-        return await self._get_json("/api/v1/rules", params={"type": rule_type})
+        return await self._call("GET", "/api/v1/rules", params={"type": rule_type})
 
     async def healthy(self) -> bool:
         """Whether ``/-/healthy`` answers 200; False on any failure."""
         try:
-            response = await asyncio.to_thread(
-                self._session.get, f"{self.url}/-/healthy", timeout=self._timeout
+            answer = await exchange(
+                self._http, "GET", "/-/healthy", deadline=self._timeout, max_bytes=65536
             )
-        except requests.RequestException:
+        except (httpx.HTTPError, TimeoutError, AnswerTooLarge):
             return False
-        return response.status_code == 200
+        return answer.status_code == 200
 
-    async def _call(self, func: Any, expr: str, **kwargs: Any) -> list[Any]:
+    async def _call(self, method: str, path: str, **kwargs: Any) -> object:
         try:
-            result = await asyncio.to_thread(func, expr, **kwargs)
-        except PrometheusApiClientException as exc:
-            raise _status_error(exc) from exc
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            raise PrometheusTransientError(f"Prometheus unreachable: {brief(exc)}") from exc
-        except requests.RequestException as exc:  # includes requests' JSONDecodeError
-            raise PrometheusPermanentError(f"Prometheus answer unreadable: {brief(exc)}") from exc
-        except (KeyError, TypeError) as exc:
-            raise PrometheusPermanentError("Prometheus answer has no data.result") from exc
-        if not isinstance(result, list):
-            raise PrometheusPermanentError("Prometheus data.result is not a list")
-        return result
-
-    async def _get_json(self, path: str, params: dict[str, str] | None = None) -> object:
-        try:
-            response = await asyncio.to_thread(
-                self._session.get, f"{self.url}{path}", params=params, timeout=self._timeout
+            answer = await exchange(
+                self._http,
+                method,
+                path,
+                deadline=self._timeout,
+                max_bytes=self._max_bytes,
+                **kwargs,
             )
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            raise PrometheusTransientError(f"Prometheus unreachable: {brief(exc)}") from exc
-        except requests.RequestException as exc:
-            raise PrometheusPermanentError(f"Prometheus request failed: {brief(exc)}") from exc
-        if response.status_code >= 500:
-            raise PrometheusTransientError(f"Prometheus {path} answered {response.status_code}")
-        if response.status_code != 200:
-            raise PrometheusPermanentError(f"Prometheus {path} answered {response.status_code}")
+        except TimeoutError as exc:
+            raise PrometheusTransientError(
+                f"Prometheus {path} gave no whole answer within {self._timeout:g}s"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise PrometheusTransientError(
+                f"Prometheus unreachable: {type(exc).__name__}: {clip(str(exc), 200)}"
+            ) from exc
+        except AnswerTooLarge as exc:
+            raise PrometheusPermanentError(f"Prometheus {path}: {exc}") from exc
         try:
-            return json.loads(response.content)
-        except ValueError as exc:
-            raise PrometheusPermanentError(f"Prometheus {path} answered malformed JSON") from exc
+            body = decode_json(answer.content)
+        except ValueError:
+            body = None
+        if answer.status_code >= 500 or answer.status_code == 429:
+            raise PrometheusTransientError(
+                f"Prometheus {path} answered HTTP {answer.status_code}{_error_of(body)}"
+            )
+        if answer.status_code != 200:
+            raise PrometheusPermanentError(
+                f"Prometheus {path} answered HTTP {answer.status_code}{_error_of(body)}"
+            )
+        if body is None:
+            raise PrometheusPermanentError(f"Prometheus {path} answered malformed JSON")
+        return body
 
 
-def _status_error(exc: PrometheusApiClientException) -> PrometheusError:
-    match = _STATUS.search(str(exc))
-    code = int(match.group(1)) if match else 0
-    message = f"Prometheus query answered HTTP {code or '?'}: {brief(exc)}"
-    if code >= 500 or code in (0, 408, 429):
-        return PrometheusTransientError(message)
-    return PrometheusPermanentError(message)
+def _error_of(body: object) -> str:
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return f": {clip(body['error'], 300)}"
+    return ""
+
+
+def _result(body: object) -> list[Any]:
+    data = body.get("data") if isinstance(body, dict) else None
+    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(body, dict) or body.get("status") != "success":
+        raise PrometheusPermanentError(f"Prometheus query failed{_error_of(body)}")
+    if not isinstance(result, list):
+        raise PrometheusPermanentError("Prometheus answer has no data.result list")
+    return result

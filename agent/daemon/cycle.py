@@ -19,17 +19,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.daemon.effects import run_effects
 from agent.diagnosis.engine import diagnose
 from agent.dispatch.dispatcher import FleetView, dispatch
+from agent.errors import StoreError
 from agent.incidents.lifecycle import (
     Step,
     on_decision,
     on_diagnosis_started,
+    on_failure,
     on_finding,
     on_gone,
     on_restart,
@@ -41,8 +44,10 @@ from agent.runtime import Runtime
 from agent.store.base import Applied, Conflict
 from agent.sweep.collector import SweepReport, sweep
 from agent.sweep.findings import Finding
+from agent.text import clip
 
 log = get_logger("agent.cycle")
+T = TypeVar("T")
 
 #: States in which an expired lease means abandoned work to take over.
 _LEASED_WORK = frozenset({"diagnosing", "acting"})
@@ -67,6 +72,26 @@ class CycleReport:
             "dispatches": self.dispatches,
             "skips": [*skipped, *self.skips],
         }
+
+
+async def isolated(rt: Runtime, incident: Incident, work: Awaitable[T]) -> T | None:
+    """Run one incident's work. If it raises, the failure stays that incident's: logged
+    once with its traceback, and the incident escalated with the reason (in ``acting`` it
+    is left to lease expiry and verification, so nothing is sent twice). The rest of the
+    sweep goes on. A store that fails is not one incident's fault: that stops the cycle."""
+    try:
+        return await work
+    except StoreError:
+        raise
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {clip(str(exc), 300)}"
+        log.exception("incident_failed", incident_id=incident.id, reason=reason)
+        fresh = rt.store.get(incident.id)
+        step = on_failure(fresh, reason, rt.clock()) if isinstance(fresh, Incident) else None
+        if step is not None and isinstance(fresh, Incident):
+            if await commit(rt, step, fresh.version) is None:
+                rt.poisoned.add(incident.id)
+        return None
 
 
 async def commit(rt: Runtime, step: Step, expected: int) -> Applied | None:
@@ -106,12 +131,17 @@ async def _settle(
     verify_after = rt.config.schedule.verify_after_seconds
     out: list[Incident] = []
     for incident in incidents:
+        if incident.id in rt.poisoned:
+            continue
         step: Step | None = None
         if _abandoned(rt, incident, now):
             step = on_restart(incident, now, verify_after=verify_after)
         elif complete and incident.group_key not in current and _free(rt, incident, now):
             step = on_gone(incident, now)
-        applied = await commit(rt, step, incident.version) if step else None
+        if step is None:
+            out.append(incident)
+            continue
+        applied = await isolated(rt, incident, commit(rt, step, incident.version))
         out.append(applied.incident if applied else incident)
     return out
 
@@ -182,7 +212,8 @@ async def _work(
     now: datetime,
     cycle: CycleReport,
 ) -> None:
-    waiting = deque(work_queue(incidents, current, replica=rt.replica, busy=rt.working, now=now))
+    busy = rt.working | rt.poisoned
+    waiting = deque(work_queue(incidents, current, replica=rt.replica, busy=busy, now=now))
     fleet = _Fleet(rt, report)
 
     async def worker() -> None:
@@ -190,7 +221,8 @@ async def _work(
             incident = waiting.popleft()
             rt.working.add(incident.id)
             try:
-                await _carry(rt, incident, current[incident.group_key], fleet, now, cycle)
+                work = _carry(rt, incident, current[incident.group_key], fleet, now, cycle)
+                await isolated(rt, incident, work)
             finally:
                 rt.working.discard(incident.id)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from agent.daemon.cycle import commit
+from agent.daemon.cycle import commit, isolated
 from agent.errors import PrometheusError, PrometheusPermanentError
 from agent.incidents.lifecycle import on_verification
 from agent.incidents.model import Incident
@@ -59,27 +59,31 @@ async def run_verifications(rt: Runtime, now: datetime) -> int:
         and i.id not in rt.working
     ]
     for incident in due:
+        if incident.id in rt.poisoned:
+            continue
         rt.working.add(incident.id)
         try:
-            outcome = await recovered(rt, incident, now)
-            if outcome is None:
-                log.info(
-                    "verification_postponed",
-                    incident_id=incident.id,
-                    reason="Prometheus did not answer",
-                )
-                continue
-            if not outcome:
-                rt.metrics.remediations.labels(result="not_recovered").inc()
-            step = on_verification(
-                incident,
-                outcome,
-                rt.clock(),
-                verify_after=rt.config.schedule.verify_after_seconds,
-                breaker_open_at=rt.config.policy.circuit_breaker_failures,
-            )
-            if await commit(rt, step, incident.version) is not None:
-                ended += 1
+            ended += bool(await isolated(rt, incident, _verify(rt, incident, now)))
         finally:
             rt.working.discard(incident.id)
     return ended
+
+
+async def _verify(rt: Runtime, incident: Incident, now: datetime) -> bool:
+    """Verify one incident; whether it ended."""
+    outcome = await recovered(rt, incident, now)
+    if outcome is None:
+        log.info(
+            "verification_postponed", incident_id=incident.id, reason="Prometheus did not answer"
+        )
+        return False
+    if not outcome:
+        rt.metrics.remediations.labels(result="not_recovered").inc()
+    step = on_verification(
+        incident,
+        outcome,
+        rt.clock(),
+        verify_after=rt.config.schedule.verify_after_seconds,
+        breaker_open_at=rt.config.policy.circuit_breaker_failures,
+    )
+    return await commit(rt, step, incident.version) is not None

@@ -25,6 +25,7 @@ from typing import Any
 from agent.cli.render import render_timeline
 from agent.demo.gateway_sim import ActResult, GatewaySimulator
 from agent.demo.local import LocalAlertmanager, LocalPrometheus, MissingBinary, free_port, wait_http
+from agent.incidents.model import Incident
 from agent.store import open_store
 
 SERVICE = "market-predictor"
@@ -292,7 +293,7 @@ class Demo:
         """Print the incident's timeline from the store."""
         store = open_store(f"sqlite:///{self.workdir / 'state' / 'agent.db'}")
         try:
-            incidents = store.recent(5)
+            incidents = [i for i in store.recent(5) if isinstance(i, Incident)]
             print()
             if not incidents:
                 print("no incident was opened")

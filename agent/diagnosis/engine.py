@@ -8,6 +8,7 @@ conversation is kept as the transcript for the incident store.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -39,6 +40,10 @@ from agent.text import clip
 
 log = get_logger("agent.diagnosis")
 
+#: Tool-call arguments longer than this are not run, nor sent back to the model.
+TOOL_ARGUMENTS_MAX = 4000
+TOO_LONG = json.dumps({"dropped": f"arguments over {TOOL_ARGUMENTS_MAX} characters"})
+
 
 @dataclass
 class DiagnosisDeps:
@@ -58,6 +63,7 @@ class _Run:
     now: datetime
     usage: dict[str, PhaseUsage] = field(default_factory=dict)
     transcript: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: int = 0
 
     @property
     def llm(self) -> LLMClient:
@@ -69,13 +75,35 @@ class _Run:
         return total_tokens(self.usage)
 
     async def chat(self, phase: str, messages: list[dict[str, Any]], **kw: Any) -> ChatReply:
-        reply = await self.llm.chat(messages, phase=phase, **kw)
+        reply = self._bounded(phase, await self.llm.chat(messages, phase=phase, **kw))
         used = self.usage.setdefault(phase, PhaseUsage())
         used.calls += 1
         used.prompt_tokens += reply.prompt_tokens
         used.completion_tokens += reply.completion_tokens
         self.transcript.append({"phase": phase, **reply.as_message()})
         return reply
+
+    def _bounded(self, phase: str, reply: ChatReply) -> ChatReply:
+        """The reply as far as it is forwarded and kept: content clipped, at most
+        ``max_tool_calls_per_reply`` calls and none beyond the diagnosis' ``max_tool_calls``,
+        arguments over ``TOOL_ARGUMENTS_MAX`` characters dropped."""
+        cfg = self.deps.config.diagnosis
+        room = max(0, min(cfg.max_tool_calls_per_reply, cfg.max_tool_calls - self.tool_calls))
+        calls = tuple(
+            c if len(c.arguments) <= TOOL_ARGUMENTS_MAX else replace(c, arguments=TOO_LONG)
+            for c in reply.tool_calls[:room]
+        )
+        self.tool_calls += len(calls)
+        bounded = replace(reply, content=clip(reply.content, cfg.reply_max_chars), tool_calls=calls)
+        if bounded != reply:
+            log.warning(
+                "llm_reply_bounded",
+                phase=phase,
+                content_chars=len(reply.content),
+                tool_calls=len(reply.tool_calls),
+                tool_calls_kept=len(calls),
+            )
+        return bounded
 
     def note(self, phase: str, *messages: dict[str, Any]) -> None:
         self.transcript.extend({"phase": phase, **m} for m in messages)
@@ -102,7 +130,11 @@ class _Run:
         self.note("investigation", *messages)
         summary = ""
         for step in range(cfg.max_steps):
-            last = step == cfg.max_steps - 1 or self.spent >= cfg.token_budget * 0.6
+            last = (
+                step == cfg.max_steps - 1
+                or self.spent >= cfg.token_budget * 0.6
+                or self.tool_calls >= cfg.max_tool_calls
+            )
             reply = await self.chat("investigation", messages, tools=None if last else TOOLS)
             summary = reply.content or summary
             if last or not reply.tool_calls:

@@ -2,7 +2,10 @@
 
 Results are summaries, never raw series, and cut to a size limit with a marker saying
 so. A repeated call is refused (the model already has the answer), and a failing query
-is an answer too ("error: ..."), so the loop never breaks on a bad expression.
+is an answer too ("error: ..."), so the loop never breaks on a bad expression. Arguments
+are checked before anything runs (strings of bounded length, finite numbers in range),
+and Prometheus' answers are read without trusting their shape: whatever the model or
+Prometheus sends, a tool answers with text and never raises.
 """
 
 from __future__ import annotations
@@ -20,6 +23,35 @@ from agent.text import clip
 
 MAX_SERIES = 5
 POINTS_SHOWN = 5
+EXPR_MAX = 2000
+NAME_MAX = 200
+
+
+class ToolArgumentError(ValueError):
+    """An argument the model gave is not one the tool takes."""
+
+
+def _text(args: dict[str, Any], key: str, limit: int) -> str:
+    value = args.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ToolArgumentError(f"{key} must be a non-empty string")
+    if len(value) > limit:
+        raise ToolArgumentError(f"{key} is over {limit} characters")
+    return value
+
+
+def _minutes(args: dict[str, Any]) -> int:
+    raw = args.get("minutes", 30)
+    ok = isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw)
+    if not ok or not 1 <= raw <= 360:
+        raise ToolArgumentError("minutes must be a number from 1 to 360")
+    return int(raw)
+
+
+def _dicts(items: object) -> list[dict[str, Any]]:
+    """The dict entries of a list, whatever else it holds (Prometheus' answers are untrusted)."""
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
 
 TOOLS: list[dict[str, Any]] = [
     {
@@ -87,8 +119,14 @@ def _num(raw: object) -> float | None:
 def summarize_matrix(result: list[Any]) -> list[dict[str, Any]]:
     """Range results as statistics and a handful of points per series."""
     out = []
-    for series in result[:MAX_SERIES]:
-        values = [v for v in (_num(p[1]) for p in series.get("values", [])) if v is not None]
+    for series in _dicts(result)[:MAX_SERIES]:
+        points = series.get("values")
+        pairs = (
+            [p for p in points if isinstance(p, list) and len(p) == 2]
+            if isinstance(points, list)
+            else []
+        )
+        values = [v for v in (_num(p[1]) for p in pairs) if v is not None]
         if not values:
             out.append({"labels": series.get("metric", {}), "points": 0})
             continue
@@ -112,10 +150,11 @@ def summarize_matrix(result: list[Any]) -> list[dict[str, Any]]:
 
 def summarize_vector(result: list[Any]) -> list[dict[str, Any]]:
     """Instant results as labels and value, at most MAX_SERIES."""
-    out: list[dict[str, Any]] = [
-        {"labels": s.get("metric", {}), "value": (s.get("value") or [None, None])[1]}
-        for s in result[:MAX_SERIES]
-    ]
+    out: list[dict[str, Any]] = []
+    for s in _dicts(result)[:MAX_SERIES]:
+        sample = s.get("value")
+        value = sample[1] if isinstance(sample, list) and len(sample) == 2 else None
+        out.append({"labels": s.get("metric", {}), "value": value})
     if len(result) > MAX_SERIES:
         out.append({"more_series": len(result) - MAX_SERIES})
     return out
@@ -136,8 +175,8 @@ class Toolbox:
             args = json.loads(arguments or "{}")
             if not isinstance(args, dict):
                 raise ValueError("arguments must be a JSON object")
-        except ValueError as exc:
-            return f"error: bad arguments: {exc}"
+        except (ValueError, RecursionError) as exc:
+            return f"error: bad arguments: {clip(str(exc), 200)}"
         key = f"{name}:{json.dumps(args, sort_keys=True)}"
         if key in self._seen:
             return "refused: duplicate call, use the earlier result"
@@ -146,41 +185,44 @@ class Toolbox:
             result = await self._dispatch(name, args)
         except PrometheusError as exc:
             result = f"error: {exc}"
-        except (KeyError, TypeError, ValueError) as exc:
-            result = f"error: bad arguments for {name}: {exc}"
+        except ToolArgumentError as exc:
+            result = f"error: bad arguments for {clip(name, 64)}: {exc}"
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            result = f"error: unexpected answer from Prometheus: {type(exc).__name__}"
         return clip(result, self._limit)
 
     async def _dispatch(self, name: str, args: dict[str, Any]) -> str:
         if name == "prom_query":
-            return _dump(summarize_vector(await self._prometheus.query(str(args["expr"]))))
+            expr = _text(args, "expr", EXPR_MAX)
+            return _dump(summarize_vector(await self._prometheus.query(expr)))
         if name == "prom_range":
-            minutes = min(360, max(1, int(args.get("minutes", 30))))
+            expr, minutes = _text(args, "expr", EXPR_MAX), _minutes(args)
             start = self._now - timedelta(minutes=minutes)
-            step = f"{max(15, minutes * 60 // 60)}s"
-            result = await self._prometheus.query_range(
-                str(args["expr"]), start=start, end=self._now, step=step
-            )
+            step = f"{max(15, minutes)}s"
+            result = await self._prometheus.query_range(expr, start=start, end=self._now, step=step)
             return _dump(summarize_matrix(result))
         if name == "alert_rule":
-            return _dump(_find_rule(await self._prometheus.rules_payload(), str(args["alertname"])))
+            alertname = _text(args, "alertname", NAME_MAX)
+            return _dump(_find_rule(await self._prometheus.rules_payload(), alertname))
         if name == "service_alerts":
-            return _dump(await self._service_alerts(str(args["service"])))
-        return f"error: unknown tool {name!r}"
+            return _dump(await self._service_alerts(_text(args, "service", NAME_MAX)))
+        return f"error: unknown tool {clip(name, 64)!r}"
 
     async def _service_alerts(self, service: str) -> list[dict[str, Any]]:
         alerts = alerts_from_payload(await self._prometheus.alerts_payload())
         out = []
-        for alert in alerts:
-            labels = alert.get("labels", {}) if isinstance(alert, dict) else {}
-            if service in labels.values() and isinstance(alert, dict):
+        for alert in _dicts(alerts):
+            labels = alert.get("labels")
+            if isinstance(labels, dict) and service in labels.values():
                 out.append({"alertname": labels.get("alertname"), "state": alert.get("state")})
         return out[:20]
 
 
 def _find_rule(payload: object, alertname: str) -> dict[str, Any] | str:
-    groups = payload.get("data", {}).get("groups", []) if isinstance(payload, dict) else []
+    data = payload.get("data") if isinstance(payload, dict) else None
+    groups = _dicts(data.get("groups")) if isinstance(data, dict) else []
     for group in groups:
-        for rule in group.get("rules", []):
+        for rule in _dicts(group.get("rules")):
             if rule.get("name") == alertname:
                 return {
                     "expr": rule.get("query"),

@@ -22,7 +22,7 @@ from typing import Any
 from agent.diagnosis.models import Diagnosis
 from agent.gateway.response import GatewayResult
 from agent.guardrails.policy import Block
-from agent.incidents.model import Event, Incident, group_of
+from agent.incidents.model import TERMINAL, Event, Incident, group_of
 from agent.sweep.findings import Finding
 
 #: Blocks that hand the incident to humans rather than just ending it.
@@ -305,6 +305,15 @@ def on_verification(
     return _escalate(
         incident, reason, now, breaker=BreakerChange(target, failed=True, open_at=breaker_open_at)
     )
+
+
+def on_failure(incident: Incident, reason: str, now: datetime) -> Step | None:
+    """Working the incident raised: hand it to humans with the reason. None in ``acting``
+    (the action may have gone out: the lease expires and verification decides, so nothing
+    is sent twice) and once it has ended."""
+    if incident.state in TERMINAL or incident.state == "acting":
+        return None
+    return _escalate(incident, f"internal error while working the incident: {reason}", now)
 
 
 def on_gone(incident: Incident, now: datetime) -> Step | None:

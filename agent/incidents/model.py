@@ -11,7 +11,7 @@ States::
       │          │  ▲          │          │            │
       │          │  └ lease    │          │            └──────▶ escalated
       │          │    expired  │          └─────────────────────▶ escalated
-      │          ├─────────────┼──────────────────────────────▶ escalated
+      ├──────────┼─────────────┼──────────────────────────────▶ escalated
       └──────────┴─────────────┴──────────────────────────────▶ skipped
 
 ``acting`` lasts from the committed claim of an action until its result is recorded; with
@@ -39,7 +39,7 @@ TERMINAL: frozenset[State] = frozenset({"resolved", "escalated", "skipped"})
 IN_FLIGHT: frozenset[State] = frozenset({"acting", "verifying"})
 
 TRANSITIONS: Mapping[State, frozenset[State]] = {
-    "open": frozenset({"diagnosing", "skipped"}),
+    "open": frozenset({"diagnosing", "skipped", "escalated"}),
     "diagnosing": frozenset({"decided", "skipped", "escalated", "open"}),
     "decided": frozenset({"acting", "skipped", "escalated"}),
     "acting": frozenset({"verifying", "escalated"}),

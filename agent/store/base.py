@@ -25,6 +25,14 @@ class Conflict(StoreError):
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """A stored incident that cannot be read back (a corrupt row), and why."""
+
+    id: str
+    error: str
+
+
+@dataclass(frozen=True)
 class GuardFacts:
     """What the store knows fleet-wide about one (service, action), read under the claim lock."""
 
@@ -84,13 +92,14 @@ class IncidentStore(Protocol):
         """Release the connection."""
 
     def current(self) -> list[Incident]:
-        """Every incident whose findings are still seen (not cleared), oldest first."""
+        """Every incident whose findings are still seen (not cleared), oldest first; an
+        unreadable row is quarantined and left out."""
 
-    def get(self, incident_id: str) -> Incident | None:
+    def get(self, incident_id: str) -> Incident | Unreadable | None:
         """One incident by id, or by a unique id prefix."""
 
-    def recent(self, limit: int) -> list[Incident]:
-        """The newest incidents first."""
+    def recent(self, limit: int) -> list[Incident | Unreadable]:
+        """The newest incidents first, unreadable ones as such."""
 
     def events(self, incident_id: str) -> list[Event]:
         """The incident's timeline, oldest first."""

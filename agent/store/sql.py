@@ -31,6 +31,7 @@ from agent.diagnosis.models import Decision
 from agent.errors import StoreError
 from agent.incidents.lifecycle import Step
 from agent.incidents.model import STATES, Event, Incident
+from agent.logs import get_logger
 from agent.store.base import (
     ActionRecord,
     Applied,
@@ -39,8 +40,12 @@ from agent.store.base import (
     Decide,
     GuardFacts,
     StateCopy,
+    Unreadable,
 )
 from agent.sweep.findings import Finding
+from agent.text import clip, encodable
+
+log = get_logger("agent.store")
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: incidents, their timeline, the actions taken and the circuit breakers.
@@ -115,6 +120,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX actions_at ON actions (at);
     CREATE UNIQUE INDEX incidents_one_in_flight_per_service
         ON incidents (action_target) WHERE state IN ('acting', 'verifying')
+    """,
+    # 3: a row that cannot be read is quarantined (and cleared, so its problem can open a
+    # new incident) instead of breaking every sweep.
+    """
+    ALTER TABLE incidents ADD COLUMN quarantine TEXT
     """,
 )
 
@@ -203,7 +213,8 @@ def _dt(value: str | None) -> datetime | None:
 
 
 def _dump(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    # encodable: a lone surrogate (model text, alert text) would make the driver refuse the row
+    return encodable(json.dumps(value, ensure_ascii=False, default=str))
 
 
 def incident_from_row(row: Sequence[Any]) -> Incident:
@@ -239,6 +250,16 @@ def incident_from_row(row: Sequence[Any]) -> Incident:
 
 
 def _values(i: Incident) -> dict[str, Any]:
+    return {k: _storable(v) for k, v in _raw_values(i).items()}
+
+
+def _storable(value: object) -> object:
+    # PostgreSQL's TEXT refuses NUL characters, which label values and model text may hold
+    # (the JSON columns already escape them); neither database takes a lone surrogate.
+    return encodable(value.replace("\x00", "\ufffd")) if isinstance(value, str) else value
+
+
+def _raw_values(i: Incident) -> dict[str, Any]:
     return {
         "id": i.id,
         "group_key": i.group_key,
@@ -283,10 +304,10 @@ class SQLStore:
         cur.execute(self._d.sql(sql), tuple(params))
         return cur
 
-    def _select(self, where: str, params: Sequence[Any] = ()) -> list[Incident]:
+    def _select(self, where: str, params: Sequence[Any] = ()) -> list[Incident | Unreadable]:
         with self._read() as cur:
             rows = self._run(cur, f"{_SELECT} {where}", params).fetchall()
-        return [incident_from_row(r) for r in rows]
+        return [_readable(r) for r in rows]
 
     @contextmanager
     def _read(self) -> Iterator[Cursor]:
@@ -336,10 +357,26 @@ class SQLStore:
     # -- reads ----------------------------------------------------------------------------
 
     def current(self) -> list[Incident]:
-        """Incidents whose findings are still seen, oldest first."""
-        return self._select("WHERE cleared_at IS NULL ORDER BY opened_at, id")
+        """Incidents whose findings are still seen, oldest first; a row that cannot be read
+        is quarantined, logged once, and left out."""
+        found = self._select(
+            "WHERE cleared_at IS NULL AND quarantine IS NULL ORDER BY opened_at, id"
+        )
+        for bad in (f for f in found if isinstance(f, Unreadable)):
+            self._quarantine(bad)
+        return [f for f in found if isinstance(f, Incident)]
 
-    def get(self, incident_id: str) -> Incident | None:
+    def _quarantine(self, bad: Unreadable) -> None:
+        log.error("incident_unreadable", incident_id=bad.id, error=bad.error, action="quarantined")
+        with self._write() as cur:
+            self._run(
+                cur,
+                "UPDATE incidents SET quarantine = ?, cleared_at = COALESCE(cleared_at, ?) "
+                "WHERE id = ?",
+                [bad.error, ts(datetime.now(UTC)), bad.id],
+            )
+
+    def get(self, incident_id: str) -> Incident | Unreadable | None:
         """One incident by id or unique id prefix."""
         prefix = incident_id.replace("\\", "").replace("%", "").replace("_", "")
         if not prefix:
@@ -347,8 +384,8 @@ class SQLStore:
         found = self._select("WHERE id LIKE ? ORDER BY opened_at LIMIT 2", [prefix + "%"])
         return found[0] if len(found) == 1 else None
 
-    def recent(self, limit: int) -> list[Incident]:
-        """Newest first."""
+    def recent(self, limit: int) -> list[Incident | Unreadable]:
+        """Newest first, unreadable rows included as such."""
         return self._select("ORDER BY opened_at DESC, id DESC LIMIT ?", [limit])
 
     def events(self, incident_id: str) -> list[Event]:
@@ -359,7 +396,7 @@ class SQLStore:
                 "SELECT at, kind, data_json FROM events WHERE incident_id = ? ORDER BY id",
                 [incident_id],
             ).fetchall()
-        return [Event(datetime.fromisoformat(r[0]), r[1], json.loads(r[2])) for r in rows]
+        return [_event(r) for r in rows]
 
     def breaker(self, target: str) -> Breaker | None:
         """A service's breaker, if it ever counted a failure."""
@@ -546,7 +583,11 @@ class SQLStore:
 
     def export_state(self, since: datetime) -> StateCopy:
         """What a dry run needs to decide as the daemon would."""
-        incidents = self.current()
+        incidents = [
+            i
+            for i in self._select("WHERE cleared_at IS NULL AND quarantine IS NULL")
+            if isinstance(i, Incident)
+        ]
         with self._read() as cur:
             actions = self._run(
                 cur,
@@ -590,6 +631,23 @@ class SQLStore:
                     "INSERT INTO breakers (target, failures, is_open, updated_at) VALUES (?, ?, ?, ?)",
                     [b.target, b.failures, int(b.is_open), ts(b.updated_at)],
                 )
+
+
+def _readable(row: Sequence[Any]) -> Incident | Unreadable:
+    try:
+        return incident_from_row(row)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return Unreadable(str(row[0]), f"{type(exc).__name__}: {clip(str(exc), 300)}")
+
+
+def _event(row: Sequence[Any]) -> Event:
+    try:
+        return Event(datetime.fromisoformat(row[0]), str(row[1]), json.loads(row[2]))
+    except (ValueError, TypeError) as exc:
+        at = datetime.fromtimestamp(0, UTC)
+        return Event(
+            at, str(row[1]), {"unreadable": f"{type(exc).__name__}: {clip(str(exc), 200)}"}
+        )
 
 
 def _bumped(incident: Incident, expected: int) -> Incident:

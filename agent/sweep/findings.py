@@ -20,6 +20,7 @@ import orjson
 from xxhash import xxh3_128_hexdigest
 
 from agent.config import FindingKind, Severity
+from agent.text import encodable
 
 _SEVERITIES = {s.value: s for s in Severity}
 # Common spellings of severity labels in the wild, folded onto ours.
@@ -160,13 +161,26 @@ def parse_value(raw: object) -> float | None:
 
 
 def string_map(raw: object) -> dict[str, str] | None:
-    """A label or annotation map with string values (others are turned into strings), or
-    None if it is not a map at all."""
+    """A label or annotation map of encodable strings, or None if it is not a map at all.
+
+    The usual map (ASCII strings) is returned as it is. Otherwise every key and value is
+    made a string UTF-8 can encode: lone surrogates become U+FFFD, numbers and booleans
+    their text, nested lists and objects a placeholder (never their repr, which a deeply
+    nested value would turn into a RecursionError).
+    """
     if not isinstance(raw, dict):
         return None
-    if all(isinstance(v, str) for v in raw.values()):
+    if all(type(v) is str and v.isascii() and k.isascii() for k, v in raw.items()):
         return raw
-    return {str(k): v if isinstance(v, str) else str(v) for k, v in raw.items()}
+    return {encodable(str(k)): _as_text(v) for k, v in raw.items()}
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, str):
+        return encodable(value)
+    if value is None or isinstance(value, bool | int | float):
+        return str(value)
+    return f"<{type(value).__name__}>"
 
 
 def dedupe(findings: Sequence[Finding]) -> list[Finding]:

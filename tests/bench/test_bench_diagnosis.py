@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agent.clients.llm import LLMOptions, build_llm_client
 from agent.clients.prometheus import PrometheusClient
+from agent.clients.prometheus import build_http_client as prometheus_http
 from agent.config import Severity
 from agent.demo.local import LocalPrometheus, MetricsTarget
 from agent.diagnosis.engine import DiagnosisDeps, diagnose
@@ -112,10 +113,9 @@ def test_prompt_tokens_per_diagnosis(tmp_path: Path) -> None:
 
 async def _diagnose_all(base_url: str, prom_url: str) -> list[int]:
     options = LLMOptions(model="gpt-4o", temperature=0, max_tokens=800)
-    llm, http = build_llm_client(
-        api_key="sk-bench-000000", base_url=base_url, timeout=10, options=options
-    )
-    client = PrometheusClient(prom_url, timeout=5)
+    llm, http = build_llm_client(api_key="sk-bench-000000", base_url=base_url, options=options)
+    prom_http = prometheus_http(prom_url, timeout=5, bearer_token=None, verify=True)
+    client = PrometheusClient(prom_http, timeout=5, max_bytes=50_000_000)
     deps = DiagnosisDeps(config=make_config(), prometheus=client, llm=llm)
     try:
         results = []
@@ -126,4 +126,4 @@ async def _diagnose_all(base_url: str, prom_url: str) -> list[int]:
         return results
     finally:
         await http.aclose()
-        client.close()
+        await prom_http.aclose()

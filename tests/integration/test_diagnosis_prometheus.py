@@ -9,24 +9,27 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from agent.clients.llm import LLMOptions, build_llm_client
-from agent.clients.prometheus import PrometheusClient
 from agent.config import Severity
 from agent.demo.local import LocalPrometheus, MetricsTarget
 from agent.diagnosis.engine import DiagnosisDeps, diagnose
 from agent.sweep.findings import Finding, fingerprint
-from tests.conftest import make_config
+from tests.conftest import MakePrometheus, make_config
 from tests.integration.conftest import eventually
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, plan, triage
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.httpx_mock(should_mock=lambda request: request.url.host == "llm.test")
 async def test_full_run_with_tool_calls(
-    httpx_mock: HTTPXMock, prometheus: LocalPrometheus, metrics_target: MetricsTarget
+    httpx_mock: HTTPXMock,
+    prometheus: LocalPrometheus,
+    metrics_target: MetricsTarget,
+    make_prometheus: MakePrometheus,
 ) -> None:
     """Triage, two investigation steps with four real tool calls, then a validated plan."""
     metrics_target.set("test_diag_bytes", 123456, service="market-predictor")
-    client = PrometheusClient(prometheus.url, timeout=5)
+    client = make_prometheus(prometheus.url, timeout=5)
 
     async def scraped() -> bool:
         # At least 2 s of history: the library rounds a range query's end to whole seconds.
@@ -63,9 +66,7 @@ async def test_full_run_with_tool_calls(
     httpx_mock.add_response(url=CHAT_URL, json=completion("Memory at 123456 bytes and rising."))
     httpx_mock.add_response(url=CHAT_URL, json=plan())
     options = LLMOptions(model="gpt-4o", temperature=0, max_tokens=500)
-    llm, http = build_llm_client(
-        api_key="sk-test-abcdef123", base_url=LLM_BASE, timeout=5, options=options
-    )
+    llm, http = build_llm_client(api_key="sk-test-abcdef123", base_url=LLM_BASE, options=options)
     labels = {"alertname": "TestMemoryLeak", "service": "market-predictor"}
     finding = Finding(
         kind="alert",
@@ -83,7 +84,6 @@ async def test_full_run_with_tool_calls(
         result = await diagnose(finding, deps, datetime.now(UTC))
     finally:
         await http.aclose()
-        client.close()
     assert (result.decision.decided_by, result.decision.action) == ("llm", "restart")
     assert result.usage["investigation"].calls == 3
     tools = {m["name"]: m["content"] for m in result.transcript if m.get("role") == "tool"}

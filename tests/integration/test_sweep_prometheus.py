@@ -13,23 +13,26 @@ import httpx
 import pytest
 
 from agent.clients.alertmanager import AlertmanagerClient
-from agent.clients.prometheus import PrometheusClient
 from agent.config import AgentConfig
 from agent.demo.local import LocalAlertmanager, LocalPrometheus, MetricsTarget
 from agent.metrics import AgentMetrics
 from agent.sweep.collector import SweepDeps, SweepReport, sweep
-from tests.conftest import make_config
+from tests.conftest import MakePrometheus, alertmanager_client, make_config
 from tests.integration.conftest import eventually
 
 pytestmark = pytest.mark.integration
 
 
 def _deps(
-    url: str, config: AgentConfig, am: AlertmanagerClient | None = None, timeout: float = 5
+    make: MakePrometheus,
+    url: str,
+    config: AgentConfig,
+    am: AlertmanagerClient | None = None,
+    timeout: float = 5,
 ) -> SweepDeps:
     return SweepDeps(
         config=config,
-        prometheus=PrometheusClient(url, timeout=timeout),
+        prometheus=make(url, timeout=timeout),
         metrics=AgentMetrics(),
         alertmanager=am,
     )
@@ -44,10 +47,10 @@ def _checks(**checks: object) -> AgentConfig:
 
 
 async def test_alert_goes_pending_then_firing_and_is_one_finding(
-    prometheus: LocalPrometheus, metrics_target: MetricsTarget
+    prometheus: LocalPrometheus, metrics_target: MetricsTarget, make_prometheus: MakePrometheus
 ) -> None:
     """A pending alert is no finding; once firing it is exactly one finding."""
-    deps = _deps(prometheus.url, _checks())
+    deps = _deps(make_prometheus, prometheus.url, _checks())
     metrics_target.set("test_leak_bytes", 500, service="market-predictor")
 
     async def pending_seen() -> SweepReport | None:
@@ -79,13 +82,13 @@ async def test_alert_goes_pending_then_firing_and_is_one_finding(
 
 
 async def test_health_check_fires_on_bad_series_only(
-    prometheus: LocalPrometheus, metrics_target: MetricsTarget
+    prometheus: LocalPrometheus, metrics_target: MetricsTarget, make_prometheus: MakePrometheus
 ) -> None:
     """A health check yields a finding for the failing series and none for the healthy one."""
     config = _checks(
         health=[{"name": "TestUp", "expr": "test_up_flag == 0", "target_label": "service"}]
     )
-    deps = _deps(prometheus.url, config)
+    deps = _deps(make_prometheus, prometheus.url, config)
     metrics_target.set("test_up_flag", 0, service="sick")
     metrics_target.set("test_up_flag", 1, service="well")
 
@@ -99,7 +102,7 @@ async def test_health_check_fires_on_bad_series_only(
 
 
 async def test_anomaly_check_fires_on_jump_not_on_flat_noise(
-    prometheus: LocalPrometheus, metrics_target: MetricsTarget
+    prometheus: LocalPrometheus, metrics_target: MetricsTarget, make_prometheus: MakePrometheus
 ) -> None:
     """A real jump is an anomaly; a flat series with tiny noise never is."""
     config = _checks(
@@ -115,7 +118,7 @@ async def test_anomaly_check_fires_on_jump_not_on_flat_noise(
             }
         ]
     )
-    deps = _deps(prometheus.url, config)
+    deps = _deps(make_prometheus, prometheus.url, config)
     quiet_reports = []
     for i in range(24):  # 12 s of baseline at 2 samples/s, noise of a few units
         noise = (i % 3) - 1
@@ -139,7 +142,10 @@ async def test_anomaly_check_fires_on_jump_not_on_flat_noise(
 
 
 async def test_alertmanager_silence_suppresses_alert(
-    prometheus: LocalPrometheus, alertmanager: LocalAlertmanager, metrics_target: MetricsTarget
+    prometheus: LocalPrometheus,
+    alertmanager: LocalAlertmanager,
+    metrics_target: MetricsTarget,
+    make_prometheus: MakePrometheus,
 ) -> None:
     """An alert silenced in Alertmanager is skipped with the silence id; others pass."""
     start = datetime.now(UTC)
@@ -154,7 +160,7 @@ async def test_alertmanager_silence_suppresses_alert(
         created = await http.post("/api/v2/silences", json=silence)
         assert created.status_code == 200, created.text
         silence_id = created.json()["silenceID"]
-        deps = _deps(prometheus.url, _checks(), AlertmanagerClient(http))
+        deps = _deps(make_prometheus, prometheus.url, _checks(), alertmanager_client(http))
         metrics_target.set("test_silenced_flag", 1, service="quiet-svc")
         metrics_target.set("test_loud_flag", 1, service="loud-svc")
 
@@ -170,12 +176,12 @@ async def test_alertmanager_silence_suppresses_alert(
 
 
 async def test_unreachable_alertmanager_does_not_stop_sweep(
-    prometheus: LocalPrometheus, metrics_target: MetricsTarget
+    prometheus: LocalPrometheus, metrics_target: MetricsTarget, make_prometheus: MakePrometheus
 ) -> None:
     """With Alertmanager down the sweep still returns Prometheus findings and says so."""
     metrics_target.set("test_loud_flag", 1, service="loud-svc")
     async with httpx.AsyncClient(base_url="http://127.0.0.1:9", timeout=1) as http:
-        deps = _deps(prometheus.url, _checks(), AlertmanagerClient(http))
+        deps = _deps(make_prometheus, prometheus.url, _checks(), alertmanager_client(http))
 
         async def found() -> SweepReport | None:
             rep = await sweep(deps, _now())
@@ -192,6 +198,10 @@ class _BadPrometheus:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.do_GET()
+
             def do_GET(self) -> None:
                 outer.headers.append(dict(self.headers.items()))
                 time.sleep(outer.delay)
@@ -241,10 +251,11 @@ ERROR_BODY = json.dumps({"status": "error", "errorType": "bad_data", "error": "p
 )
 async def test_broken_prometheus_answers_fail_sources_not_the_sweep(
     bad_prometheus: _BadPrometheus,
+    make_prometheus: MakePrometheus,
 ) -> None:
     """Every source fails on its own, is counted, and the sweep returns a report."""
     config = _checks(health=[{"name": "H", "expr": "up == 0", "target_label": "job"}])
-    deps = _deps(bad_prometheus.url, config, timeout=1)
+    deps = _deps(make_prometheus, bad_prometheus.url, config, timeout=1)
     report = await sweep(deps, _now())
     assert report.findings == []
     assert sorted(report.failed_sources) == ["alerts", "check:H"]
@@ -254,9 +265,9 @@ async def test_broken_prometheus_answers_fail_sources_not_the_sweep(
     assert failures == 1
 
 
-async def test_unreachable_prometheus_fails_sources() -> None:
+async def test_unreachable_prometheus_fails_sources(make_prometheus: MakePrometheus) -> None:
     """Connection refused is a failed source with the cause, not an exception."""
-    deps = _deps("http://127.0.0.1:9", _checks(), timeout=1)
+    deps = _deps(make_prometheus, "http://127.0.0.1:9", _checks(), timeout=1)
     report = await sweep(deps, _now())
     [source] = report.sources
     assert not source.ok and source.error and "unreachable" in source.error
@@ -265,12 +276,14 @@ async def test_unreachable_prometheus_fails_sources() -> None:
 @pytest.mark.parametrize(
     "bad_prometheus", [(200, b'{"status": "success", "data": {"alerts": []}}', 0.0)], indirect=True
 )
-async def test_bearer_token_is_sent_to_prometheus(bad_prometheus: _BadPrometheus) -> None:
+async def test_bearer_token_is_sent_to_prometheus(
+    bad_prometheus: _BadPrometheus, make_prometheus: MakePrometheus
+) -> None:
     """PROMETHEUS_BEARER_TOKEN goes out as an Authorization header on every request."""
     config = _checks(health=[{"name": "H", "expr": "up == 0", "target_label": "job"}])
     deps = SweepDeps(
         config=config,
-        prometheus=PrometheusClient(bad_prometheus.url, timeout=2, bearer_token="prom-token-123"),
+        prometheus=make_prometheus(bad_prometheus.url, timeout=2, token="prom-token-123"),
         metrics=AgentMetrics(),
     )
     await sweep(deps, _now())

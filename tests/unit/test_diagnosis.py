@@ -13,12 +13,11 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from agent.clients.llm import LLMClient, LLMOptions, build_llm_client
-from agent.clients.prometheus import PrometheusClient
 from agent.config import Severity
 from agent.diagnosis.engine import DiagnosisDeps, diagnose
 from agent.diagnosis.runbook import runbook_decide
 from agent.sweep.findings import Finding, fingerprint
-from tests.conftest import Sleeps, make_config
+from tests.conftest import MakePrometheus, Sleeps, make_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, plan, triage
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -47,17 +46,16 @@ def _finding(
 
 
 @pytest.fixture
-async def deps(sleeps: Sleeps) -> AsyncIterator[DiagnosisDeps]:
+async def deps(sleeps: Sleeps, make_prometheus: MakePrometheus) -> AsyncIterator[DiagnosisDeps]:
     """Diagnosis deps with a fake-able LLM and a Prometheus that is never reached."""
-    options = LLMOptions(model="gpt-4o", temperature=0.1, max_tokens=500, max_retries=2)
-    llm, http = build_llm_client(
-        api_key="sk-test-key123456", base_url=LLM_BASE, timeout=5, options=options
+    options = LLMOptions(
+        model="gpt-4o", temperature=0.1, max_tokens=500, max_retries=2, request_timeout=5
     )
+    llm, http = build_llm_client(api_key="sk-test-key123456", base_url=LLM_BASE, options=options)
     llm.sleep = sleeps
-    prometheus = PrometheusClient("http://127.0.0.1:9", timeout=1)
+    prometheus = make_prometheus("http://127.0.0.1:9", timeout=1)
     yield DiagnosisDeps(config=CONFIG, prometheus=prometheus, llm=llm)
     await http.aclose()
-    prometheus.close()
 
 
 def _bodies(httpx_mock: HTTPXMock) -> list[dict[str, Any]]:
@@ -241,6 +239,7 @@ async def test_tool_calls_are_bounded_and_deduplicated(
     httpx_mock: HTTPXMock, deps: DiagnosisDeps
 ) -> None:
     """Repeated tool calls are refused, and on the last step tools are withheld."""
+    httpx_mock.add_exception(httpx.ConnectError("refused"), url="http://127.0.0.1:9/api/v1/query")
     call = ("prom_query", {"expr": "up"})
     _add(
         httpx_mock,

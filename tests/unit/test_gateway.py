@@ -262,14 +262,14 @@ async def test_oversized_answer_is_an_unknown_outcome(
 ) -> None:
     """An answer over max_answer_bytes is not read into memory; the restart may have run,
     so it is not sent again."""
-    options = GatewayOptions(max_answer_bytes=1000)
+    options = GatewayOptions(max_answer_bytes=2000)
     body = _v2("COMPLETED_SUCCESS")
     body["execution_details"]["execution_result"]["stdout"] = "x" * 5000
     httpx_mock.add_response(url=EXECUTE, json=body)
     async with build_http_client(URL, 5.0, None) as http:
         result = await GatewayClient(http, options, timeout=5.0, sleep=sleeps).execute(_request())
     assert (result.outcome, result.attempts) == ("unknown", 1)
-    assert "1000-byte cap" in (result.error_message or "")
+    assert "2000-byte cap" in (result.error_message or "")
 
 
 async def test_success_details_are_kept(httpx_mock: HTTPXMock, client: GatewayClient) -> None:

@@ -68,6 +68,7 @@ RESTART = Decision("restart", "market-predictor", "llm", True, confidence=0.9)
 ALLOWED: set[tuple[State, State]] = {
     ("open", "diagnosing"),
     ("open", "skipped"),
+    ("open", "escalated"),
     ("diagnosing", "decided"),
     ("diagnosing", "skipped"),
     ("diagnosing", "escalated"),

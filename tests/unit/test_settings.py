@@ -52,7 +52,7 @@ def test_empty_environment_names_every_required_variable(monkeypatch: pytest.Mon
         ("ALERTMANAGER_URL", "localhost:9093", "ALERTMANAGER_URL: must be an http"),
         ("AI_COMMAND_GATEWAY_TIMEOUT", "0", "AI_COMMAND_GATEWAY_TIMEOUT: Input should be greater"),
         ("LLM_TEMPERATURE", "2.5", "LLM_TEMPERATURE: Input should be less than or equal to 2"),
-        ("LLM_MAX_TOKENS", "-1", "LLM_MAX_TOKENS: Input should be greater than 0"),
+        ("LLM_MAX_TOKENS", "-1", "LLM_MAX_TOKENS: Input should be greater than or equal to 1"),
         ("LOG_LEVEL", "loud", "LOG_LEVEL: Input should be"),
         ("ENVIRONMENT", "prod", "ENVIRONMENT: Input should be"),
         ("METRICS_ADDR", "9464", "METRICS_ADDR: must be HOST:PORT"),
@@ -137,3 +137,21 @@ def test_summary_hides_secrets(base_env: dict[str, str], monkeypatch: pytest.Mon
     assert rows["AI_COMMAND_GATEWAY_TOKEN"] == "<set, hidden>"
     assert "SECRET1234567890" not in repr(rows)
     assert "gw-token-abcdef" not in repr(rows)
+
+
+def test_env_example_mirrors_the_settings_and_suits_systemd() -> None:
+    """.env.example names every variable the settings read, no other, each with a comment
+    above it and no inline comment (systemd's EnvironmentFile= would keep it in the value)."""
+    from agent.settings import EnvSettings
+    from tests.conftest import REPO
+
+    lines = (REPO / ".env.example").read_text().splitlines()
+    names = []
+    for number, line in enumerate(lines):
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        assert sep and " #" not in value, f"line {number + 1}: {line!r}"
+        assert lines[number - 1].startswith("#"), f"{name} has no comment above it"
+        names.append(name)
+    assert sorted(names) == sorted(f.upper() for f in EnvSettings.model_fields)
