@@ -307,3 +307,26 @@ def test_lone_surrogates_and_odd_types_in_alerts_become_storable_text() -> None:
     assert finding.annotations["summary"] == "<dict>"
     assert finding.value is not None and math.isinf(finding.value)
     json.dumps(finding.to_dict()).encode("utf-8")
+
+
+async def test_deeply_nested_json_from_prometheus_is_a_failed_read(
+    httpx_mock: HTTPXMock, prometheus: Any
+) -> None:
+    """JSON nested deeper than the parser's recursion is refused with a clear error."""
+    httpx_mock.add_response(url=f"{PROM}/api/v1/alerts", content=b"[" * 20_000 + b"]" * 20_000)
+    with pytest.raises(PrometheusPermanentError, match="malformed JSON"):
+        await prometheus.alerts_payload()
+
+
+async def test_deeply_nested_json_from_the_model_hands_over_to_the_runbook(
+    httpx_mock: HTTPXMock, deps: DiagnosisDeps
+) -> None:
+    """A model answer that would exhaust the JSON parser's recursion: the runbook decides."""
+    httpx_mock.add_response(
+        url=CHAT_URL,
+        content=b'{"choices": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    result = await diagnose(_finding(alertname="MemoryLeak"), deps, NOW)
+    assert result.decision.decided_by == "runbook"
+    assert result.decision.fallback_reason
