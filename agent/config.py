@@ -51,7 +51,7 @@ class Severity(StrEnum):
 
 
 Priority = Literal["LOW", "NORMAL", "HIGH", "URGENT"]
-FindingKind = Literal["alert", "health", "anomaly"]
+FindingKind = Literal["alert", "health", "anomaly", "storm"]
 ALL_KINDS: tuple[FindingKind, ...] = ("alert", "health", "anomaly")
 
 
@@ -127,6 +127,23 @@ class PrometheusOptions(_Section):
 class AlertmanagerOptions(_Section):
     timeout_seconds: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 10.0
     max_answer_bytes: Bytes = 20_000_000
+
+
+class WebhookOptions(_Section):
+    max_body_bytes: Bytes = 1_000_000
+    body_timeout_seconds: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 10.0
+    coalesce_seconds: Annotated[float, Field(ge=0, le=60, allow_inf_nan=False)] = 0.5
+
+
+SweepSource = Literal["prometheus", "alertmanager"]
+
+
+def _prometheus_only() -> list[SweepSource]:
+    return ["prometheus"]
+
+
+class SweepOptions(_Section):
+    sources: list[SweepSource] = Field(default_factory=_prometheus_only, min_length=1)
 
 
 class HealthCheck(_Section):
@@ -219,6 +236,8 @@ class AgentConfig(_Section):
     schedule: Schedule = Field(default_factory=Schedule)
     prometheus: PrometheusOptions = Field(default_factory=PrometheusOptions)
     alertmanager: AlertmanagerOptions = Field(default_factory=AlertmanagerOptions)
+    webhook: WebhookOptions = Field(default_factory=WebhookOptions)
+    sweep: SweepOptions = Field(default_factory=SweepOptions)
     checks: Checks = Field(default_factory=Checks)
     policy: Policy = Field(default_factory=Policy)
     diagnosis: Diagnosis = Field(default_factory=Diagnosis)

@@ -16,7 +16,10 @@ class AgentMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.sweeps = Counter(
-            "devops_agent_sweeps", "Sweeps run, by result", ["result"], registry=r
+            "devops_agent_sweeps",
+            "Sweeps run, by result and by what started them (schedule, webhook)",
+            ["result", "trigger"],
+            registry=r,
         )
         self.sweep_duration = Histogram(
             "devops_agent_sweep_duration_seconds", "Time one sweep took", registry=r
@@ -66,6 +69,12 @@ class AgentMetrics:
             "devops_agent_time_to_recovery_seconds",
             "From incident opened to verified recovery",
             buckets=(30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+            registry=r,
+        )
+        self.webhook_notifications = Counter(
+            "devops_agent_webhook_notifications",
+            "Alertmanager webhook notifications, by result (accepted, unauthorized, ...)",
+            ["result"],
             registry=r,
         )
         self.last_sweep = Gauge(

@@ -43,7 +43,12 @@ def reveal(secret: SecretStr | None) -> str | None:
 
 def secret_values(env: EnvSettings) -> list[str]:
     """Every configured secret value, for the log redactor."""
-    values = (env.openai_api_key, env.ai_command_gateway_token, env.prometheus_bearer_token)
+    values = (
+        env.openai_api_key,
+        env.ai_command_gateway_token,
+        env.prometheus_bearer_token,
+        env.webhook_token,
+    )
     secrets = [v.get_secret_value() for v in values if v is not None]
     password = urlsplit(env.agent_state_url).password if env.agent_state_url else None
     return [*secrets, password] if password else secrets
@@ -135,6 +140,7 @@ class EnvSettings(BaseSettings):
     agent_state_url: Annotated[str, AfterValidator(_state_url)] | None = None
     dry_run: bool = False
     metrics_addr: Annotated[str, AfterValidator(_host_port)] = "127.0.0.1:9464"
+    webhook_token: SecretStr | None = None
 
     # Overrides of the TOML file's schedule and policy.
     sweep_interval_seconds: Seconds | None = None
@@ -201,6 +207,8 @@ def _path_problems(env: EnvSettings, config: AgentConfig) -> list[str]:
             probe = probe.parent
         if not os.access(probe, os.W_OK):
             problems.append(f"AGENT_STATE_URL: state directory {state_dir} cannot be created")
+    if "alertmanager" in config.sweep.sources and not env.alertmanager_url:
+        problems.append(f'{env.agent_config}: sweep.sources: "alertmanager" needs ALERTMANAGER_URL')
     bundle = config.prometheus.ca_bundle
     if bundle is not None and not bundle.is_file():
         problems.append(f"{env.agent_config}: prometheus.ca_bundle: no such file {bundle}")

@@ -163,7 +163,7 @@ def _copy_state(settings: Settings, dest_url: str) -> None:
 async def _cycle_with(settings: Settings, *, dry_run: bool | None) -> CycleReport:
     async with open_runtime(settings, dry_run=dry_run) as rt:
         await run_verifications(rt, rt.clock())
-        return await run_cycle(rt, rt.clock())
+        return await run_cycle(rt, rt.clock(), trigger="command")
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:

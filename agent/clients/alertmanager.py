@@ -35,6 +35,16 @@ class AlertmanagerClient:
         params = {"active": "false", "silenced": "true", "inhibited": "true"}
         return await self._request("GET", "/api/v2/alerts", params=params)
 
+    async def active_alerts(self) -> object:
+        """The decoded list of alerts firing now, neither silenced nor inhibited."""
+        params = {
+            "active": "true",
+            "silenced": "false",
+            "inhibited": "false",
+            "unprocessed": "false",
+        }
+        return await self._request("GET", "/api/v2/alerts", params=params)
+
     async def post_alerts(self, alerts: list[dict[str, Any]]) -> None:
         """Send alerts (e.g. an escalation) to Alertmanager."""
         await self._request("POST", "/api/v2/alerts", json=alerts)

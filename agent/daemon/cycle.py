@@ -9,7 +9,9 @@ each in its own transaction and runs its effects:
 2. clear incidents whose findings are gone, when the sweep saw every source (``on_gone``);
 3. open an incident for each new problem (``on_finding``; a unique index, not a check,
    keeps it to one across replicas);
-4. work the incidents that wait for this replica: diagnose the open ones, dispatch the
+4. in a fleet storm, open one storm incident and hold the open incidents; once it is
+   over, resolve it and release them (``on_storm``, ``on_hold``, ``on_release``);
+5. work the incidents that wait for this replica: diagnose the open ones, dispatch the
    decided ones, up to ``diagnosis.max_concurrency`` at a time. Each is taken under a
    lease, so replicas sharing a store divide the work instead of doubling it.
 """
@@ -28,6 +30,7 @@ from agent.daemon.effects import run_effects
 from agent.diagnosis.engine import diagnose
 from agent.dispatch.dispatcher import FleetView, dispatch
 from agent.errors import StoreError
+from agent.guardrails.policy import is_storm
 from agent.incidents.lifecycle import (
     Step,
     on_decision,
@@ -35,7 +38,12 @@ from agent.incidents.lifecycle import (
     on_failure,
     on_finding,
     on_gone,
+    on_hold,
+    on_release,
     on_restart,
+    on_storm,
+    on_storm_end,
+    storm_finding,
     work_queue,
 )
 from agent.incidents.model import STATES, Incident, group_of
@@ -157,8 +165,9 @@ async def _open_new(
             await run_effects(rt, step, Applied(step.incident))
 
 
-async def run_cycle(rt: Runtime, now: datetime) -> CycleReport:
-    """Sweep once and carry every incident as far as it can go now."""
+async def run_cycle(rt: Runtime, now: datetime, *, trigger: str = "schedule") -> CycleReport:
+    """Sweep once and carry every incident as far as it can go now; ``trigger`` says what
+    asked for the sweep (schedule, webhook, command)."""
     report = await sweep(rt.sweep_deps, now)
     cycle = CycleReport(sweep=report)
     current: dict[str, Finding] = {}
@@ -166,11 +175,12 @@ async def run_cycle(rt: Runtime, now: datetime) -> CycleReport:
         current.setdefault(group_of(finding), finding)
     settled = await _settle(rt, rt.store.current(), current, not report.failed_sources, now)
     await _open_new(rt, {i.group_key for i in settled}, current, now)
-    incidents = rt.store.current()
+    incidents = await _storm(rt, rt.store.current(), report, now)
     await _work(rt, incidents, current, report, now, cycle)
-    _publish(rt, rt.store.current(), report, now)
+    _publish(rt, rt.store.current(), report, now, trigger)
     log.info(
         "sweep_finished",
+        trigger=trigger,
         findings=len(report.findings),
         failed_sources=report.failed_sources,
         decisions=len(cycle.decisions),
@@ -179,6 +189,54 @@ async def run_cycle(rt: Runtime, now: datetime) -> CycleReport:
         duration_seconds=round(report.duration_seconds, 3),
     )
     return cycle
+
+
+async def _storm(
+    rt: Runtime, incidents: list[Incident], report: SweepReport, now: datetime
+) -> list[Incident]:
+    """A fleet storm is one page, not one diagnosis per service: open its incident once
+    (escalated at once), hold the open incidents while it lasts, and when a complete sweep
+    shows it over, resolve it and release them. Returns the incidents as they now stand."""
+    services = rt.config.services
+    firing = sorted({f.target for f in report.findings if f.target in services and f.target})
+    storm = next((i for i in incidents if i.kind == "storm" and i.state == "watching"), None)
+    if is_storm(len(firing), len(services), rt.config.policy):
+        await _hold(rt, incidents, storm, firing, now)
+        return rt.store.current()
+    if report.failed_sources:
+        return incidents  # a partial picture cannot tell that the storm is over
+    if await _release(rt, incidents, storm, now):
+        return rt.store.current()
+    return incidents
+
+
+async def _hold(
+    rt: Runtime,
+    incidents: list[Incident],
+    storm: Incident | None,
+    firing: list[str],
+    now: datetime,
+) -> None:
+    if storm is None:
+        finding = storm_finding(firing, len(rt.config.services), now)
+        step = on_storm(finding, uuid.uuid4().hex[:12], now)
+        if rt.store.insert(step):  # False: another replica opened it a moment ago
+            await run_effects(rt, step, Applied(step.incident))
+    storm_id = storm.id if storm else step.incident.id
+    for incident in incidents:
+        if incident.state == "open" and incident.kind != "storm" and _free(rt, incident, now):
+            hold = on_hold(incident, storm_id, now)
+            await isolated(rt, incident, commit(rt, hold, incident.version))
+
+
+async def _release(
+    rt: Runtime, incidents: list[Incident], storm: Incident | None, now: datetime
+) -> bool:
+    steps = [(storm, on_storm_end(storm, now))] if storm else []
+    steps += [(i, on_release(i, now)) for i in incidents if i.state == "held" and _free(rt, i, now)]
+    for incident, step in steps:
+        await isolated(rt, incident, commit(rt, step, incident.version))
+    return bool(steps)
 
 
 class _Fleet:
@@ -288,12 +346,15 @@ async def _diagnose(
     return applied.incident
 
 
-def _publish(rt: Runtime, incidents: list[Incident], report: SweepReport, now: datetime) -> None:
+def _publish(
+    rt: Runtime, incidents: list[Incident], report: SweepReport, now: datetime, trigger: str
+) -> None:
     counts = {state: 0 for state in STATES}
     for incident in incidents:
         counts[incident.state] += 1
     for state, count in counts.items():
         rt.metrics.incidents.labels(state=state).set(count)
-    rt.metrics.sweeps.labels(result="partial" if report.failed_sources else "ok").inc()
+    result = "partial" if report.failed_sources else "ok"
+    rt.metrics.sweeps.labels(result=result, trigger=trigger).inc()
     rt.metrics.sweep_duration.observe(report.duration_seconds)
     rt.metrics.last_sweep.set(now.timestamp())

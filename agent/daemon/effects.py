@@ -16,6 +16,7 @@ from agent.incidents.lifecycle import (
     Resolved,
     Skipped,
     Step,
+    StormEnded,
     TakenOver,
 )
 from agent.incidents.model import Incident
@@ -41,6 +42,17 @@ async def run_effects(rt: Runtime, step: Step, applied: Applied) -> None:
             )
             await deliver(
                 rt.store, incident, effect.reason, rt.clock(), rt.alertmanager, rt.config.services
+            )
+        elif isinstance(effect, StormEnded):
+            log.info("storm_ended", incident_id=incident.id)
+            await deliver(
+                rt.store,
+                incident,
+                incident.resolution or "the storm ended",
+                rt.clock(),
+                rt.alertmanager,
+                rt.config.services,
+                resolved=True,
             )
         else:
             _record(rt, incident, effect)

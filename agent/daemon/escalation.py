@@ -1,8 +1,9 @@
 """Escalation: hand an incident to humans through the routing they already have.
 
 Always a log event; with ``ALERTMANAGER_URL`` set, also an alert named
-``DevopsAgentEscalation`` carrying the service, the original alert and the diagnosis.
-A failed delivery is logged, never raised: the incident is escalated either way.
+``DevopsAgentEscalation`` carrying the service, the original alert and the diagnosis (for
+a fleet storm: the services firing). A failed delivery is logged, never raised: the
+incident is escalated either way.
 """
 
 from __future__ import annotations
@@ -22,35 +23,44 @@ log = get_logger("agent.escalation")
 
 
 def escalation_alert(
-    incident: Incident, reason: str, now: datetime, services: Container[str]
+    incident: Incident,
+    reason: str,
+    now: datetime,
+    services: Container[str],
+    ends_at: datetime | None = None,
 ) -> dict[str, object]:
-    """The Alertmanager alert for an escalated incident.
+    """The Alertmanager alert for an escalated incident (``ends_at`` now resolves it).
 
     Labels route and group alerts, so they hold only what the agent vouches for: the
-    service when it is in the catalogue, the original name when it is a plain identifier,
-    the severity, the incident id. Free text goes in the annotations, for humans.
+    service when it is in the catalogue (``fleet`` for a storm), the original name when it
+    is a plain identifier, the severity, the incident id. Free text goes in the
+    annotations, for humans; a storm's annotations list the services firing.
     """
     decision = incident.decision
     in_scope = incident.target is not None and incident.target in services
+    service = incident.target if in_scope and incident.target else "out-of-scope"
+    summary = f"devops-agent escalated {incident.name} on {incident.target}"
+    annotations = {
+        "reason": one_line(reason, 500),
+        "root_cause": one_line(decision.root_cause if decision else "", 500),
+        "action_taken": str(incident.action or "none"),
+        "decided_by": str(incident.decided_by or ""),
+    }
+    if incident.kind == "storm":
+        service = "fleet"
+        summary = incident.finding.annotations.get("summary", summary)
+        annotations["services"] = one_line(incident.finding.annotations.get("services", ""), 4000)
     return {
         "labels": {
             "alertname": "DevopsAgentEscalation",
-            "service": incident.target if in_scope and incident.target else "out-of-scope",
+            "service": service,
             "original_alertname": plain_name(incident.name),
             "severity": incident.severity.value,
             "incident_id": incident.id,
         },
-        "annotations": {
-            "summary": one_line(
-                f"devops-agent escalated {incident.name} on {incident.target}", 300
-            ),
-            "reason": one_line(reason, 500),
-            "root_cause": one_line(decision.root_cause if decision else "", 500),
-            "action_taken": str(incident.action or "none"),
-            "decided_by": str(incident.decided_by or ""),
-        },
-        "startsAt": now.isoformat(),
-        "endsAt": (now + timedelta(hours=1)).isoformat(),
+        "annotations": {"summary": one_line(summary, 300), **annotations},
+        "startsAt": incident.opened_at.isoformat(),
+        "endsAt": (ends_at or now + timedelta(hours=1)).isoformat(),
     }
 
 
@@ -61,13 +71,17 @@ async def deliver(
     now: datetime,
     alertmanager: AlertmanagerClient | None,
     services: Container[str],
+    *,
+    resolved: bool = False,
 ) -> None:
-    """Tell Alertmanager about an escalated incident, when one is configured."""
+    """Tell Alertmanager about an escalated incident (or that its escalation is over)."""
     if alertmanager is None:
         return
+    alert = escalation_alert(incident, reason, now, services, ends_at=now if resolved else None)
     try:
-        await alertmanager.post_alerts([escalation_alert(incident, reason, now, services)])
+        await alertmanager.post_alerts([alert])
     except AlertmanagerError as exc:
         log.error("escalation_delivery_failed", incident_id=incident.id, error=str(exc))
         return
-    store.note(incident.id, Event(now, "escalation_sent", {"to": "alertmanager"}))
+    kind = "escalation_resolved" if resolved else "escalation_sent"
+    store.note(incident.id, Event(now, kind, {"to": "alertmanager"}))

@@ -1,23 +1,37 @@
-"""The agent's own HTTP endpoint: ``/metrics`` for Prometheus and ``/healthz`` for probes.
+"""The agent's own HTTP endpoint: ``/metrics``, ``/healthz`` and the Alertmanager webhook.
 
-``/healthz`` answers 200 while the last sweep finished recently (three sweep intervals),
-503 otherwise, so a wedged scheduler shows up even though the process is alive.
+One Starlette app served by uvicorn inside the daemon's event loop (no thread). The
+daemon owns SIGTERM and SIGINT, so the embedded server installs no signal handlers of its
+own; the listening socket is bound here, so a taken or invalid ``METRICS_ADDR`` is one
+clear error at start-up. ``/healthz`` answers 200 while the last sweep finished recently
+(three sweep intervals), 503 otherwise, so a wedged scheduler shows even though the
+process is alive.
 """
 
 from __future__ import annotations
 
-import json
-import threading
+import asyncio
+import contextlib
+import ipaddress
+import socket
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 
+import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
+from agent.daemon.webhook import WebhookIntake
 from agent.metrics import AgentMetrics
+
+GRACEFUL_SHUTDOWN_SECONDS = 2.0
 
 
 class Liveness:
-    """When the last sweep finished, shared between the loop and the HTTP thread."""
+    """When the last sweep finished."""
 
     def __init__(self, max_age_seconds: float) -> None:
         self.max_age = max_age_seconds
@@ -37,48 +51,89 @@ class Liveness:
         return False, f"no sweep finished for {age:.0f}s"
 
 
-class MetricsServer:
-    """Serves /metrics and /healthz on a background thread."""
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    def __init__(self, host: str, port: int, metrics: AgentMetrics, liveness: Liveness) -> None:
-        registry = metrics.registry
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] == "/metrics":
-                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-                elif self.path.split("?")[0] == "/healthz":
-                    ok, reason = liveness.healthy()
-                    body = json.dumps({"status": "ok" if ok else "stale", "reason": reason})
-                    self._send(200 if ok else 503, body.encode(), "application/json")
-                else:
-                    self._send(404, b"not found\n", "text/plain")
+def build_app(metrics: AgentMetrics, liveness: Liveness, webhook: WebhookIntake) -> Starlette:
+    """The app: metrics for Prometheus, health for probes, the webhook for Alertmanager."""
 
-            def _send(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    async def metrics_page(_: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-            def log_message(self, format: str, *args: object) -> None:
-                return
+    async def healthz(_: Request) -> JSONResponse:
+        ok, reason = liveness.healthy()
+        body = {"status": "ok" if ok else "stale", "reason": reason}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+    return Starlette(
+        routes=[
+            Route("/metrics", metrics_page, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/webhook/alertmanager", webhook.handle, methods=["POST"]),
+        ]
+    )
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside the daemon's loop: the daemon handles the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpEndpoint:
+    """Serves the app on ``host:port`` until ``stop``."""
+
+    def __init__(self, app: Starlette, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._socket.bind((host, port))
+        except OSError:
+            self._socket.close()
+            raise
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            http="h11",
+            ws="none",
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_SECONDS),
+        )
+        self._server = _EmbeddedServer(config)
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
         """The bound port (useful with port 0)."""
-        return int(self._server.server_address[1])
+        return int(self._socket.getsockname()[1])
 
-    def start(self) -> MetricsServer:
-        """Serve in the background."""
-        self._thread.start()
+    async def start(self) -> HttpEndpoint:
+        """Start serving and wait until the server accepts connections."""
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
+        while not self._server.started and not self._task.done():
+            await asyncio.sleep(0.01)
+        if self._task.done():
+            self._task.result()  # re-raise why it could not start
         return self
 
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        self._server.shutdown()
-        self._server.server_close()
+    async def stop(self) -> None:
+        """Stop accepting, let answers in progress finish briefly, release the port."""
+        self._server.should_exit = True
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, GRACEFUL_SHUTDOWN_SECONDS + 3)
+            except TimeoutError:
+                self._server.force_exit = True
+        self._socket.close()

@@ -1,15 +1,20 @@
-"""The long-running daemon: explicit start-up, schedule, and graceful shutdown.
+"""The long-running daemon: explicit start-up, schedule, push wake-ups and graceful shutdown.
 
-Start-up: build the runtime, recover incidents a crash left in 'acting', serve
-``/metrics``, schedule the sweep (first run at once) and the verification job with
-``coalesce=True, max_instances=1`` and a misfire grace time, then tell systemd READY=1.
-Shutdown on SIGTERM/SIGINT: STOPPING=1, stop the scheduler so no new work starts, let
-in-flight jobs finish within the grace period, cancel what is left, close the clients.
+Start-up: build the runtime, serve ``/metrics``, ``/healthz`` and the Alertmanager webhook,
+schedule the sweep (first run at once) and the verification job with ``coalesce=True,
+max_instances=1`` and a misfire grace time, then tell systemd READY=1. A webhook
+notification wakes a sweep: a burst is absorbed for ``webhook.coalesce_seconds`` and
+wakes one. Scheduled and woken sweeps take one lock, so they never overlap.
+
+Shutdown on SIGTERM/SIGINT: STOPPING=1, stop the scheduler and the waker so no new work
+starts, let in-flight jobs finish within the grace period, cancel what is left, stop
+serving, close the clients.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -17,13 +22,14 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from agent.daemon.cycle import run_cycle
-from agent.daemon.http import Liveness, MetricsServer
+from agent.daemon.http import HttpEndpoint, Liveness, build_app, is_loopback
 from agent.daemon.notify import Notifier, watchdog_interval
 from agent.daemon.verify import run_verifications
+from agent.daemon.webhook import Notice, WebhookIntake
 from agent.errors import AgentError
 from agent.logs import get_logger
 from agent.runtime import Runtime, open_runtime
-from agent.settings import Settings
+from agent.settings import Settings, reveal
 
 log = get_logger("agent.daemon")
 
@@ -32,6 +38,31 @@ VERIFY_TICK_SECONDS = 5.0
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class Waker:
+    """Turns webhook notifications into sweeps: the first of a burst opens a short window,
+    the rest of the burst lands in it, and one sweep follows."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._wanted = asyncio.Event()
+
+    def wake(self, notice: Notice) -> None:
+        """A notification came: a sweep is wanted soon."""
+        log.info(
+            "webhook_received", status=notice.status, firing=notice.firing, resolved=notice.resolved
+        )
+        self._wanted.set()
+
+    async def run(self, sweep: Callable[[], Awaitable[None]], stopping: asyncio.Event) -> None:
+        """Until stopping: wait for a wake-up, absorb the burst, sweep once."""
+        while not stopping.is_set():
+            await self._wanted.wait()
+            await asyncio.sleep(self.window)
+            self._wanted.clear()
+            if not stopping.is_set():
+                await sweep()
 
 
 class Daemon:
@@ -44,6 +75,8 @@ class Daemon:
         self.inflight: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.waker = Waker(rt.config.webhook.coalesce_seconds)
+        self._sweeping = asyncio.Lock()
 
     async def _guarded(self, name: str, job: Callable[[], Awaitable[str | None]]) -> None:
         if self.stopping.is_set():
@@ -59,15 +92,16 @@ class Daemon:
             log.error("job_failed", job=name, error=str(exc))
         except Exception as exc:  # a bug in one sweep must not stop the daemon; say so loudly
             log.exception("job_crashed", job=name, error=f"{type(exc).__name__}: {exc}")
-            self.rt.metrics.sweeps.labels(result="error").inc()
+            self.rt.metrics.sweeps.labels(result="error", trigger=name).inc()
         finally:
             self.inflight.discard(task)
 
-    async def sweep_job(self) -> None:
-        """One cycle, as scheduled."""
+    async def sweep_job(self, trigger: str = "schedule") -> None:
+        """One cycle, as scheduled or woken by a notification."""
 
         async def run() -> str:
-            report = await run_cycle(self.rt, _now())
+            async with self._sweeping:
+                report = await run_cycle(self.rt, _now(), trigger=trigger)
             self.liveness.sweep_finished()
             failed = (
                 f", failed: {','.join(report.sweep.failed_sources)}"
@@ -79,7 +113,7 @@ class Daemon:
                 f"{len(report.dispatches)} dispatches{failed}"
             )
 
-        await self._guarded("sweep", run)
+        await self._guarded(trigger, run)
 
     async def verify_job(self) -> None:
         """Verify incidents whose time has come."""
@@ -134,6 +168,26 @@ class Daemon:
                 log.warning("daemon_cancelled_inflight", cancelled=len(late))
 
 
+def _endpoint(settings: Settings, rt: Runtime, liveness: Liveness, daemon: Daemon) -> HttpEndpoint:
+    host, port = settings.env.metrics_host_port
+    token = reveal(settings.env.webhook_token)
+    options = settings.config.webhook
+    intake = WebhookIntake(
+        wake=daemon.waker.wake,
+        metrics=rt.metrics,
+        token=token,
+        enabled=token is not None or is_loopback(host),
+        max_body_bytes=options.max_body_bytes,
+        body_timeout=options.body_timeout_seconds,
+    )
+    try:
+        return HttpEndpoint(build_app(rt.metrics, liveness, intake), host, port)
+    except OSError as exc:
+        raise AgentError(
+            f"METRICS_ADDR {settings.env.metrics_addr}: cannot listen: {exc.strerror}"
+        ) from exc
+
+
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code (0 on a clean stop)."""
     loop = asyncio.get_running_loop()
@@ -146,14 +200,11 @@ async def serve(settings: Settings) -> int:
         daemon = Daemon(rt, notifier, liveness)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.stopping.set)
-        host, port = settings.env.metrics_host_port
-        try:
-            server = MetricsServer(host, port, rt.metrics, liveness).start()
-        except OSError as exc:
-            raise AgentError(
-                f"METRICS_ADDR {settings.env.metrics_addr}: cannot listen: {exc.strerror}"
-            ) from exc
+        endpoint = await _endpoint(settings, rt, liveness, daemon).start()
         daemon.schedule()
+        waker = asyncio.create_task(
+            daemon.waker.run(lambda: daemon.sweep_job("webhook"), daemon.stopping)
+        )
         interval = watchdog_interval()
         dog = asyncio.create_task(daemon.watchdog(interval)) if interval else None
         notifier.ready(f"sweeping every {sched.sweep_interval_seconds:g}s")
@@ -161,16 +212,22 @@ async def serve(settings: Settings) -> int:
             "daemon_started",
             sweep_interval_seconds=sched.sweep_interval_seconds,
             dry_run=rt.dry_run,
-            metrics_addr=f"{host}:{server.port}",
+            metrics_addr=f"{settings.env.metrics_host_port[0]}:{endpoint.port}",
+            replica=rt.replica,
             model=settings.env.llm_model if rt.diagnosis.llm else "runbook only",
         )
         try:
             await daemon.stopping.wait()
+            # The waker is not cancelled first: a woken sweep in flight gets the grace
+            # period like any other, and the waker's loop ends on its own once it is done.
             await daemon.shutdown()
         finally:
-            if dog:
-                dog.cancel()
-            server.stop()
+            for task in (waker, dog):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await endpoint.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
     log.info("daemon_stopped")

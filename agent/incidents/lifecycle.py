@@ -19,15 +19,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from agent.config import Severity
 from agent.diagnosis.models import Diagnosis
 from agent.gateway.response import GatewayResult
 from agent.guardrails.policy import Block
 from agent.incidents.model import TERMINAL, Event, Incident, group_of
-from agent.sweep.findings import Finding
+from agent.sweep.findings import Finding, fingerprint
 
 #: Blocks that hand the incident to humans rather than just ending it.
 ESCALATING_BLOCKS = frozenset({"circuit_open", "stale_incident", "unknown_action"})
-NOT_ACTED = frozenset({"open", "diagnosing", "decided"})
+NOT_ACTED = frozenset({"open", "diagnosing", "decided", "held"})
+STORM_NAME = "FleetStorm"
 
 
 @dataclass(frozen=True)
@@ -106,13 +108,20 @@ class Cleared:
 
 
 @dataclass(frozen=True)
+class StormEnded:
+    """The storm is over: tell Alertmanager its escalation is resolved."""
+
+
+@dataclass(frozen=True)
 class TakenOver:
     """The replica working the incident stopped; this one took it over."""
 
     reason: str
 
 
-Effect = Opened | Escalate | Dispatch | Blocked | Resolved | Skipped | Cleared | TakenOver
+Effect = (
+    Opened | Escalate | Dispatch | Blocked | Resolved | Skipped | Cleared | StormEnded | TakenOver
+)
 
 
 @dataclass(frozen=True)
@@ -314,6 +323,54 @@ def on_failure(incident: Incident, reason: str, now: datetime) -> Step | None:
     if incident.state in TERMINAL or incident.state == "acting":
         return None
     return _escalate(incident, f"internal error while working the incident: {reason}", now)
+
+
+def storm_finding(services: Sequence[str], known: int, now: datetime) -> Finding:
+    """The finding of a fleet storm: which services of the catalogue fire at once."""
+    return Finding(
+        kind="storm",
+        name=STORM_NAME,
+        target=None,
+        severity=Severity.critical,
+        labels={},
+        annotations={
+            "services": ", ".join(sorted(services)),
+            "summary": f"{len(services)} of {known} services in scope are firing at once",
+        },
+        value=float(len(services)),
+        first_seen=now,
+        fingerprint=fingerprint("storm", STORM_NAME, {}, ()),
+    )
+
+
+def on_storm(finding: Finding, incident_id: str, now: datetime) -> Step:
+    """A fleet storm begins: one incident, handed to humans at once and then watched."""
+    opened = on_finding(finding, incident_id, now).incident
+    reason = f"fleet storm: {finding.annotations['summary']}: {finding.annotations['services']}"
+    watching = opened.move("watching", now, resolution=reason)
+    events = (Event(now, "opened", {"state": "open"}), _moved(opened, watching, now, reason=reason))
+    return Step(watching, events, (Opened(), Escalate(reason)))
+
+
+def on_hold(incident: Incident, storm_id: str, now: datetime) -> Step:
+    """An open incident waits out the storm instead of being diagnosed on its own."""
+    held = incident.move("held", now)
+    return Step(held, (_moved(incident, held, now, storm=storm_id),))
+
+
+def on_storm_end(storm: Incident, now: datetime) -> Step:
+    """The storm is over: its incident resolves, and so does its escalation."""
+    seconds = (now - storm.opened_at).total_seconds()
+    ended = storm.move("resolved", now, cleared_at=now, resolution="the storm ended")
+    return Step(
+        ended, (_moved(storm, ended, now, storm_seconds=round(seconds, 3)),), (StormEnded(),)
+    )
+
+
+def on_release(incident: Incident, now: datetime) -> Step:
+    """The storm is over: a held incident is handled normally from now on."""
+    released = incident.move("open", now)
+    return Step(released, (_moved(incident, released, now, reason="the storm ended"),))
 
 
 def on_gone(incident: Incident, now: datetime) -> Step | None:

@@ -16,6 +16,11 @@ States::
 
 ``acting`` lasts from the committed claim of an action until its result is recorded; with
 ``verifying`` it is what "an action in flight" means. Terminal states never move again.
+
+A fleet storm (too many services firing at once) is one incident of kind ``storm``: it
+opens straight into ``watching`` (handed to humans, watched until the storm ends, then
+``resolved``), and while it lasts the other open incidents are ``held`` instead of being
+diagnosed one by one; when it ends they go back to ``open``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,16 @@ from agent.errors import AgentError
 from agent.sweep.findings import Finding, fingerprint
 
 State = Literal[
-    "open", "diagnosing", "decided", "acting", "verifying", "resolved", "escalated", "skipped"
+    "open",
+    "diagnosing",
+    "decided",
+    "acting",
+    "verifying",
+    "held",
+    "watching",
+    "resolved",
+    "escalated",
+    "skipped",
 ]
 STATES: tuple[State, ...] = get_args(State)
 TERMINAL: frozenset[State] = frozenset({"resolved", "escalated", "skipped"})
@@ -39,11 +53,13 @@ TERMINAL: frozenset[State] = frozenset({"resolved", "escalated", "skipped"})
 IN_FLIGHT: frozenset[State] = frozenset({"acting", "verifying"})
 
 TRANSITIONS: Mapping[State, frozenset[State]] = {
-    "open": frozenset({"diagnosing", "skipped", "escalated"}),
+    "open": frozenset({"diagnosing", "skipped", "escalated", "held", "watching"}),
     "diagnosing": frozenset({"decided", "skipped", "escalated", "open"}),
     "decided": frozenset({"acting", "skipped", "escalated"}),
     "acting": frozenset({"verifying", "escalated"}),
     "verifying": frozenset({"resolved", "escalated"}),
+    "held": frozenset({"open", "skipped", "escalated"}),
+    "watching": frozenset({"resolved", "escalated"}),
     "resolved": frozenset(),
     "escalated": frozenset(),
     "skipped": frozenset(),

@@ -151,3 +151,57 @@ def match_suppression(
         if all(have.get(k) == v for k, v in wanted.items()):
             return suppression
     return None
+
+
+def parse_alertmanager_alerts(
+    payload: object,
+    *,
+    now: datetime,
+    target_labels: Sequence[str],
+    volatile_labels: Sequence[str],
+) -> AlertParse:
+    """Active alerts from Alertmanager's ``/api/v2/alerts`` as findings; ValueError if the
+    answer is not a list. Alertmanager has no sample value; ``startsAt`` is when it fired."""
+    if not isinstance(payload, list):
+        raise ValueError("Alertmanager /api/v2/alerts did not answer a list")
+    out = AlertParse()
+    volatile = frozenset(volatile_labels)
+    times: dict[object, datetime] = {}
+    for entry in payload:
+        status = entry.get("status") if isinstance(entry, dict) else None
+        state = status.get("state") if isinstance(status, dict) else None
+        finding = None
+        if state == "active":
+            shaped = {
+                "labels": entry.get("labels"),
+                "annotations": entry.get("annotations"),
+                "activeAt": entry.get("startsAt"),
+            }
+            finding = alert_finding(shaped, now, target_labels, volatile, times)
+        if finding is None:
+            out.malformed += state not in ("suppressed", "unprocessed")
+        else:
+            out.findings.append(finding)
+    return out
+
+
+def new_from_alertmanager(
+    prometheus: Sequence[Finding], alertmanager: Sequence[Finding], volatile: frozenset[str]
+) -> list[Finding]:
+    """The Alertmanager findings that are not Prometheus alerts seen already.
+
+    Alertmanager adds the external labels of the Prometheus that sent an alert, so an alert
+    seen through both is one whose Alertmanager labels carry all of the Prometheus alert's
+    identifying labels; it keeps the Prometheus finding (and fingerprint).
+    """
+    seen: dict[tuple[str, str | None], list[dict[str, str]]] = {}
+    for f in prometheus:
+        if f.kind == "alert":
+            wanted = {k: v for k, v in f.labels.items() if k not in volatile}
+            seen.setdefault((f.name, f.target), []).append(wanted)
+    new = []
+    for f in alertmanager:
+        candidates = seen.get((f.name, f.target), [])
+        if not any(all(f.labels.get(k) == v for k, v in c.items()) for c in candidates):
+            new.append(f)
+    return new

@@ -1,4 +1,5 @@
-"""One sweep: firing alerts, health checks and anomaly checks, as findings.
+"""One sweep: firing alerts (from Prometheus, and from Alertmanager's API when
+``sweep.sources`` says so), health checks and anomaly checks, as findings.
 
 ``sweep(deps, now)`` is a plain coroutine; the scheduler only calls it and tests call it
 directly. Each source (the alerts endpoint, Alertmanager, every check) runs on its own:
@@ -28,6 +29,8 @@ from agent.sweep.alerts import (
     Suppression,
     alerts_from_payload,
     match_suppression,
+    new_from_alertmanager,
+    parse_alertmanager_alerts,
     parse_alerts,
     parse_suppressions,
 )
@@ -36,6 +39,8 @@ from agent.sweep.findings import Finding, dedupe
 from agent.text import clip
 
 log = get_logger("agent.sweep")
+#: The sweep source of Alertmanager's active alerts ("alertmanager" is its silences).
+AM_ALERTS = "alertmanager_alerts"
 
 
 @dataclass
@@ -153,6 +158,19 @@ async def _alerts(deps: SweepDeps, now: datetime) -> Collected:
     return parsed.findings, note
 
 
+async def _alertmanager_alerts(deps: SweepDeps, now: datetime) -> Collected:
+    assert deps.alertmanager is not None
+    opts = deps.config.prometheus
+    parsed = parse_alertmanager_alerts(
+        await deps.alertmanager.active_alerts(),
+        now=now,
+        target_labels=opts.target_labels,
+        volatile_labels=opts.volatile_labels,
+    )
+    note = f"{parsed.malformed} malformed alert entries skipped" if parsed.malformed else ""
+    return parsed.findings, note
+
+
 async def _check(deps: SweepDeps, check: HealthCheck | AnomalyCheck, now: datetime) -> Collected:
     parsed = await fetch_check(deps.prometheus, deps.config.prometheus, check, now, at=now)
     ready, waiting = deps.pending.admit(check.name, parsed.findings, check.for_seconds, now)
@@ -207,19 +225,26 @@ async def sweep(deps: SweepDeps, now: datetime) -> SweepReport:
     report = SweepReport(sweep_id=uuid.uuid4().hex[:12], started_at=now)
     bind_context(sweep_id=report.sweep_id)
     checks = deps.config.checks.all()
-    jobs = [_run_source("alerts", lambda: _alerts(deps, now), deps)]
+    sources = deps.config.sweep.sources
+    jobs = []
+    if "prometheus" in sources:
+        jobs.append(_run_source("alerts", lambda: _alerts(deps, now), deps))
     jobs += [_run_source(f"check:{c.name}", _bind_check(deps, c, now), deps) for c in checks]
+    if "alertmanager" in sources and deps.alertmanager is not None:
+        jobs.append(_run_source(AM_ALERTS, lambda: _alertmanager_alerts(deps, now), deps))
     results, suppressions = await asyncio.gather(asyncio.gather(*jobs), _suppressions(deps))
     collected: list[Finding] = []
+    from_alertmanager: list[Finding] = []
     for result, findings in results:
         report.sources.append(result)
-        collected.extend(findings)
+        (from_alertmanager if result.name == AM_ALERTS else collected).extend(findings)
+    volatile = frozenset(deps.config.prometheus.volatile_labels)
+    collected += new_from_alertmanager(collected, from_alertmanager, volatile)
     if suppressions is None:
         report.sources.append(SourceResult("alertmanager", ok=False, error="unreachable"))
         suppressions = []
     elif deps.alertmanager is not None:
         report.sources.append(SourceResult("alertmanager", ok=True))
-    volatile = frozenset(deps.config.prometheus.volatile_labels)
     report.findings, report.skipped = _drop_suppressed(dedupe(collected), suppressions, volatile)
     for finding in report.findings:
         deps.metrics.findings.labels(kind=finding.kind).inc()

@@ -62,8 +62,8 @@ class Finding:
         kind, name, target = data.get("kind"), data.get("name"), data.get("target")
         labels, annotations = string_map(data.get("labels")), string_map(data.get("annotations"))
         fp, severity = data.get("fingerprint"), data.get("severity")
-        if kind not in ("alert", "health", "anomaly"):
-            raise ValueError(f"finding.kind {kind!r} is not alert, health or anomaly")
+        if kind not in ("alert", "health", "anomaly", "storm"):
+            raise ValueError(f"finding.kind {kind!r} is not alert, health, anomaly or storm")
         if not isinstance(name, str) or not isinstance(fp, str):
             raise ValueError("finding.name and finding.fingerprint must be strings")
         if target is not None and not isinstance(target, str):

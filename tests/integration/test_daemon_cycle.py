@@ -111,7 +111,8 @@ async def test_alert_to_resolved(
 async def test_alert_storm_is_contained(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: MetricsTarget
 ) -> None:
-    """1,000 firing alerts over 10 services: one incident per (service, alert), bounded dispatches."""
+    """1,000 firing alerts over 10 services: one incident per (service, alert), bounded
+    dispatches; with the storm guardrail, one storm incident holds the rest."""
     rules = """
 groups:
 - name: storm
@@ -133,6 +134,7 @@ groups:
     gateway = GatewaySimulator(known_services=tuple(services)).start()
     catalogue = {s: {"actions": ["restart", "collect_logs"]} for s in services}
     runs: dict[str, list[CycleReport]] = {}
+    states: dict[str, list[tuple[str, str]]] = {}
     try:
         for name, policy in (
             ("storm_guard", {"storm_share": 0.5, "storm_min_services": 5}),
@@ -164,7 +166,8 @@ groups:
                 await _until(storm_seen, 60, "1000 firing alerts")
                 runs[name].append(await run_cycle(rt, datetime.now(UTC)))
                 incidents = rt.store.recent(10_000)
-            keys = [(i.target, i.name) for i in incidents]
+            states[name] = [(i.kind, i.state) for i in incidents]
+            keys = [(i.target, i.name) for i in incidents if i.kind != "storm"]
             assert len(keys) == len(set(keys)) == 20, name
     finally:
         gateway.stop()
@@ -172,7 +175,11 @@ groups:
     storm_dispatches = sum(len(r.dispatches) for r in runs["storm_guard"])
     budget_dispatches = sum(len(r.dispatches) for r in runs["budget_only"])
     assert storm_dispatches == 0
-    assert any(s["reason"] == "alert_storm" for r in runs["storm_guard"] for s in r.skips)
+    assert sum(len(r.decisions) for r in runs["storm_guard"]) == 0
+    storm = [state for kind, state in states["storm_guard"] if kind == "storm"]
+    assert storm == ["watching"]
+    assert all(state == "held" for kind, state in states["storm_guard"] if kind != "storm")
+    assert not any(kind == "storm" for kind, _ in states["budget_only"])
     assert budget_dispatches == 3
     assert any(s["reason"] == "fleet_budget" for r in runs["budget_only"] for s in r.skips)
     assert len(gateway.executions()) == 3

@@ -161,7 +161,7 @@ def test_sd_notify_ready_watchdog_status(
             assert response.status == 200 and json.load(response)["status"] == "ok"
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
             exposition = response.read().decode()
-        assert 'devops_agent_sweeps_total{result="ok"}' in exposition
+        assert 'devops_agent_sweeps_total{result="ok",trigger="schedule"}' in exposition
         assert "devops_agent_findings_total" in exposition
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any(

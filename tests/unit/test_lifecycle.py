@@ -25,16 +25,23 @@ from agent.incidents.lifecycle import (
     Opened,
     Resolved,
     Skipped,
+    StormEnded,
     TakenOver,
     on_block,
     on_claim,
     on_decision,
     on_diagnosis_started,
+    on_failure,
     on_finding,
     on_gateway_result,
     on_gone,
+    on_hold,
+    on_release,
     on_restart,
+    on_storm,
+    on_storm_end,
     on_verification,
+    storm_finding,
     work_queue,
 )
 from agent.incidents.model import (
@@ -80,6 +87,13 @@ ALLOWED: set[tuple[State, State]] = {
     ("acting", "escalated"),
     ("verifying", "resolved"),
     ("verifying", "escalated"),
+    ("open", "held"),
+    ("open", "watching"),
+    ("held", "open"),
+    ("held", "skipped"),
+    ("held", "escalated"),
+    ("watching", "resolved"),
+    ("watching", "escalated"),
 }
 
 
@@ -318,8 +332,10 @@ def test_on_verification(
         ("decided", "skipped", [Skipped, Cleared]),
         ("escalated", "escalated", [Cleared]),
         ("skipped", "skipped", [Cleared]),
+        ("held", "skipped", [Skipped, Cleared]),
         ("acting", None, None),
         ("verifying", None, None),
+        ("watching", None, None),
     ],
 )
 def test_on_gone(state: State, result_state: State | None, effects: list[type] | None) -> None:
@@ -418,3 +434,52 @@ def test_work_queue_takes_the_most_severe_then_the_oldest_first() -> None:
     gone, _ = incident("Gone", Severity.critical, 90)
     queue = work_queue([*(i for i, _ in rows), gone], current, replica="r1", busy={"Busy"}, now=NOW)
     assert [i.id for i in queue] == ["CritOld", "CritNew", "Warn", "Info"]
+
+
+def test_a_storm_is_one_incident_escalated_once_and_watched() -> None:
+    """The storm incident opens straight into watching, with one escalation listing the
+    services; it resolves (and resolves its escalation) when the storm ends."""
+    finding = storm_finding(["svc-b", "svc-a"], 12, NOW)
+    assert finding.annotations["services"] == "svc-a, svc-b"
+    step = on_storm(finding, "storm1", NOW)
+    assert step.incident.state == "watching" and step.incident.kind == "storm"
+    assert [type(e) for e in step.effects] == [Opened, Escalate]
+    assert "2 of 12 services" in step.effects[1].reason  # type: ignore[union-attr]
+    ended = on_storm_end(step.incident, LATER)
+    assert ended.incident.state == "resolved" and ended.incident.cleared_at == LATER
+    assert [type(e) for e in ended.effects] == [StormEnded]
+    assert on_finding(finding, "x", NOW).incident.group_key == step.incident.group_key
+
+
+def test_members_are_held_by_the_storm_and_released_after() -> None:
+    """An open incident is held while the storm lasts and open again once it ends."""
+    held = on_hold(_incident("open"), "storm1", NOW)
+    assert held.incident.state == "held" and held.events[0].data["storm"] == "storm1"
+    released = on_release(held.incident, LATER)
+    assert released.incident.state == "open"
+
+
+@pytest.mark.parametrize(
+    ("state", "escalates"),
+    [
+        ("open", True),
+        ("diagnosing", True),
+        ("decided", True),
+        ("verifying", True),
+        ("held", True),
+        ("watching", True),
+        ("acting", False),
+        ("resolved", False),
+        ("escalated", False),
+    ],
+)
+def test_on_failure(state: State, escalates: bool) -> None:
+    """A failure escalates with the reason, except in acting (verification decides) or once ended."""
+    step = on_failure(_incident(state), "ValueError: boom", LATER)
+    if not escalates:
+        assert step is None
+        return
+    assert step is not None and step.incident.state == "escalated"
+    assert "internal error while working the incident: ValueError: boom" in (
+        step.incident.resolution or ""
+    )
