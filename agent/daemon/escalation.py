@@ -17,6 +17,7 @@ from agent.gateway.request import plain_name
 from agent.incidents.model import Event, Incident
 from agent.logs import get_logger
 from agent.store.base import IncidentStore
+from agent.sweep.alerts import ESCALATION_ALERT
 from agent.text import one_line
 
 log = get_logger("agent.escalation")
@@ -52,7 +53,7 @@ def escalation_alert(
         annotations["services"] = one_line(incident.finding.annotations.get("services", ""), 4000)
     return {
         "labels": {
-            "alertname": "DevopsAgentEscalation",
+            "alertname": ESCALATION_ALERT,
             "service": service,
             "original_alertname": plain_name(incident.name),
             "severity": incident.severity.value,

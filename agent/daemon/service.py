@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -42,17 +43,17 @@ def _now() -> datetime:
 
 class Waker:
     """Turns webhook notifications into sweeps: the first of a burst opens a short window,
-    the rest of the burst lands in it, and one sweep follows."""
+    the rest of the burst lands in it, and one sweep follows. The burst is logged once,
+    as ``webhook_received`` with its totals, not once per notification."""
 
     def __init__(self, window: float) -> None:
         self.window = window
         self._wanted = asyncio.Event()
+        self._burst = Counter[str]()
 
     def wake(self, notice: Notice) -> None:
         """A notification came: a sweep is wanted soon."""
-        log.info(
-            "webhook_received", status=notice.status, firing=notice.firing, resolved=notice.resolved
-        )
+        self._burst.update(notifications=1, firing=notice.firing, resolved=notice.resolved)
         self._wanted.set()
 
     async def run(self, sweep: Callable[[], Awaitable[None]], stopping: asyncio.Event) -> None:
@@ -61,8 +62,13 @@ class Waker:
             await self._wanted.wait()
             await asyncio.sleep(self.window)
             self._wanted.clear()
+            burst, self._burst = self._burst, Counter()
+            log.info("webhook_received", **{k: burst[k] for k in _BURST_FIELDS})
             if not stopping.is_set():
                 await sweep()
+
+
+_BURST_FIELDS = ("notifications", "firing", "resolved")
 
 
 class Daemon:

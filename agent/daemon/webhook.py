@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ from agent.metrics import AgentMetrics
 from agent.text import clip
 
 log = get_logger("agent.webhook")
+#: A kind of refusal is logged at most once per this many seconds.
+REFUSAL_LOG_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,25 @@ class WebhookIntake:
     max_body_bytes: int
     body_timeout: float
 
+    def __post_init__(self) -> None:
+        self._refusals: dict[str, tuple[float, int]] = {}  # result -> (last logged, unlogged)
+
+    def _log_refusal(self, result: str, reason: str) -> None:
+        """At most one line per kind of refusal a minute: a flood of bad requests is
+        counted in the metric, not written to the journal one by one."""
+        now = time.monotonic()
+        last, unlogged = self._refusals.get(result, (-REFUSAL_LOG_SECONDS, 0))
+        if now - last < REFUSAL_LOG_SECONDS:
+            self._refusals[result] = (last, unlogged + 1)
+            return
+        self._refusals[result] = (now, 0)
+        log.info("webhook_refused", result=result, reason=reason, not_logged_since=unlogged)
+
     def _answer(self, result: str, status: int, reason: str | None = None) -> JSONResponse:
         self.metrics.webhook_notifications.labels(result=result).inc()
         if reason is None:
             return JSONResponse({"status": result}, status_code=status)
-        log.info("webhook_refused", result=result, reason=reason)
+        self._log_refusal(result, reason)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse({"error": reason}, status_code=status, headers=headers)
 

@@ -103,16 +103,22 @@ class LocalPrometheus(LocalServer):
         rules: str = "groups: []\n",
         alertmanager_url: str | None = None,
         port: int | None = None,
+        external_labels: dict[str, str] | None = None,
     ) -> None:
         super().__init__(workdir, port or free_port())
         self.targets = targets  # job name -> host:port
         self.rules = rules
         self.alertmanager_url = alertmanager_url
+        self.external_labels = external_labels or {}
 
     def config(self) -> dict[str, object]:
         """The prometheus.yml content (JSON is valid YAML)."""
         cfg: dict[str, object] = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {
+                "scrape_interval": "1s",
+                "evaluation_interval": "1s",
+                "external_labels": self.external_labels,
+            },
             "rule_files": [str(self.workdir / "rules.yml")],
             "scrape_configs": [
                 {"job_name": job, "static_configs": [{"targets": [addr]}]}
@@ -145,16 +151,48 @@ class LocalPrometheus(LocalServer):
 
 
 class LocalAlertmanager(LocalServer):
-    """A real Alertmanager with one catch-all route to nowhere."""
+    """A real Alertmanager: one catch-all route, to nowhere or to a webhook receiver."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        *,
+        webhook_url: str | None = None,
+        webhook_token: str | None = None,
+    ) -> None:
+        super().__init__(workdir, port)
+        self.webhook_url = webhook_url
+        self.webhook_token = webhook_token
+
+    def config(self) -> dict[str, object]:
+        """The alertmanager.yml content (JSON is valid YAML)."""
+        if self.webhook_url is None:
+            return {
+                "route": {"receiver": "null", "group_wait": "1s"},
+                "receivers": [{"name": "null"}],
+            }
+        hook: dict[str, object] = {"url": self.webhook_url, "max_alerts": 100}
+        if self.webhook_token is not None:
+            hook["http_config"] = {
+                "authorization": {"type": "Bearer", "credentials": self.webhook_token}
+            }
+        return {
+            "route": {
+                "receiver": "devops-agent",
+                "group_by": ["alertname", "service"],
+                "group_wait": "0s",
+                "group_interval": "1s",
+                "repeat_interval": "1h",
+            },
+            "receivers": [{"name": "devops-agent", "webhook_configs": [hook]}],
+        }
 
     def start(self) -> LocalAlertmanager:
         """Write config, start the server (clustering off), wait until ready."""
         binary = find_binary("prometheus-alertmanager", "alertmanager")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        config = {
-            "route": {"receiver": "null", "group_wait": "1s"},
-            "receivers": [{"name": "null"}],
-        }
+        config = self.config()
         (self.workdir / "alertmanager.yml").write_text(json.dumps(config))
         self._spawn(
             [

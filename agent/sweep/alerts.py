@@ -20,6 +20,10 @@ from agent.sweep.findings import (
     string_map,
 )
 
+#: The alert the agent itself sends to Alertmanager when it escalates. Read back from
+#: Alertmanager's API it is the agent's own page, never a new problem to work on.
+ESCALATION_ALERT = "DevopsAgentEscalation"
+
 
 @dataclass
 class AlertParse:
@@ -161,7 +165,8 @@ def parse_alertmanager_alerts(
     volatile_labels: Sequence[str],
 ) -> AlertParse:
     """Active alerts from Alertmanager's ``/api/v2/alerts`` as findings; ValueError if the
-    answer is not a list. Alertmanager has no sample value; ``startsAt`` is when it fired."""
+    answer is not a list. Alertmanager has no sample value; ``startsAt`` is when it fired.
+    The agent's own escalations are left out."""
     if not isinstance(payload, list):
         raise ValueError("Alertmanager /api/v2/alerts did not answer a list")
     out = AlertParse()
@@ -171,6 +176,9 @@ def parse_alertmanager_alerts(
         status = entry.get("status") if isinstance(entry, dict) else None
         state = status.get("state") if isinstance(status, dict) else None
         finding = None
+        labels = entry.get("labels") if isinstance(entry, dict) else None
+        if isinstance(labels, dict) and labels.get("alertname") == ESCALATION_ALERT:
+            continue
         if state == "active":
             shaped = {
                 "labels": entry.get("labels"),

@@ -14,6 +14,8 @@ from agent.config import Severity
 from agent.sweep.alerts import (
     alerts_from_payload,
     match_suppression,
+    new_from_alertmanager,
+    parse_alertmanager_alerts,
     parse_alerts,
     parse_suppressions,
 )
@@ -346,3 +348,74 @@ def test_suppressions_payload_must_be_a_list() -> None:
     """A non-list answer from Alertmanager is a ValueError."""
     with pytest.raises(ValueError):
         parse_suppressions({"error": "x"})
+
+
+def _am_alert(state: str = "active", **labels: Any) -> dict[str, Any]:
+    return {
+        "labels": {"alertname": "MemoryLeak", "service": "market-predictor", **labels},
+        "annotations": {"summary": "memory grows"},
+        "startsAt": "2026-11-23T11:58:00Z",
+        "status": {"state": state, "silencedBy": [], "inhibitedBy": []},
+    }
+
+
+def _parse_am(payload: object) -> Any:
+    return parse_alertmanager_alerts(
+        payload, now=NOW, target_labels=TARGETS, volatile_labels=VOLATILE
+    )
+
+
+def test_alertmanager_alert_has_the_fingerprint_of_the_same_prometheus_alert() -> None:
+    """An alert read from Alertmanager is the finding Prometheus' alert would be: same
+    name, target and fingerprint; it fired at startsAt and has no value."""
+    [from_am] = _parse_am([_am_alert(severity="critical")]).findings
+    [from_prom] = _parse([_alert(severity="critical")]).findings
+    assert from_am.fingerprint == from_prom.fingerprint
+    assert (from_am.name, from_am.target) == ("MemoryLeak", "market-predictor")
+    assert from_am.first_seen == datetime(2026, 11, 23, 11, 58, tzinfo=UTC)
+    assert from_am.value is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "findings", "malformed"),
+    [
+        (_am_alert(state="suppressed"), 0, 0),
+        (_am_alert(state="unprocessed"), 0, 0),
+        (_am_alert(state="odd"), 0, 1),
+        (_am_alert(alertname="DevopsAgentEscalation"), 0, 0),
+        ({"labels": {"alertname": "X"}}, 0, 1),
+        ("not a dict", 0, 1),
+        (_am_alert(), 1, 0),
+    ],
+)
+def test_alertmanager_entries_other_than_active_alerts_are_not_findings(
+    entry: Any, findings: int, malformed: int
+) -> None:
+    """Suppressed and unprocessed alerts and the agent's own escalations are left out;
+    broken entries are counted."""
+    parsed = _parse_am([entry])
+    assert (len(parsed.findings), parsed.malformed) == (findings, malformed)
+
+
+def test_alertmanager_answer_that_is_not_a_list_raises() -> None:
+    """An error envelope is a failed source, not an empty one."""
+    with pytest.raises(ValueError, match="list"):
+        _parse_am({"error": "boom"})
+
+
+def test_alert_seen_through_both_sources_is_kept_once() -> None:
+    """Alertmanager adds the sending Prometheus' external labels: still the same alert.
+    A different service, or an alert only Alertmanager knows, is new."""
+    prometheus = _parse([_alert()]).findings
+    alertmanager = _parse_am(
+        [
+            _am_alert(cluster="eu-1", prometheus="monitoring/k8s"),
+            _am_alert(service="coding-ai-agent"),
+            _am_alert(alertname="DiskFull"),
+        ]
+    ).findings
+    new = new_from_alertmanager(prometheus, alertmanager, frozenset(VOLATILE))
+    assert sorted((f.name, f.target) for f in new) == [
+        ("DiskFull", "market-predictor"),
+        ("MemoryLeak", "coding-ai-agent"),
+    ]

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.daemon.http import Liveness, build_app, is_loopback
+from agent.daemon.http import HttpEndpoint, Liveness, build_app, is_loopback
+from agent.daemon.service import Waker
 from agent.daemon.webhook import Notice, WebhookIntake, parse_notification
 from agent.metrics import AgentMetrics
 
@@ -212,3 +213,92 @@ def test_parse_notification_counts_firing_and_resolved() -> None:
     body = _notification(3)
     body["alerts"][0]["status"] = "resolved"
     assert parse_notification(body) == Notice("firing", 2, 1)
+
+
+async def test_a_burst_of_notifications_wakes_one_sweep() -> None:
+    """100 notifications inside the window: one sweep, not 100."""
+    waker = Waker(window=0.05)
+    stopping = asyncio.Event()
+    swept: list[int] = []
+
+    async def sweep() -> None:
+        swept.append(1)
+        stopping.set()
+
+    for _ in range(100):
+        waker.wake(Notice("firing", 1, 0))
+    await asyncio.wait_for(waker.run(sweep, stopping), timeout=30)
+    assert swept == [1]
+
+
+async def test_a_notification_during_a_sweep_wakes_another() -> None:
+    """A resolved notification that lands while a sweep runs is not lost: one more sweep."""
+    waker = Waker(window=0.0)
+    stopping = asyncio.Event()
+    swept: list[str] = []
+
+    async def sweep() -> None:
+        swept.append("sweep")
+        if len(swept) == 1:
+            waker.wake(Notice("resolved", 0, 1))
+        else:
+            stopping.set()
+
+    waker.wake(Notice("firing", 1, 0))
+    await asyncio.wait_for(waker.run(sweep, stopping), timeout=30)
+    assert swept == ["sweep", "sweep"]
+
+
+async def test_a_flood_of_refusals_is_counted_not_logged_one_by_one(
+    client: tuple[httpx.AsyncClient, Woken],
+) -> None:
+    """50 requests with a wrong token: 50 answers of 401, one log line."""
+    from structlog.testing import capture_logs
+
+    http, _ = client
+    with capture_logs() as logs:
+        answers = [
+            (await http.post(URL, json=_notification(1), headers={"Authorization": "x"}))
+            for _ in range(50)
+        ]
+    assert [a.status_code for a in answers] == [401] * 50
+    [refused] = [e for e in logs if e["event"] == "webhook_refused"]
+    assert refused["result"] == "unauthorized"
+
+
+async def test_a_burst_is_logged_once_with_its_totals() -> None:
+    """The waker writes one webhook_received line per burst, with the burst's totals."""
+    from structlog.testing import capture_logs
+
+    waker = Waker(window=0.0)
+    stopping = asyncio.Event()
+
+    async def sweep() -> None:
+        stopping.set()
+
+    for notice in (Notice("firing", 2, 0), Notice("resolved", 0, 3), Notice("firing", 1, 1)):
+        waker.wake(notice)
+    with capture_logs() as logs:
+        await asyncio.wait_for(waker.run(sweep, stopping), timeout=30)
+    [burst] = [e for e in logs if e["event"] == "webhook_received"]
+    assert (burst["notifications"], burst["firing"], burst["resolved"]) == (3, 3, 4)
+
+
+async def test_the_endpoint_serves_on_its_socket_with_nagle_off() -> None:
+    """On a real loopback socket: answers come back, and the connection has TCP_NODELAY
+    (without it every kept-alive request waits ~40 ms for a delayed ACK)."""
+    import socket
+
+    endpoint = await HttpEndpoint(_app(Woken()), "127.0.0.1", 0).start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", endpoint.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        status = await reader.readline()
+        [connection] = list(endpoint._server.server_state.connections)
+        server_socket = connection.transport.get_extra_info("socket")
+        nodelay = server_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        writer.close()
+    finally:
+        await endpoint.stop()
+    assert status.startswith(b"HTTP/1.1 200")
+    assert nodelay != 0
