@@ -22,6 +22,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import httpx
+
 from agent.clients.alertmanager import AlertmanagerClient
 from agent.clients.alertmanager import build_http_client as alertmanager_http
 from agent.clients.gateway import GatewayClient, build_http_client
@@ -106,9 +108,14 @@ class LeaseKeeper:
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, dry_run: bool | None = None, metrics: AgentMetrics | None = None
+    settings: Settings,
+    *,
+    dry_run: bool | None = None,
+    metrics: AgentMetrics | None = None,
+    gateway_transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Create the clients and the store, start renewing leases; close them all on exit."""
+    """Create the clients and the store, start renewing leases; close them all on exit.
+    ``gateway_transport`` replaces the network under the gateway client (``eval``)."""
     env, config = settings.env, settings.config
     metrics = metrics or AgentMetrics()
     async with AsyncExitStack() as stack:
@@ -136,6 +143,7 @@ async def open_runtime(
             env.ai_command_gateway_url,
             env.ai_command_gateway_timeout,
             reveal(env.ai_command_gateway_token),
+            gateway_transport,
         )
         stack.push_async_callback(gw_http.aclose)
         llm = None

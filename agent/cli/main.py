@@ -29,6 +29,11 @@ from agent.daemon.cycle import CycleReport, run_cycle
 from agent.daemon.service import serve
 from agent.daemon.verify import run_verifications
 from agent.errors import AgentError, ConfigError
+from agent.eval.case import CaseError, dump_case, load_cases
+from agent.eval.export import export_case
+from agent.eval.report import as_json, as_table
+from agent.eval.runner import run_eval
+from agent.eval.scoring import verdict
 from agent.logs import configure_logging
 from agent.runtime import open_runtime
 from agent.settings import Settings, load_settings, redacted_summary, reveal, secret_values
@@ -167,10 +172,13 @@ async def _cycle_with(settings: Settings, *, dry_run: bool | None) -> CycleRepor
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
-    """List recent incidents, show one, or reset a circuit breaker."""
+    """List recent incidents, show one, export one as a case, or reset a circuit breaker."""
     settings = load_or_report(args)
     if settings is None:
         return EX_CONFIG
+    if args.action == "export":
+        setup_logging(settings, to_stderr=True)
+        return asyncio.run(_export(settings, args.id, args.out))
     store = open_store(settings.env.state_url)
     try:
         if args.action == "show":
@@ -185,6 +193,115 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     rows = [unreadable_row(i) if isinstance(i, Unreadable) else i.row() for i in found]
     print(json.dumps(rows, indent=2, ensure_ascii=False) if args.json else render_incidents(rows))
     return EX_OK
+
+
+async def _export(settings: Settings, incident_id: str, out: Path | None) -> int:
+    async with open_runtime(settings) as rt:
+        incident = rt.store.get(incident_id)
+        if incident is None:
+            _fail(f"no incident with id {show(incident_id)!r} (or the prefix is not unique)")
+            return EX_FAILURE
+        if isinstance(incident, Unreadable):
+            _fail(f"incident {show(incident.id)} cannot be read: {show(incident.error)}")
+            return EX_FAILURE
+        case = await export_case(incident, rt.store.events(incident.id), rt.prometheus, rt.config)
+    text = dump_case(case)
+    if out is None:
+        print(text, end="")
+        return EX_OK
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc.strerror}")
+        return EX_FAILURE
+    state = "confirmed" if case.expect.confirmed else "to be filled in (confirmed = false)"
+    print(f"wrote {out}: case {case.id}, expectation {state}")
+    return EX_OK
+
+
+def _progress(done: int, total: int, case_id: str) -> None:
+    """One progress line on stderr: rewritten in place on a terminal, else every tenth."""
+    if sys.stderr.isatty():
+        end = "\n" if done == total else ""
+        print(f"\reval: {done}/{total} runs done (last: {case_id})\x1b[K", end=end, file=sys.stderr)
+    elif done == total or done % max(1, total // 10) == 0:
+        print(f"eval: {done}/{total} runs done", file=sys.stderr)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Score the configured model's diagnoses on recorded cases."""
+    settings = load_or_report(args)
+    if settings is None:
+        return EX_CONFIG
+    configure_logging("ERROR", "json", secret_values(settings.env), stream=sys.stderr)
+    try:
+        loaded = load_cases(args.paths)
+    except CaseError as exc:
+        for problem in exc.problems:
+            _fail(f"case: {problem}")
+        _fail(f"{len(exc.problems)} problem(s) in the case files; nothing was run")
+        return EX_CONFIG
+    result = asyncio.run(
+        run_eval(
+            settings,
+            loaded,
+            iterations=args.iterations,
+            concurrency=args.concurrency,
+            progress=None if args.json else _progress,
+        )
+    )
+    prices = (args.price_per_1k_input, args.price_per_1k_output)
+    if args.json:
+        print(json.dumps(as_json(result, args.min_pass, prices), indent=2, ensure_ascii=False))
+    else:
+        print(as_table(result, args.min_pass, prices))
+    ok, _ = verdict(result.total(), args.min_pass)
+    return EX_OK if ok else EX_FAILURE
+
+
+def _bounded(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:  # also false for nan
+            raise argparse.ArgumentTypeError(f"{text} is not in [{low:g}, {high:g}]")
+        return value
+
+    return parse
+
+
+def _eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ev = sub.add_parser(
+        "eval",
+        help="score the configured model's diagnoses on recorded incidents (cases)",
+        description=(
+            "Run each case (the shipped ones when no PATH is given) against a throwaway "
+            "Prometheus holding its metric history, with the configured model, the real "
+            "diagnosis, guardrails and dispatcher, and a stand-in gateway. Exit 0 only when "
+            "no decision was unsafe and the pass rate reaches --min-pass."
+        ),
+    )
+    ev.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="case files or folders")
+    ev.add_argument(
+        "--iterations", type=_bounded(int, 1, 1000), default=1, help="runs per case (default 1)"
+    )
+    ev.add_argument(
+        "--concurrency", type=_bounded(int, 1, 64), default=4, help="runs at once (default 4)"
+    )
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    ev.add_argument(
+        "--min-pass", type=_bounded(float, 0, 1), default=0.9, help="pass rate needed (0.9)"
+    )
+    for side in ("input", "output"):
+        ev.add_argument(
+            f"--price-per-1k-{side}",
+            type=_bounded(float, 0, 1e6),
+            default=None,
+            help=f"price of 1,000 {side} tokens, to report the cost",
+        )
+    ev.set_defaults(func=cmd_eval)
 
 
 def _show_incident(store: IncidentStore, incident_id: str, *, as_json: bool) -> int:
@@ -257,9 +374,15 @@ def build_parser() -> argparse.ArgumentParser:
     show = inc_sub.add_parser("show", help="one incident's full timeline")
     show.add_argument("id", help="incident id (a unique prefix is enough)")
     show.add_argument("--json", action="store_true", help="print JSON")
+    export = inc_sub.add_parser(
+        "export", help="write a finished incident as an evaluation case (TOML)"
+    )
+    export.add_argument("id", help="incident id (a unique prefix is enough)")
+    export.add_argument("--out", type=Path, default=None, help="file to write (default stdout)")
     reset = inc_sub.add_parser("reset-breaker", help="close a service's circuit breaker")
     reset.add_argument("service", help="the service name")
     incidents.set_defaults(func=cmd_incidents, action=None)
+    _eval_parser(sub)
     return parser
 
 

@@ -118,8 +118,14 @@ _RAISE_FOR: dict[str, type[_Answered]] = {
 }
 
 
-def build_http_client(url: str, timeout: float, token: str | None) -> httpx.AsyncClient:
-    """The one ``httpx.AsyncClient`` for the gateway, created at start-up."""
+def build_http_client(
+    url: str,
+    timeout: float,
+    token: str | None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The one ``httpx.AsyncClient`` for the gateway, created at start-up (``transport``:
+    a stand-in that answers instead of the network, as ``devops-agent eval`` uses)."""
     headers = {"User-Agent": "devops-agent", "Accept-Encoding": "identity"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -128,6 +134,7 @@ def build_http_client(url: str, timeout: float, token: str | None) -> httpx.Asyn
         timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
         headers=headers,
         limits=httpx.Limits(max_keepalive_connections=0),
+        transport=transport,
     )
 
 

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from agent.daemon.effects import run_effects
 from agent.diagnosis.engine import diagnose
@@ -239,6 +239,14 @@ async def _release(
     return bool(steps)
 
 
+class FleetSource(Protocol):
+    """Where the guardrails get their view of the fleet from."""
+
+    async def view(self) -> FleetView:
+        """The view, as of this sweep."""
+        ...
+
+
 class _Fleet:
     """The fleet view, built on first use: Prometheus' own health is asked only when
     something may be acted on."""
@@ -279,7 +287,7 @@ async def _work(
             incident = waiting.popleft()
             rt.working.add(incident.id)
             try:
-                work = _carry(rt, incident, current[incident.group_key], fleet, now, cycle)
+                work = carry(rt, incident, current[incident.group_key], fleet, now, cycle)
                 await isolated(rt, incident, work)
             finally:
                 rt.working.discard(incident.id)
@@ -287,15 +295,16 @@ async def _work(
     await asyncio.gather(*(worker() for _ in range(rt.config.diagnosis.max_concurrency)))
 
 
-async def _carry(
+async def carry(
     rt: Runtime,
     incident: Incident,
     finding: Finding,
-    fleet: _Fleet,
+    fleet: FleetSource,
     now: datetime,
     cycle: CycleReport,
 ) -> None:
-    """Diagnose an open incident, then dispatch it if it was decided."""
+    """Diagnose an open incident, then dispatch it if it was decided; what happened is
+    added to ``cycle``. The daemon's cycle and ``devops-agent eval`` both call this."""
     if incident.state == "open":
         decided = await _diagnose(rt, incident, finding, now, cycle)
         if decided is None or decided.state != "decided":

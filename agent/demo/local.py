@@ -104,8 +104,10 @@ class LocalPrometheus(LocalServer):
         alertmanager_url: str | None = None,
         port: int | None = None,
         external_labels: dict[str, str] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         super().__init__(workdir, port or free_port())
+        self.extra_args = tuple(extra_args)
         self.targets = targets  # job name -> host:port
         self.rules = rules
         self.alertmanager_url = alertmanager_url
@@ -144,6 +146,7 @@ class LocalPrometheus(LocalServer):
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--web.enable-lifecycle",
                 "--log.level=warn",
+                *self.extra_args,
             ],
             "/-/ready",
         )

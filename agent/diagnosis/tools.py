@@ -194,7 +194,8 @@ class Toolbox:
     async def _dispatch(self, name: str, args: dict[str, Any]) -> str:
         if name == "prom_query":
             expr = _text(args, "expr", EXPR_MAX)
-            return _dump(summarize_vector(await self._prometheus.query(expr)))
+            result = await self._prometheus.query(expr, at=self._now)
+            return _dump(summarize_vector(result))
         if name == "prom_range":
             expr, minutes = _text(args, "expr", EXPR_MAX), _minutes(args)
             start = self._now - timedelta(minutes=minutes)

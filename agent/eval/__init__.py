@@ -1,0 +1,1 @@
+"""`devops-agent eval`: score a model's diagnoses on recorded incidents, on real PromQL."""

@@ -1,0 +1,239 @@
+"""A finished incident as an evaluation case: `devops-agent incidents export ID`.
+
+The case holds the incident's finding; the raw series behind every PromQL expression its
+investigation read (and its alerting rule), fetched again from Prometheus for the hours
+before the incident; the scope it was worked in; what the gateway answered; and the
+outcome a human can vouch for. An incident resolved after its action makes that action
+the right answer. Anything else (escalated, skipped) is exported with the expectation
+left for the operator to fill in (``confirmed = false``); such a case runs but is not
+scored until someone sets it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any, get_args
+
+from agent.clients.prometheus import PrometheusClient
+from agent.config import AgentConfig, HealthCheck
+from agent.errors import AgentError, PrometheusError
+from agent.eval.case import NO_GATEWAY, Case, CaseGateway, Expectation, GatewayStatus
+from agent.eval.history import stamp
+from agent.incidents.model import Event, Incident
+
+#: How far before the incident the series are fetched again.
+LOOKBACK = timedelta(hours=1)
+MAX_SERIES = 50
+#: PromQL words that look like metric names but are not.
+_KEYWORDS = frozenset(
+    "by without on ignoring group_left group_right bool offset and or unless inf nan"
+    " sum avg min max count stddev stdvar topk bottomk quantile count_values group".split()
+)
+_SELECTOR = re.compile(
+    r'(?<![\w:."\'])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{(?:[^{}"]|"(?:[^"\\]|\\.)*")*\})?'
+)
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+
+
+class ExportError(AgentError):
+    """The incident cannot be exported as a case."""
+
+
+def selectors(expr: str) -> list[str]:
+    """The series selectors an expression reads (``name{matchers}``), best effort: names
+    followed by ``(`` are functions, keywords are skipped, strings are not looked into."""
+    found: list[str] = []
+    stripped = _STRING.sub(lambda m: '"' + " " * (len(m.group()) - 2) + '"', expr)
+    for match in _SELECTOR.finditer(stripped):
+        name = match.group(1)
+        after = stripped[match.end() :].lstrip()
+        if name.lower() in _KEYWORDS or (after.startswith("(") and not match.group(2)):
+            continue
+        start, end = match.span()
+        selector = expr[start:end].strip()  # the original text, strings included
+        if not selector.startswith(tuple("0123456789")) and selector not in found:
+            found.append(selector)
+    return found
+
+
+def _expressions(events: Iterable[Event]) -> list[str]:
+    """The PromQL the investigation ran, in order."""
+    out: list[str] = []
+    for event in events:
+        if event.kind != "llm_transcript":
+            continue
+        for message in event.data.get("messages", []):
+            for call in message.get("tool_calls") or []:
+                function = call.get("function", {})
+                if function.get("name") not in ("prom_query", "prom_range"):
+                    continue
+                try:
+                    args = json.loads(function.get("arguments") or "{}")
+                except ValueError:
+                    continue
+                if isinstance(args, dict) and isinstance(args.get("expr"), str):
+                    out.append(args["expr"])
+    return out
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def openmetrics(matrices: Iterable[list[Any]]) -> str:
+    """Raw range results (with ``__name__``) as OpenMetrics text, one family per name."""
+    families: dict[str, dict[str, list[str]]] = {}
+    for result in matrices:
+        for series in result:
+            labels = dict(series.get("metric", {}))
+            name = labels.pop("__name__", None)
+            if not name:
+                continue
+            body = ",".join(f'{k}="{_escape(str(v))}"' for k, v in sorted(labels.items()))
+            key = f"{name}{{{body}}}"
+            lines = families.setdefault(name, {}).setdefault(key, [])
+            for at, value in series.get("values", []):
+                if math.isfinite(float(at)):
+                    lines.append(f"{key} {value} {stamp(float(at))}")
+    out: list[str] = []
+    for name, series_lines in families.items():
+        out.append(f"# TYPE {name} unknown")
+        for lines in series_lines.values():
+            out += sorted(set(lines), key=lambda line: float(line.rsplit(" ", 1)[1]))
+    return "\n".join([*out, "# EOF"]) + "\n"
+
+
+async def _rule(prometheus: PrometheusClient, name: str) -> dict[str, Any] | None:
+    try:
+        payload = await prometheus.rules_payload()
+    except PrometheusError:
+        return None
+    data = payload.get("data") if isinstance(payload, dict) else None
+    for group in (data or {}).get("groups", []) if isinstance(data, dict) else []:
+        for rule in group.get("rules", []) if isinstance(group, dict) else []:
+            if isinstance(rule, dict) and rule.get("name") == name and rule.get("query"):
+                return {
+                    "alert": name,
+                    "expr": rule["query"],
+                    "for": f"{int(float(rule.get('duration') or 0))}s",
+                    "labels": {str(k): str(v) for k, v in (rule.get("labels") or {}).items()},
+                    "annotations": {
+                        str(k): str(v) for k, v in (rule.get("annotations") or {}).items()
+                    },
+                }
+    return None
+
+
+async def _history(
+    prometheus: PrometheusClient, exprs: list[str], at: datetime
+) -> tuple[str, list[str]]:
+    """The raw series of every selector, for LOOKBACK before ``at``; and what failed."""
+    matrices: list[list[Any]] = []
+    failed: list[str] = []
+    seconds = int(LOOKBACK.total_seconds())
+    wanted = list(dict.fromkeys(s for e in exprs for s in selectors(e)))
+    for selector in wanted:
+        try:
+            result = await prometheus.query(f"{selector}[{seconds}s]", at=at)
+        except PrometheusError as exc:
+            failed.append(f"{selector}: {exc}")
+            continue
+        matrices.append([s for s in result if isinstance(s, dict)][:MAX_SERIES])
+    text = openmetrics(matrices)
+    if text.strip() == "# EOF":
+        raise ExportError(
+            "Prometheus has no samples left for the series this incident's investigation "
+            f"read ({', '.join(wanted) or 'none found'}); it may be past its retention"
+        )
+    return text, failed
+
+
+def _expectation(incident: Incident) -> Expectation:
+    action = incident.action
+    if incident.state == "resolved" and action and action not in NO_GATEWAY:
+        return Expectation(
+            actions=[action],
+            target=incident.action_target or incident.target,
+            note=f"exported from incident {incident.id}: resolved after {action}",
+        )
+    how = f"{incident.state}" + (f" after {action}" if action else "")
+    return Expectation(
+        actions=["escalate"],
+        confirmed=False,
+        note=(
+            f"exported from incident {incident.id} ({how}): set the right action(s), "
+            "the target and the forbidden actions, then confirmed = true"
+        ),
+    )
+
+
+def _gateway(events: Iterable[Event]) -> CaseGateway:
+    for event in events:
+        if event.kind == "gateway_request":
+            result = event.data.get("result", {})
+            status = str(result.get("status", ""))
+            if status in get_args(GatewayStatus):
+                return CaseGateway.model_validate(
+                    {"status": status, "stdout": str(result.get("output", ""))[:20_000]}
+                )
+    return CaseGateway()
+
+
+async def export_case(
+    incident: Incident, events: list[Event], prometheus: PrometheusClient, config: AgentConfig
+) -> Case:
+    """The case for a finished incident."""
+    if incident.state not in ("resolved", "escalated", "skipped"):
+        raise ExportError(
+            f"incident {incident.id} is {incident.state}: only finished incidents "
+            "(resolved, escalated, skipped) can be exported"
+        )
+    finding = incident.finding
+    at = incident.opened_at
+    exprs = _expressions(events)
+    rule = await _rule(prometheus, finding.name) if finding.kind == "alert" else None
+    if rule is not None:
+        exprs.insert(0, rule["expr"])
+    for check in config.checks.all():
+        if check.name == finding.name:
+            exprs.insert(0, check.expr if isinstance(check, HealthCheck) else check.selector)
+    if not exprs:
+        raise ExportError(f"incident {incident.id}: no PromQL to fetch history for")
+    text, _ = await _history(prometheus, exprs, at)
+    target = incident.target
+    scope: dict[str, Any] = {}
+    if target and target in config.services:
+        service = config.services[target]
+        scope[target] = {"actions": list(service.actions), "related": list(service.related)}
+        for other in service.related:
+            if other in config.services:
+                scope[other] = {"actions": list(config.services[other].actions)}
+    if not scope:
+        scope[target or "unknown"] = {"actions": []}
+    labels = {k: v for k, v in finding.labels.items() if k != "alertname"}
+    return Case.model_validate(
+        {
+            "id": f"incident-{incident.id}",
+            "description": f"{finding.name} on {target}, exported from incident {incident.id}",
+            "at": at,
+            "history": text,
+            "rules": [rule] if rule else [],
+            "finding": {
+                "kind": "health" if finding.kind == "storm" else finding.kind,
+                "name": finding.name,
+                "severity": finding.severity,
+                "labels": labels,
+                "annotations": dict(finding.annotations),
+                "value": finding.value,
+                "target": target,
+                "active_for_seconds": max(0.0, (at - finding.first_seen).total_seconds()),
+            },
+            "scope": scope,
+            "gateway": _gateway(events),
+            "expect": _expectation(incident),
+        }
+    )

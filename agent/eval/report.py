@@ -1,0 +1,119 @@
+"""The evaluation report: a table for a terminal, a JSON document for machines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.eval.runner import EvalResult
+from agent.eval.scoring import Tally, verdict
+from agent.text import one_line
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _tally_dict(tally: Tally, prices: tuple[float | None, float | None]) -> dict[str, Any]:
+    return {
+        "runs": tally.runs,
+        "scored": tally.scored,
+        "passed": tally.passed,
+        "pass_rate": tally.pass_rate,
+        "right_action_rate": tally.right_rate,
+        "unsafe": tally.unsafe,
+        "escalation_precision": tally.escalation_precision,
+        "escalation_recall": tally.escalation_recall,
+        "runbook_fallbacks": tally.fallbacks,
+        "errors": tally.errors,
+        "model_calls": tally.model_calls,
+        "prompt_tokens": tally.prompt_tokens,
+        "completion_tokens": tally.completion_tokens,
+        "latency_p50_seconds": round(tally.latency(0.5), 4),
+        "latency_p95_seconds": round(tally.latency(0.95), 4),
+        "cost": tally.cost(*prices),
+    }
+
+
+def as_json(
+    result: EvalResult, min_pass: float, prices: tuple[float | None, float | None]
+) -> dict[str, Any]:
+    """The whole report as one JSON document."""
+    total = result.total()
+    ok, why = verdict(total, min_pass)
+    return {
+        "model": result.model,
+        "passed": ok,
+        "verdict": why,
+        "min_pass": min_pass,
+        "wall_seconds": round(result.wall_seconds, 3),
+        "overall": _tally_dict(total, prices),
+        "cases": [
+            {
+                "id": entry.loaded.case.id,
+                "file": str(entry.loaded.path),
+                "expected": entry.loaded.case.expect.actions,
+                "confirmed": entry.loaded.case.expect.confirmed,
+                **_tally_dict(entry.tally(), prices),
+                "runs": [
+                    {
+                        "iteration": outcome.iteration,
+                        "did": outcome.action,
+                        "target": outcome.target,
+                        "sent": [list(s) for s in outcome.sent],
+                        "decided_by": outcome.decided_by,
+                        "state": outcome.final_state,
+                        "passed": scored.passed,
+                        "unsafe": scored.unsafe,
+                        "why": scored.why,
+                        "model_calls": outcome.model_calls,
+                        "latency_seconds": round(outcome.latency_seconds, 4),
+                    }
+                    for outcome, scored in entry.runs
+                ],
+            }
+            for entry in result.cases
+        ],
+    }
+
+
+def as_table(result: EvalResult, min_pass: float, prices: tuple[float | None, float | None]) -> str:
+    """The report as a readable table, one row per case, then the totals."""
+    rows = [("case", "expected", "did", "pass", "unsafe", "calls", "tokens", "p50 s", "why")]
+    for entry in result.cases:
+        tally = entry.tally()
+        case = entry.loaded.case
+        did = sorted({o.action + (f" {o.target}" if o.target else "") for o, _ in entry.runs})
+        whys = sorted({s.why for _, s in entry.runs if not s.passed})
+        rows.append(
+            (
+                case.id,
+                "/".join(case.expect.actions) + ("" if case.expect.confirmed else " (unconfirmed)"),
+                ", ".join(did),
+                f"{tally.passed}/{tally.scored}" if tally.scored else "-",
+                str(tally.unsafe),
+                str(tally.model_calls),
+                str(tally.prompt_tokens + tally.completion_tokens),
+                f"{tally.latency(0.5):.2f}",
+                one_line("; ".join(whys), 70) if whys else "",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    total = result.total()
+    ok, why = verdict(total, min_pass)
+    cost = total.cost(*prices)
+    lines += [
+        "",
+        f"model: {result.model}   runs: {total.runs}   wall time: {result.wall_seconds:.1f}s",
+        f"pass rate: {_pct(total.pass_rate)} ({total.passed}/{total.scored} scored runs)   "
+        f"right action: {_pct(total.right_rate)}   unsafe: {total.unsafe}",
+        f"escalation precision: {_pct(total.escalation_precision)}   "
+        f"recall: {_pct(total.escalation_recall)}   runbook fallbacks: {total.fallbacks}   "
+        f"errors: {total.errors}",
+        f"model calls: {total.model_calls}   tokens: {total.prompt_tokens} prompt + "
+        f"{total.completion_tokens} completion   latency p50 {total.latency(0.5):.2f}s "
+        f"p95 {total.latency(0.95):.2f}s" + ("" if cost is None else f"   cost: {cost:.4f}"),
+        f"{'PASS' if ok else 'FAIL'}: {why}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,382 @@
+"""Run cases: backfill their history into throwaway Prometheus servers, run the agent's
+real diagnosis, guardrails and dispatcher on each, record what would have been sent.
+
+One Prometheus serves many cases: each case's history is moved to its own window in the
+past (``WINDOW`` apart, more than the investigation tools can look back), and the case is
+diagnosed "as of" the end of its window, so its PromQL sees its own history only. Cases
+whose alerting rules disagree (one name, two rules) get a Prometheus of their own.
+
+Each run has its own throwaway store (cooldowns and budgets start empty), the case's
+scope as the service catalogue, no Alertmanager, and a stand-in gateway (an
+``httpx.MockTransport``) that records each request and answers as the case says.
+Nothing goes to a real gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agent.config import Service
+from agent.daemon.cycle import CycleReport, carry
+from agent.demo.local import LocalPrometheus, MissingBinary, find_binary
+from agent.dispatch.dispatcher import FleetView
+from agent.errors import AgentError
+from agent.eval import history
+from agent.eval.case import Case, CaseError, CaseGateway, Loaded
+from agent.eval.scoring import Outcome, Score, Tally, score
+from agent.incidents.lifecycle import on_finding
+from agent.incidents.model import Incident
+from agent.runtime import open_runtime
+from agent.settings import Settings
+from agent.store.base import Unreadable
+from agent.sweep.collector import SweepReport
+
+#: How far back a case's history reaches (the investigation tools look back at most 6 h).
+HISTORY = timedelta(hours=6)
+#: The distance between two cases' windows in one Prometheus: history, plus Prometheus'
+#: 5-minute lookback, plus a margin.
+WINDOW = HISTORY + timedelta(minutes=15)
+GATEWAY_URL = "http://gateway.eval.invalid"
+
+Progress = Callable[[int, int, str], None]
+
+
+class EvalError(AgentError):
+    """The evaluation could not run (promtool or Prometheus missing or failing)."""
+
+
+@dataclass
+class StandIn:
+    """The stand-in gateway: records what it is sent, answers as the case says."""
+
+    answer: CaseGateway
+    #: The catalogue's intents and their actions: the wire carries the intent only.
+    intents: dict[str, str]
+    sent: list[tuple[str, str]] = field(default_factory=list)
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        target = str(body.get("target_resource", {}).get("name", ""))
+        intent = str(body.get("action_request", {}).get("intent", ""))
+        action = self.intents.get(intent, f"unknown intent {intent[:80]!r}")
+        self.sent.append((action, target))
+        return httpx.Response(200, json=self._body(action, target))
+
+    def _body(self, action: str, target: str) -> dict[str, Any]:
+        status = self.answer.status
+        body: dict[str, Any] = {
+            "request_id": f"eval-{uuid.uuid4().hex[:8]}",
+            "timestamp_processed_utc": datetime.now(UTC).isoformat(),
+            "overall_status": status,
+            "execution_details": None,
+            "error_details": None,
+        }
+        if status.startswith("COMPLETED"):
+            ok = status == "COMPLETED_SUCCESS"
+            body["execution_details"] = {
+                "command": f"docker {action} {target}",
+                "execution_result": {
+                    "status": "SUCCESS" if ok else "FAILURE",
+                    "exit_code": 0 if ok else 1,
+                    "stdout": self.answer.stdout,
+                    "stderr": self.answer.stderr,
+                },
+            }
+        else:
+            body["error_details"] = {"error_code": status, "error_message": self.answer.stderr}
+        return body
+
+
+class _Fixed:
+    """A fleet view that is the same for every question: healthy, one service firing."""
+
+    async def view(self) -> FleetView:
+        return FleetView(prometheus_healthy=True, silences_known=True, firing=1)
+
+
+def _compatible(group: list[Case], case: Case) -> bool:
+    rules = {r.alert: r for c in group for r in c.rules}
+    return all(rules.get(r.alert, r) == r for r in case.rules)
+
+
+def group_cases(cases: Sequence[Case]) -> list[list[Case]]:
+    """Cases that can share one Prometheus: no alert name with two different rules."""
+    groups: list[list[Case]] = []
+    for case in cases:
+        home = next((g for g in groups if _compatible(g, case)), None)
+        if home is None:
+            groups.append([case])
+        else:
+            home.append(case)
+    return groups
+
+
+class Backend:
+    """One throwaway Prometheus over the moved histories of some cases."""
+
+    def __init__(self, workdir: Path, cases: list[Case], end: datetime) -> None:
+        self.workdir = workdir
+        self.cases = cases
+        #: Where each case's incident time lands.
+        self.at = {case.id: end - i * WINDOW for i, case in enumerate(cases)}
+        self.server: LocalPrometheus | None = None
+
+    @property
+    def url(self) -> str:
+        """The Prometheus base URL (after ``start``)."""
+        assert self.server is not None
+        return self.server.url
+
+    def _openmetrics(self) -> str:
+        moved = []
+        for case in self.cases:
+            families = history.parse(case.history)
+            start = (case.at - HISTORY).timestamp()
+            by = (self.at[case.id] - case.at).total_seconds()
+            history.shift(families, by, keep_from=start, keep_until=case.at.timestamp())
+            moved.append(families)
+        return history.merge(moved)
+
+    def start(self) -> Backend:
+        """Backfill with promtool, then start Prometheus over the blocks (blocking)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        source = self.workdir / "history.om"
+        source.write_text(self._openmetrics(), encoding="utf-8")
+        data = self.workdir / "data"
+        done = subprocess.run(
+            [find_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", "-q"]
+            + [str(source), str(data)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()
+            raise EvalError(f"promtool could not backfill: {detail[-1] if detail else 'failed'}")
+        groups = [c.rule_group() for c in self.cases if c.rules]
+        days = 2 + int(len(self.cases) * WINDOW / timedelta(days=1))
+        self.server = LocalPrometheus(
+            self.workdir,
+            targets={},
+            rules=json.dumps({"groups": groups}),
+            extra_args=[f"--storage.tsdb.retention.time={days}d"],
+        )
+        try:
+            self.server.start()
+        except RuntimeError as exc:
+            raise EvalError(f"the throwaway Prometheus did not start: {exc}") from exc
+        return self
+
+    def stop(self) -> None:
+        """Stop Prometheus."""
+        if self.server is not None:
+            self.server.stop()
+
+
+@dataclass
+class CaseResult:
+    """A case and its runs."""
+
+    loaded: Loaded
+    runs: list[tuple[Outcome, Score]] = field(default_factory=list)
+
+    def tally(self) -> Tally:
+        """Sums over this case's runs."""
+        out = Tally()
+        for outcome, result in self.runs:
+            out.add(self.loaded.case, outcome, result)
+        return out
+
+
+@dataclass
+class EvalResult:
+    """Every case's runs, in the order the cases were given."""
+
+    cases: list[CaseResult]
+    model: str
+    wall_seconds: float = 0.0
+
+    def total(self) -> Tally:
+        """Sums over every run."""
+        out = Tally()
+        for result in self.cases:
+            for outcome, scored in result.runs:
+                out.add(result.loaded.case, outcome, scored)
+        return out
+
+
+def check_scope(settings: Settings, loaded: Sequence[Loaded]) -> None:
+    """Every action a case's scope allows must be in the configured catalogue."""
+    catalogue = settings.config.actions
+    problems = [
+        f"{item.path}: scope.{service}.actions: {action!r} is not in the action catalogue"
+        for item in loaded
+        for service, entry in item.case.scope.items()
+        for action in entry.actions
+        if action not in catalogue
+    ]
+    if problems:
+        raise CaseError(problems)
+
+
+def _settings_for(settings: Settings, case: Case, prometheus: str, state: Path) -> Settings:
+    env = settings.env.model_copy(
+        update={
+            "prometheus_url": prometheus,
+            "prometheus_bearer_token": None,
+            "alertmanager_url": None,
+            "agent_state_url": f"sqlite:///{state}",
+            "dry_run": False,
+            "ai_command_gateway_url": GATEWAY_URL,
+            "ai_command_gateway_token": None,
+        }
+    )
+    config = settings.config
+    config = config.model_copy(
+        update={
+            "services": {
+                name: Service(actions=list(s.actions), related=list(s.related))
+                for name, s in case.scope.items()
+            },
+            "policy": config.policy.model_copy(update={"recheck_before_dispatch": False}),
+            "prometheus": config.prometheus.model_copy(
+                update={"ca_bundle": None, "tls_verify": True}
+            ),
+        }
+    )
+    return Settings(env=env, config=config)
+
+
+async def run_case(
+    settings: Settings, case: Case, at: datetime, prometheus: str, state: Path, iteration: int
+) -> Outcome:
+    """One run of one case: the finding at ``at``, carried as far as the agent would."""
+    run_settings = _settings_for(settings, case, prometheus, state)
+    intents = {a.intent: name for name, a in run_settings.config.actions.items() if a.intent}
+    stand_in = StandIn(case.gateway, intents)
+    transport = httpx.MockTransport(stand_in)
+    async with open_runtime(run_settings, dry_run=False, gateway_transport=transport) as rt:
+        finding = case.to_finding(at, rt.config.prometheus.target_labels)
+        step = on_finding(finding, uuid.uuid4().hex[:12], at)
+        rt.store.insert(step)
+        cycle = CycleReport(sweep=SweepReport(sweep_id=f"eval-{case.id}", started_at=at))
+        started = time.perf_counter()
+        error = None
+        try:
+            await carry(rt, step.incident, finding, _Fixed(), at, cycle)
+        except AgentError as exc:
+            error = str(exc)
+        latency = time.perf_counter() - started
+        final = rt.store.get(step.incident.id)
+    state_name = final.state if isinstance(final, Incident) else "unknown"
+    if isinstance(final, Unreadable):
+        error = error or f"the incident could not be read back: {final.error}"
+    decision: dict[str, Any] = cycle.decisions[0] if cycle.decisions else {}
+    usage = decision.get("usage", {})
+    if not decision and error is None:
+        error = "no decision was made"
+    return Outcome(
+        case_id=case.id,
+        iteration=iteration,
+        sent=tuple(stand_in.sent),
+        decided_action=str(decision.get("action", "none")),
+        decided_target=decision.get("target"),
+        decided_by=str(decision.get("decided_by", "")),
+        final_state=state_name,
+        root_cause=f"{decision.get('root_cause', '')} {decision.get('rationale', '')}".strip(),
+        blocked=cycle.skips[0]["reason"] if cycle.skips else None,
+        model_calls=sum(u["calls"] for u in usage.values()),
+        prompt_tokens=sum(u["prompt_tokens"] for u in usage.values()),
+        completion_tokens=sum(u["completion_tokens"] for u in usage.values()),
+        latency_seconds=latency,
+        error=error,
+    )
+
+
+async def _start_backends(workdir: Path, cases: list[Case]) -> list[Backend]:
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    backends = [
+        Backend(workdir / f"prometheus-{i}", group, end)
+        for i, group in enumerate(group_cases(cases))
+    ]
+    started: list[Backend] = []
+    try:
+        for backend in await asyncio.gather(
+            *(asyncio.to_thread(b.start) for b in backends), return_exceptions=True
+        ):
+            if isinstance(backend, BaseException):
+                raise backend
+            started.append(backend)
+    except BaseException:
+        for backend in backends:
+            backend.stop()
+        raise
+    return started
+
+
+async def run_eval(
+    settings: Settings,
+    loaded: list[Loaded],
+    *,
+    iterations: int = 1,
+    concurrency: int = 4,
+    progress: Progress | None = None,
+) -> EvalResult:
+    """Run every case ``iterations`` times, ``concurrency`` runs at a time."""
+    check_scope(settings, loaded)
+    try:
+        find_binary("promtool")
+        find_binary("prometheus")
+    except MissingBinary as exc:
+        raise EvalError(
+            f"{exc}: eval backfills metric history into a throwaway Prometheus"
+        ) from exc
+    model = settings.env.llm_model if settings.config.diagnosis.use_llm else "runbook only"
+    result = EvalResult(cases=[CaseResult(item) for item in loaded], model=model)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="devops-agent-eval-") as tmp:
+        workdir = Path(tmp)
+        backends = await _start_backends(workdir, [item.case for item in loaded])
+        try:
+            home = {case.id: b for b in backends for case in b.cases}
+            gate = asyncio.Semaphore(concurrency)
+            total = len(loaded) * iterations
+            done = 0
+
+            async def one(entry: CaseResult, iteration: int) -> None:
+                nonlocal done
+                case = entry.loaded.case
+                backend = home[case.id]
+                state = workdir / "state" / f"{case.id}-{iteration}.db"
+                async with gate:
+                    outcome = await run_case(
+                        settings, case, backend.at[case.id], backend.url, state, iteration
+                    )
+                use_llm = settings.config.diagnosis.use_llm
+                entry.runs.append((outcome, score(case, outcome, model_configured=use_llm)))
+                done += 1
+                if progress is not None:
+                    progress(done, total, case.id)
+
+            await asyncio.gather(
+                *(one(entry, i) for i in range(iterations) for entry in result.cases)
+            )
+        finally:
+            for backend in backends:
+                backend.stop()
+    for entry in result.cases:
+        entry.runs.sort(key=lambda run: run[0].iteration)
+    result.wall_seconds = time.perf_counter() - started
+    return result
