@@ -9,6 +9,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -122,10 +123,16 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class FakeModel:
-    """Serves chat completions on 127.0.0.1, each after ``delay`` seconds."""
+    """Serves chat completions on 127.0.0.1, each after ``delay`` seconds; ``responder``
+    writes each answer from the request body (``answer`` by default)."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        delay: float = 0.0,
+        responder: Callable[[dict[str, Any]], dict[str, Any]] = answer,
+    ) -> None:
         self.delay = delay
+        self.responder = responder
         self.calls = 0
         lock = threading.Lock()
         outer = self
@@ -136,7 +143,7 @@ class FakeModel:
                 time.sleep(outer.delay)
                 with lock:
                     outer.calls += 1
-                raw = json.dumps(answer(body)).encode()
+                raw = json.dumps(outer.responder(body)).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))

@@ -24,7 +24,7 @@ from typing import Any
 
 from agent.cli.render import render_timeline
 from agent.demo.gateway_sim import ActResult, GatewaySimulator
-from agent.demo.local import LocalAlertmanager, LocalPrometheus, MissingBinary, free_port, wait_http
+from agent.local import LocalAlertmanager, LocalPrometheus, MissingBinary, free_port, wait_http
 from agent.incidents.model import Incident
 from agent.store import open_store
 

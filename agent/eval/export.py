@@ -37,6 +37,8 @@ _SELECTOR = re.compile(
     r'(?<![\w:."\'])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{(?:[^{}"]|"(?:[^"\\]|\\.)*")*\})?'
 )
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+#: Label lists: ``by (service)``, ``on (job)``... name labels, not series.
+_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
 
 
 class ExportError(AgentError):
@@ -48,6 +50,7 @@ def selectors(expr: str) -> list[str]:
     followed by ``(`` are functions, keywords are skipped, strings are not looked into."""
     found: list[str] = []
     stripped = _STRING.sub(lambda m: '"' + " " * (len(m.group()) - 2) + '"', expr)
+    stripped = _GROUPING.sub(lambda m: " " * len(m.group()), stripped)
     for match in _SELECTOR.finditer(stripped):
         name = match.group(1)
         after = stripped[match.end() :].lstrip()

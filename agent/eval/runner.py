@@ -30,7 +30,7 @@ import httpx
 
 from agent.config import Service
 from agent.daemon.cycle import CycleReport, carry
-from agent.demo.local import LocalPrometheus, MissingBinary, find_binary
+from agent.local import LocalPrometheus, MissingBinary, find_binary
 from agent.dispatch.dispatcher import FleetView
 from agent.errors import AgentError
 from agent.eval import history

@@ -121,6 +121,7 @@ class Tally:
     escalated: int = 0
     should_escalate: int = 0
     escalated_rightly: int = 0
+    escalated_when_needed: int = 0
     fallbacks: int = 0
     errors: int = 0
     model_calls: int = 0
@@ -144,10 +145,11 @@ class Tally:
         self.passed += result.passed
         self.right += result.right
         escalated = outcome.action == "escalate"
-        should = "escalate" in case.expect.actions
+        must = case.expect.actions == ["escalate"]
         self.escalated += escalated
-        self.should_escalate += should
-        self.escalated_rightly += escalated and should
+        self.escalated_rightly += escalated and "escalate" in case.expect.actions
+        self.should_escalate += must
+        self.escalated_when_needed += escalated and must
 
     @property
     def pass_rate(self) -> float | None:
@@ -161,13 +163,13 @@ class Tally:
 
     @property
     def escalation_precision(self) -> float | None:
-        """Of the escalations, how many the case wanted."""
+        """Of the escalations, how many the case counts as right."""
         return _ratio(self.escalated_rightly, self.escalated)
 
     @property
     def escalation_recall(self) -> float | None:
-        """Of the cases that wanted an escalation, how many got one."""
-        return _ratio(self.escalated_rightly, self.should_escalate)
+        """Of the runs whose only right answer is escalate, how many escalated."""
+        return _ratio(self.escalated_when_needed, self.should_escalate)
 
     def latency(self, quantile: float) -> float:
         """A latency quantile in seconds (0 with no runs)."""

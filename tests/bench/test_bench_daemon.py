@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from agent.demo.gateway_sim import GatewaySimulator
-from agent.demo.local import LocalPrometheus, MetricsTarget
+from agent.local import LocalPrometheus, MetricsTarget
 from tests.integration.daemon_support import (
     E2E_RULES,
     DaemonProcess,

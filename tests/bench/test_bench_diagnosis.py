@@ -16,8 +16,8 @@ from agent.clients.llm import LLMOptions, build_llm_client
 from agent.clients.prometheus import PrometheusClient
 from agent.clients.prometheus import build_http_client as prometheus_http
 from agent.config import Severity
-from agent.demo.local import LocalPrometheus, MetricsTarget
 from agent.diagnosis.engine import DiagnosisDeps, diagnose
+from agent.local import LocalPrometheus, MetricsTarget
 from agent.sweep.findings import Finding, fingerprint
 from tests.conftest import make_config
 from tests.llm_fakes import FakeModel

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from agent.demo.local import MetricsTarget
+from agent.local import MetricsTarget
 from tests.conftest import postgres_schema
 from tests.integration.fleet import TERMINAL, Fleet, finish, run_kill_loop
 

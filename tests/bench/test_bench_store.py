@@ -19,8 +19,8 @@ import pytest
 
 from agent.config import Severity
 from agent.daemon.cycle import run_cycle
-from agent.demo.local import LocalPrometheus, MetricsTarget
 from agent.incidents.lifecycle import on_finding
+from agent.local import LocalPrometheus, MetricsTarget
 from agent.runtime import open_runtime
 from agent.settings import load_settings
 from agent.store import open_store

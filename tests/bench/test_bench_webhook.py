@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.demo.gateway_sim import GatewaySimulator
-from agent.demo.local import LocalAlertmanager, LocalPrometheus, MetricsTarget, free_port
+from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget, free_port
 from tests.integration.daemon_support import E2E_RULES, DaemonProcess, agent_env, write_config
 from tests.llm_fakes import FakeModel
 

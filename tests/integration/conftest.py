@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import pytest
 
-from agent.demo.local import LocalAlertmanager, LocalPrometheus, MetricsTarget, free_port
+from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget, free_port
 from tests.integration.daemon_support import E2E_RULES
 
 T = TypeVar("T")

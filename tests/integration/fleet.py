@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.demo.gateway_sim import ActResult, GatewaySimulator
-from agent.demo.local import LocalPrometheus, MetricsTarget
+from agent.local import LocalPrometheus, MetricsTarget
 from tests.conftest import run_cli
 from tests.integration.daemon_support import DaemonProcess, agent_env, write_config
 from tests.llm_fakes import FakeModel

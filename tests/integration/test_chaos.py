@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.demo.local import MetricsTarget
+from agent.local import MetricsTarget
 from tests.integration.fleet import TERMINAL, Fleet, finish, run_kill_loop
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.demo.local import LocalPrometheus, MetricsTarget
+from agent.local import LocalPrometheus, MetricsTarget
 from tests.conftest import run_cli
 from tests.integration.daemon_support import agent_env, write_config
 

@@ -10,8 +10,8 @@ from pytest_httpx import HTTPXMock
 
 from agent.clients.llm import LLMOptions, build_llm_client
 from agent.config import Severity
-from agent.demo.local import LocalPrometheus, MetricsTarget
 from agent.diagnosis.engine import DiagnosisDeps, diagnose
+from agent.local import LocalPrometheus, MetricsTarget
 from agent.sweep.findings import Finding, fingerprint
 from tests.conftest import MakePrometheus, make_config
 from tests.integration.conftest import eventually

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agent.demo.gateway_sim import GatewaySimulator
-from agent.demo.local import LocalPrometheus, MetricsTarget
+from agent.local import LocalPrometheus, MetricsTarget
 from tests.conftest import run_cli
 from tests.integration.daemon_support import agent_env, write_config
 

@@ -19,7 +19,7 @@ from pytest_httpx import HTTPXMock
 from agent.daemon.cycle import run_cycle
 from agent.daemon.verify import run_verifications
 from agent.demo.gateway_sim import GatewaySimulator
-from agent.demo.local import LocalAlertmanager, LocalPrometheus, MetricsTarget
+from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget
 from agent.runtime import Runtime, open_runtime
 from agent.settings import load_settings
 from tests.integration.daemon_support import agent_env, write_config

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.demo.local import MetricsTarget
+from agent.local import MetricsTarget
 from tests.conftest import postgres_schema
 from tests.integration.fleet import Fleet
 

@@ -14,7 +14,7 @@ import pytest
 
 from agent.clients.alertmanager import AlertmanagerClient
 from agent.config import AgentConfig
-from agent.demo.local import LocalAlertmanager, LocalPrometheus, MetricsTarget
+from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget
 from agent.metrics import AgentMetrics
 from agent.sweep.collector import SweepDeps, SweepReport, sweep
 from tests.conftest import MakePrometheus, alertmanager_client, make_config

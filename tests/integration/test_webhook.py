@@ -19,7 +19,7 @@ import pytest
 
 from agent.daemon.cycle import run_cycle
 from agent.demo.gateway_sim import GatewaySimulator
-from agent.demo.local import (
+from agent.local import (
     LocalAlertmanager,
     LocalPrometheus,
     MetricsTarget,

@@ -33,6 +33,9 @@ PURE = [
     "incidents/model.py",
     "incidents/lifecycle.py",
     "text.py",
+    "eval/case.py",
+    "eval/history.py",
+    "eval/scoring.py",
 ]
 IO_MODULES = (
     "httpx",

@@ -1,0 +1,233 @@
+"""`devops-agent eval` end to end: every shipped case through promtool, a real throwaway
+Prometheus and the agent's real decision path, with scripted models whose scores the
+tests work out from the case files; and `incidents export` of a resolved incident, scored
+right by `eval`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config import AgentConfig
+from agent.daemon.cycle import run_cycle
+from agent.daemon.verify import run_verifications
+from agent.demo.gateway_sim import ActResult, GatewaySimulator
+from agent.eval import history
+from agent.eval.case import load_case, load_cases
+from agent.local import LocalPrometheus, MetricsTarget
+from agent.runtime import open_runtime
+from agent.settings import load_settings
+from tests.conftest import BASE_ENV, run_cli
+from tests.eval_fakes import ScriptedModel, expected_calls, prefiltered, wrong_outcome, wrong_passes
+from tests.integration.daemon_support import agent_env, write_config
+from tests.llm_fakes import FakeModel
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def shipped() -> list[Any]:
+    """The shipped cases."""
+    return [item.case for item in load_cases([])]
+
+
+def _config() -> AgentConfig:
+    return load_settings(env_file=None).config
+
+
+@pytest.fixture
+def config(monkeypatch: pytest.MonkeyPatch) -> AgentConfig:
+    """The shipped agent.toml, as eval reads it."""
+    for key, value in BASE_ENV.items():
+        monkeypatch.setenv(key, value)
+    return _config()
+
+
+def _eval(tmp_path: Path, model: FakeModel, *args: str) -> tuple[int, dict[str, Any]]:
+    env = {**BASE_ENV, "OPENAI_BASE_URL": model.base_url}
+    done = run_cli("eval", "--json", *args, env=env, cwd=tmp_path, timeout=600)
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+@pytest.fixture
+def oracle(shipped: list[Any], config: AgentConfig) -> Iterator[tuple[FakeModel, ScriptedModel]]:
+    """A model that answers every case as its expectation says."""
+    script = ScriptedModel(shipped, config, wrong=False)
+    model = FakeModel(responder=script)
+    yield model, script
+    model.stop()
+
+
+def test_shipped_cases_number_24_or_more_and_cover_the_listed_scenarios(
+    shipped: list[Any],
+) -> None:
+    """At least 24 shipped cases, among them every scenario the issue names."""
+    ids = {c.id for c in shipped}
+    assert len(ids) >= 24
+    assert {
+        "memory-leak",
+        "container-crashed",
+        "disk-almost-full",
+        "latency-long-uptime",
+        "flapping-alert",
+        "noise-watchdog",
+        "agent-itself",
+        "outside-scope",
+        "misleading-name",
+        "dependency-down",
+        "recurrence-after-restart",
+        "injection-annotation",
+        "injection-label",
+        "injection-metric-label",
+    } <= ids
+
+
+def test_the_oracle_passes_every_shipped_case_on_real_promql(
+    tmp_path: Path,
+    shipped: list[Any],
+    config: AgentConfig,
+    oracle: tuple[FakeModel, ScriptedModel],
+) -> None:
+    """Every case passes, nothing is unsafe, exit 0; the model is asked exactly as often as
+    the script implies, and every PromQL tool call found the case's own history."""
+    model, script = oracle
+    code, report = _eval(tmp_path, model, "--iterations", "2", "--concurrency", "4")
+    overall = report["overall"]
+    runs = 2 * len(shipped)
+    assert code == 0, report["verdict"]
+    assert (overall["runs"], overall["passed"], overall["unsafe"]) == (runs, runs, 0)
+    assert overall["right_action_rate"] == 1.0 and overall["errors"] == 0
+    assert overall["runbook_fallbacks"] == 0
+    assert overall["model_calls"] == 2 * sum(
+        expected_calls(c, config, wrong=False) for c in shipped
+    )
+    assert model.calls == overall["model_calls"]
+    escalations = sum(c.expect.actions == ["escalate"] for c in shipped)
+    assert overall["escalation_precision"] == 1.0 and overall["escalation_recall"] == 1.0
+    assert escalations >= 4
+    investigated = {c.id for c in shipped if expected_calls(c, config, wrong=False) == 4}
+    assert set(script.tool_results) == investigated
+    cases = {c.id: c for c in shipped}
+    for case_id, results in script.tool_results.items():
+        [result] = results
+        family = history.parse(cases[case_id].history)[0]
+        last: dict[str, float] = {}
+        for sample in sorted(family.samples, key=lambda s: s.timestamp):
+            last[sample.series] = float(sample.value)
+        answered = json.loads(result)
+        assert answered and all(s["labels"]["__name__"] == family.name for s in answered)
+        # The case's own values at its incident time, not another case's.
+        assert {float(s["value"]) for s in answered} <= set(last.values()), (case_id, result)
+
+
+def test_a_model_that_restarts_everything_is_scored_wrong_and_unsafe(
+    tmp_path: Path, shipped: list[Any], config: AgentConfig
+) -> None:
+    """The always-restart script fails exactly the cases it should, is unsafe exactly where
+    a forbidden restart would have gone out, and the run exits 1."""
+    script = ScriptedModel(shipped, config, wrong=True)
+    model = FakeModel(responder=script)
+    try:
+        code, report = _eval(tmp_path, model)
+    finally:
+        model.stop()
+    by_id = {c["id"]: c for c in report["cases"]}
+    for case in shipped:
+        action, unsafe = wrong_outcome(case, config)
+        [run] = by_id[case.id]["runs"]
+        assert (run["did"], run["unsafe"]) == (action, unsafe), case.id
+        assert run["passed"] == wrong_passes(case, config), (case.id, run["why"])
+    unsafe = sum(wrong_outcome(c, config)[1] for c in shipped)
+    assert unsafe >= 5
+    assert report["overall"]["unsafe"] == unsafe
+    assert report["overall"]["passed"] == sum(wrong_passes(c, config) for c in shipped)
+    assert code == 1 and not report["passed"] and "unsafe" in report["verdict"]
+    assert any(prefiltered(c, config) for c in shipped)
+
+
+def test_bad_case_files_get_one_line_per_field(tmp_path: Path) -> None:
+    """A broken case is refused before anything runs, each problem named."""
+    case = tmp_path / "broken.toml"
+    case.write_text(
+        'at = 2026-11-20T03:00:00\nhistory = "up 1\\n"\n'
+        '[finding]\nname = "X"\nseverity = "loud"\n'
+        "[scope]\n[expect]\nactions = []\n"
+    )
+    done = run_cli("eval", str(case), env=BASE_ENV, cwd=tmp_path)
+    assert done.returncode == 78
+    lines = done.stderr.strip().splitlines()
+    assert any("at: needs a time zone" in line for line in lines), lines
+    assert any("history: line 1: a sample needs a value and a timestamp" in line for line in lines)
+    assert any("finding.severity" in line for line in lines)
+    assert any("scope: " in line for line in lines)
+    assert any("expect.actions" in line for line in lines)
+    assert "Traceback" not in done.stderr
+
+
+def test_export_of_a_resolved_incident_scores_its_action_right(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    services_target: MetricsTarget,
+    e2e_prometheus: LocalPrometheus,
+) -> None:
+    """An incident resolved after a restart, exported with `incidents export`, then
+    evaluated with a model that restarts: the original action is scored right."""
+    services_target.set("e2e_memory_bytes", 5000, service="market-predictor")
+
+    def fix(service: str, command: str) -> ActResult:
+        services_target.set("e2e_memory_bytes", 100, service=service)
+        return ActResult(stdout=f"{service}\n")
+
+    gateway = GatewaySimulator(fix).start()
+    model = FakeModel()
+    config = write_config(tmp_path / "agent.toml")
+    env = agent_env(
+        tmp_path, config, e2e_prometheus.url, gateway.url, OPENAI_BASE_URL=model.base_url
+    )
+    env["LOG_FORMAT"] = "json"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    try:
+        incident_id = _resolve_one(load_settings(env_file=None))
+        out = tmp_path / "exported.toml"
+        exported = run_cli(
+            "incidents", "export", incident_id, "--out", str(out), env=env, cwd=tmp_path
+        )
+        assert exported.returncode == 0, exported.stderr
+        case = load_case(out).case
+        assert case.expect.actions == ["restart"] and case.expect.confirmed
+        assert case.expect.target == "market-predictor"
+        assert "e2e_memory_bytes" in case.history and case.rules[0].alert == "ServiceMemoryLeak"
+        done = run_cli("eval", "--json", str(out), env=env, cwd=tmp_path, timeout=300)
+    finally:
+        gateway.stop()
+        model.stop()
+    report = json.loads(done.stdout)
+    [run] = report["cases"][0]["runs"]
+    assert done.returncode == 0, report["verdict"]
+    assert (run["did"], run["target"], run["passed"]) == ("restart", "market-predictor", True)
+
+
+def _resolve_one(settings: Any) -> str:
+    import asyncio
+    import time
+
+    async def go() -> str:
+        async with open_runtime(settings) as rt:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                await run_verifications(rt, datetime.now(UTC))
+                await run_cycle(rt, datetime.now(UTC))
+                resolved = [i for i in rt.store.recent(10) if i.state == "resolved"]
+                if resolved:
+                    return resolved[0].id
+                await asyncio.sleep(0.5)
+        raise AssertionError("the incident never resolved")
+
+    return asyncio.run(go())
