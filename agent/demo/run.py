@@ -24,8 +24,8 @@ from typing import Any
 
 from agent.cli.render import render_timeline
 from agent.demo.gateway_sim import ActResult, GatewaySimulator
-from agent.local import LocalAlertmanager, LocalPrometheus, MissingBinary, free_port, wait_http
 from agent.incidents.model import Incident
+from agent.local import LocalAlertmanager, LocalPrometheus, MissingBinary, free_port, wait_http
 from agent.store import open_store
 
 SERVICE = "market-predictor"

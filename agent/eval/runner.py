@@ -30,7 +30,6 @@ import httpx
 
 from agent.config import Service
 from agent.daemon.cycle import CycleReport, carry
-from agent.local import LocalPrometheus, MissingBinary, find_binary
 from agent.dispatch.dispatcher import FleetView
 from agent.errors import AgentError
 from agent.eval import history
@@ -38,6 +37,7 @@ from agent.eval.case import Case, CaseError, CaseGateway, Loaded
 from agent.eval.scoring import Outcome, Score, Tally, score
 from agent.incidents.lifecycle import on_finding
 from agent.incidents.model import Incident
+from agent.local import LocalPrometheus, MissingBinary, find_binary
 from agent.runtime import open_runtime
 from agent.settings import Settings
 from agent.store.base import Unreadable
