@@ -20,7 +20,7 @@ install: system-deps $(STAMP) ## virtualenv, the package (editable, with dev ext
 
 system-deps: ## install prometheus, prometheus-alertmanager (and systemd-analyze) with apt-get when missing
 	@missing=""; \
-	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \

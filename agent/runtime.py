@@ -27,7 +27,7 @@ import httpx
 from agent.clients.alertmanager import AlertmanagerClient
 from agent.clients.alertmanager import build_http_client as alertmanager_http
 from agent.clients.gateway import GatewayClient, build_http_client
-from agent.clients.llm import LLMOptions, build_llm_client
+from agent.clients.llm import LLMClient, LLMOptions, build_llm_client
 from agent.clients.prometheus import PrometheusClient
 from agent.clients.prometheus import build_http_client as prometheus_http
 from agent.config import AgentConfig
@@ -106,31 +106,64 @@ class LeaseKeeper:
                 log.warning("lease_renewal_failed", error=str(exc), incidents=len(working))
 
 
+def build_prometheus(
+    url: str, settings: Settings, *, bearer_token: str | None, verify: bool | str
+) -> tuple[PrometheusClient, httpx.AsyncClient]:
+    """The Prometheus client for ``url`` and the httpx client under it (the caller
+    closes the latter)."""
+    opts = settings.config.prometheus
+    http = prometheus_http(
+        url, timeout=opts.query_timeout_seconds, bearer_token=bearer_token, verify=verify
+    )
+    client = PrometheusClient(
+        http, timeout=opts.query_timeout_seconds, max_bytes=opts.max_answer_bytes
+    )
+    return client, http
+
+
+def build_llm(
+    settings: Settings, metrics: AgentMetrics | None
+) -> tuple[LLMClient, httpx.AsyncClient] | None:
+    """The model client and the httpx client under it (the caller closes the latter);
+    None when the diagnosis does not use a model."""
+    env, config = settings.env, settings.config
+    if not config.diagnosis.use_llm:
+        return None
+    options = LLMOptions(
+        model=env.llm_model,
+        temperature=env.llm_temperature,
+        max_tokens=env.llm_max_tokens,
+        max_retries=config.diagnosis.max_retries,
+        request_timeout=config.diagnosis.request_timeout_seconds,
+    )
+    return build_llm_client(
+        api_key=env.openai_api_key.get_secret_value(),
+        base_url=env.openai_base_url,
+        options=options,
+        metrics=metrics,
+        max_answer_bytes=config.diagnosis.max_answer_bytes,
+    )
+
+
 @asynccontextmanager
 async def open_runtime(
     settings: Settings,
     *,
     dry_run: bool | None = None,
     metrics: AgentMetrics | None = None,
-    gateway_transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Create the clients and the store, start renewing leases; close them all on exit.
-    ``gateway_transport`` replaces the network under the gateway client (``eval``)."""
+    """Create the clients and the store, start renewing leases; close them all on exit."""
     env, config = settings.env, settings.config
     metrics = metrics or AgentMetrics()
     async with AsyncExitStack() as stack:
-        opts = config.prometheus
-        bundle = opts.ca_bundle
-        prom_http = prometheus_http(
+        bundle = config.prometheus.ca_bundle
+        prometheus, prom_http = build_prometheus(
             env.prometheus_url,
-            timeout=opts.query_timeout_seconds,
+            settings,
             bearer_token=reveal(env.prometheus_bearer_token),
-            verify=str(bundle) if bundle else opts.tls_verify,
+            verify=str(bundle) if bundle else config.prometheus.tls_verify,
         )
         stack.push_async_callback(prom_http.aclose)
-        prometheus = PrometheusClient(
-            prom_http, timeout=opts.query_timeout_seconds, max_bytes=opts.max_answer_bytes
-        )
         alertmanager = None
         if env.alertmanager_url:
             am = config.alertmanager
@@ -143,25 +176,12 @@ async def open_runtime(
             env.ai_command_gateway_url,
             env.ai_command_gateway_timeout,
             reveal(env.ai_command_gateway_token),
-            gateway_transport,
         )
         stack.push_async_callback(gw_http.aclose)
         llm = None
-        if config.diagnosis.use_llm:
-            options = LLMOptions(
-                model=env.llm_model,
-                temperature=env.llm_temperature,
-                max_tokens=env.llm_max_tokens,
-                max_retries=config.diagnosis.max_retries,
-                request_timeout=config.diagnosis.request_timeout_seconds,
-            )
-            llm, llm_http = build_llm_client(
-                api_key=env.openai_api_key.get_secret_value(),
-                base_url=env.openai_base_url,
-                options=options,
-                metrics=metrics,
-                max_answer_bytes=config.diagnosis.max_answer_bytes,
-            )
+        built = build_llm(settings, metrics)
+        if built is not None:
+            llm, llm_http = built
             stack.push_async_callback(llm_http.aclose)
         store = open_store(env.state_url)
         stack.callback(store.close)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,8 +30,12 @@ from typing import Any
 
 import httpx
 
+from agent.clients.gateway import GatewayClient, build_http_client
+from agent.clients.llm import LLMClient
+from agent.clients.prometheus import PrometheusClient
 from agent.config import Service
 from agent.daemon.cycle import CycleReport, carry
+from agent.diagnosis.engine import DiagnosisDeps
 from agent.dispatch.dispatcher import FleetView
 from agent.errors import AgentError
 from agent.eval import history
@@ -38,10 +44,12 @@ from agent.eval.scoring import Outcome, Score, Tally, score
 from agent.incidents.lifecycle import on_finding
 from agent.incidents.model import Incident
 from agent.local import LocalPrometheus, MissingBinary, find_binary
-from agent.runtime import open_runtime
+from agent.metrics import AgentMetrics
+from agent.runtime import Runtime, build_llm, build_prometheus
 from agent.settings import Settings
+from agent.store import open_store
 from agent.store.base import Unreadable
-from agent.sweep.collector import SweepReport
+from agent.sweep.collector import SweepDeps, SweepReport
 
 #: How far back a case's history reaches (the investigation tools look back at most 6 h).
 HISTORY = timedelta(hours=6)
@@ -139,9 +147,9 @@ class Backend:
         assert self.server is not None
         return self.server.url
 
-    def _openmetrics(self) -> str:
+    def _openmetrics(self, cases: list[Case]) -> str:
         moved = []
-        for case in self.cases:
+        for case in cases:
             families = history.parse(case.history)
             start = (case.at - HISTORY).timestamp()
             by = (self.at[case.id] - case.at).total_seconds()
@@ -149,22 +157,36 @@ class Backend:
             moved.append(families)
         return history.merge(moved)
 
+    def _backfill(self) -> None:
+        """promtool writes the blocks: one process per CPU, each for a share of the cases
+        (its cost is per block, and the cases' windows are apart)."""
+        data = self.workdir / "data"
+        shares = max(1, min(os.cpu_count() or 1, len(self.cases)))
+        runs = []
+        for i in range(shares):
+            source = self.workdir / f"history-{i}.om"
+            source.write_text(self._openmetrics(self.cases[i::shares]), encoding="utf-8")
+            argv = [find_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", "-q"]
+            runs.append(
+                subprocess.Popen(
+                    [*argv, str(source), str(data)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
+        for run in runs:
+            output, _ = run.communicate(timeout=600)
+            if run.returncode != 0:
+                detail = output.strip().splitlines()
+                raise EvalError(
+                    f"promtool could not backfill: {detail[-1] if detail else 'failed'}"
+                )
+
     def start(self) -> Backend:
         """Backfill with promtool, then start Prometheus over the blocks (blocking)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        source = self.workdir / "history.om"
-        source.write_text(self._openmetrics(), encoding="utf-8")
-        data = self.workdir / "data"
-        done = subprocess.run(
-            [find_binary("promtool"), "tsdb", "create-blocks-from", "openmetrics", "-q"]
-            + [str(source), str(data)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if done.returncode != 0:
-            detail = (done.stderr or done.stdout).strip().splitlines()
-            raise EvalError(f"promtool could not backfill: {detail[-1] if detail else 'failed'}")
+        self._backfill()
         groups = [c.rule_group() for c in self.cases if c.rules]
         days = 2 + int(len(self.cases) * WINDOW / timedelta(days=1))
         self.server = LocalPrometheus(
@@ -231,11 +253,9 @@ def check_scope(settings: Settings, loaded: Sequence[Loaded]) -> None:
         raise CaseError(problems)
 
 
-def _settings_for(settings: Settings, case: Case, prometheus: str, state: Path) -> Settings:
+def _settings_for(settings: Settings, case: Case, state: Path) -> Settings:
     env = settings.env.model_copy(
         update={
-            "prometheus_url": prometheus,
-            "prometheus_bearer_token": None,
             "alertmanager_url": None,
             "agent_state_url": f"sqlite:///{state}",
             "dry_run": False,
@@ -251,35 +271,88 @@ def _settings_for(settings: Settings, case: Case, prometheus: str, state: Path) 
                 for name, s in case.scope.items()
             },
             "policy": config.policy.model_copy(update={"recheck_before_dispatch": False}),
-            "prometheus": config.prometheus.model_copy(
-                update={"ca_bundle": None, "tls_verify": True}
-            ),
         }
     )
     return Settings(env=env, config=config)
 
 
+@dataclass
+class Shared:
+    """What every run of one evaluation shares: the model client, one Prometheus client
+    per throwaway Prometheus, the metrics. Built once: a TLS context per client and run
+    would cost more than a diagnosis."""
+
+    settings: Settings
+    metrics: AgentMetrics
+    llm: LLMClient | None
+    prometheus: dict[str, PrometheusClient]
+
+
+@asynccontextmanager
+async def shared_clients(settings: Settings, backends: Sequence[Backend]) -> AsyncIterator[Shared]:
+    """Open the shared clients; close them on exit."""
+    metrics = AgentMetrics()
+    async with AsyncExitStack() as stack:
+        built = build_llm(settings, metrics)
+        if built is not None:
+            stack.push_async_callback(built[1].aclose)
+        clients: dict[str, PrometheusClient] = {}
+        for backend in backends:
+            client, http = build_prometheus(backend.url, settings, bearer_token=None, verify=True)
+            stack.push_async_callback(http.aclose)
+            clients[backend.url] = client
+        yield Shared(settings, metrics, built[0] if built else None, clients)
+
+
 async def run_case(
-    settings: Settings, case: Case, at: datetime, prometheus: str, state: Path, iteration: int
+    shared: Shared, case: Case, at: datetime, prometheus: str, state: Path, iteration: int
 ) -> Outcome:
-    """One run of one case: the finding at ``at``, carried as far as the agent would."""
-    run_settings = _settings_for(settings, case, prometheus, state)
-    intents = {a.intent: name for name, a in run_settings.config.actions.items() if a.intent}
+    """One run of one case: the finding at ``at``, carried as far as the agent would, with
+    its own store and a stand-in gateway."""
+    settings = _settings_for(shared.settings, case, state)
+    config = settings.config
+    intents = {a.intent: name for name, a in config.actions.items() if a.intent}
     stand_in = StandIn(case.gateway, intents)
-    transport = httpx.MockTransport(stand_in)
-    async with open_runtime(run_settings, dry_run=False, gateway_transport=transport) as rt:
-        finding = case.to_finding(at, rt.config.prometheus.target_labels)
-        step = on_finding(finding, uuid.uuid4().hex[:12], at)
-        rt.store.insert(step)
-        cycle = CycleReport(sweep=SweepReport(sweep_id=f"eval-{case.id}", started_at=at))
-        started = time.perf_counter()
-        error = None
-        try:
-            await carry(rt, step.incident, finding, _Fixed(), at, cycle)
-        except AgentError as exc:
-            error = str(exc)
-        latency = time.perf_counter() - started
-        final = rt.store.get(step.incident.id)
+    client = shared.prometheus[prometheus]
+    timeout = settings.env.ai_command_gateway_timeout
+    store = open_store(settings.env.state_url)
+    try:
+        async with build_http_client(
+            GATEWAY_URL, timeout, None, httpx.MockTransport(stand_in)
+        ) as gateway_http:
+            rt = Runtime(
+                settings=settings,
+                store=store,
+                metrics=shared.metrics,
+                prometheus=client,
+                gateway=GatewayClient(
+                    gateway_http, config.gateway, timeout=timeout, metrics=shared.metrics
+                ),
+                sweep_deps=SweepDeps(config=config, prometheus=client, metrics=shared.metrics),
+                diagnosis=DiagnosisDeps(config=config, prometheus=client, llm=shared.llm),
+                alertmanager=None,
+                dry_run=False,
+            )
+            return await _carry(rt, case, at, stand_in, iteration)
+    finally:
+        store.close()
+
+
+async def _carry(
+    rt: Runtime, case: Case, at: datetime, stand_in: StandIn, iteration: int
+) -> Outcome:
+    finding = case.to_finding(at, rt.config.prometheus.target_labels)
+    step = on_finding(finding, uuid.uuid4().hex[:12], at)
+    rt.store.insert(step)
+    cycle = CycleReport(sweep=SweepReport(sweep_id=f"eval-{case.id}", started_at=at))
+    started = time.perf_counter()
+    error = None
+    try:
+        await carry(rt, step.incident, finding, _Fixed(), at, cycle)
+    except AgentError as exc:
+        error = str(exc)
+    latency = time.perf_counter() - started
+    final = rt.store.get(step.incident.id)
     state_name = final.state if isinstance(final, Incident) else "unknown"
     if isinstance(final, Unreadable):
         error = error or f"the incident could not be read back: {final.error}"
@@ -350,29 +423,8 @@ async def run_eval(
         workdir = Path(tmp)
         backends = await _start_backends(workdir, [item.case for item in loaded])
         try:
-            home = {case.id: b for b in backends for case in b.cases}
-            gate = asyncio.Semaphore(concurrency)
-            total = len(loaded) * iterations
-            done = 0
-
-            async def one(entry: CaseResult, iteration: int) -> None:
-                nonlocal done
-                case = entry.loaded.case
-                backend = home[case.id]
-                state = workdir / "state" / f"{case.id}-{iteration}.db"
-                async with gate:
-                    outcome = await run_case(
-                        settings, case, backend.at[case.id], backend.url, state, iteration
-                    )
-                use_llm = settings.config.diagnosis.use_llm
-                entry.runs.append((outcome, score(case, outcome, model_configured=use_llm)))
-                done += 1
-                if progress is not None:
-                    progress(done, total, case.id)
-
-            await asyncio.gather(
-                *(one(entry, i) for i in range(iterations) for entry in result.cases)
-            )
+            async with shared_clients(settings, backends) as shared:
+                await _run_all(shared, result, backends, workdir, iterations, concurrency, progress)
         finally:
             for backend in backends:
                 backend.stop()
@@ -380,3 +432,36 @@ async def run_eval(
         entry.runs.sort(key=lambda run: run[0].iteration)
     result.wall_seconds = time.perf_counter() - started
     return result
+
+
+async def _run_all(
+    shared: Shared,
+    result: EvalResult,
+    backends: list[Backend],
+    workdir: Path,
+    iterations: int,
+    concurrency: int,
+    progress: Progress | None,
+) -> None:
+    home = {case.id: b for b in backends for case in b.cases}
+    gate = asyncio.Semaphore(concurrency)
+    total = len(result.cases) * iterations
+    done = 0
+    (workdir / "state").mkdir(exist_ok=True)
+    use_llm = shared.settings.config.diagnosis.use_llm
+
+    async def one(entry: CaseResult, iteration: int) -> None:
+        nonlocal done
+        case = entry.loaded.case
+        backend = home[case.id]
+        state = workdir / "state" / f"{case.id}-{iteration}.db"
+        async with gate:
+            outcome = await run_case(
+                shared, case, backend.at[case.id], backend.url, state, iteration
+            )
+        entry.runs.append((outcome, score(case, outcome, model_configured=use_llm)))
+        done += 1
+        if progress is not None:
+            progress(done, total, case.id)
+
+    await asyncio.gather(*(one(entry, i) for i in range(iterations) for entry in result.cases))
