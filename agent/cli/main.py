@@ -34,6 +34,7 @@ from agent.eval.export import export_case
 from agent.eval.report import as_json, as_table
 from agent.eval.runner import run_eval
 from agent.eval.scoring import verdict
+from agent.incidents.model import Incident
 from agent.logs import configure_logging
 from agent.runtime import open_runtime
 from agent.settings import Settings, load_settings, redacted_summary, reveal, secret_values
@@ -197,12 +198,8 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 async def _export(settings: Settings, incident_id: str, out: Path | None) -> int:
     async with open_runtime(settings) as rt:
-        incident = rt.store.get(incident_id)
+        incident = _readable_incident(rt.store, incident_id)
         if incident is None:
-            _fail(f"no incident with id {show(incident_id)!r} (or the prefix is not unique)")
-            return EX_FAILURE
-        if isinstance(incident, Unreadable):
-            _fail(f"incident {show(incident.id)} cannot be read: {show(incident.error)}")
             return EX_FAILURE
         case = await export_case(incident, rt.store.events(incident.id), rt.prometheus, rt.config)
     text = dump_case(case)
@@ -304,13 +301,22 @@ def _eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ev.set_defaults(func=cmd_eval)
 
 
-def _show_incident(store: IncidentStore, incident_id: str, *, as_json: bool) -> int:
+def _readable_incident(store: IncidentStore, incident_id: str) -> Incident | None:
+    """The incident with this id (or unique prefix); None, with the reason printed, when
+    there is none or it cannot be read."""
     incident = store.get(incident_id)
     if incident is None:
         _fail(f"no incident with id {show(incident_id)!r} (or the prefix is not unique)")
-        return EX_FAILURE
+        return None
     if isinstance(incident, Unreadable):
         _fail(f"incident {show(incident.id)} cannot be read: {show(incident.error)}")
+        return None
+    return incident
+
+
+def _show_incident(store: IncidentStore, incident_id: str, *, as_json: bool) -> int:
+    incident = _readable_incident(store, incident_id)
+    if incident is None:
         return EX_FAILURE
     events = store.events(incident.id)
     if as_json:

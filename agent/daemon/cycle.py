@@ -199,7 +199,7 @@ async def _storm(
     shows it over, resolve it and release them. Returns the incidents as they now stand."""
     services = rt.config.services
     firing = sorted({f.target for f in report.findings if f.target in services and f.target})
-    storm = next((i for i in incidents if i.kind == "storm" and i.state == "watching"), None)
+    storm = _watching_storm(incidents)
     if is_storm(len(firing), len(services), rt.config.policy):
         await _hold(rt, incidents, storm, firing, now)
         return rt.store.current()
@@ -208,6 +208,11 @@ async def _storm(
     if await _release(rt, incidents, storm, now):
         return rt.store.current()
     return incidents
+
+
+def _watching_storm(incidents: list[Incident]) -> Incident | None:
+    """The fleet storm going on now, if any."""
+    return next((i for i in incidents if i.kind == "storm" and i.state == "watching"), None)
 
 
 async def _hold(
@@ -220,12 +225,13 @@ async def _hold(
     if storm is None:
         finding = storm_finding(firing, len(rt.config.services), now)
         step = on_storm(finding, uuid.uuid4().hex[:12], now)
-        if rt.store.insert(step):  # False: another replica opened it a moment ago
+        if rt.store.insert(step):
             await run_effects(rt, step, Applied(step.incident))
-    storm_id = storm.id if storm else step.incident.id
+        # False: another replica opened it a moment ago; hold under that one.
+        storm = _watching_storm(rt.store.current()) or step.incident
     for incident in incidents:
         if incident.state == "open" and incident.kind != "storm" and _free(rt, incident, now):
-            hold = on_hold(incident, storm_id, now)
+            hold = on_hold(incident, storm.id, now)
             await isolated(rt, incident, commit(rt, hold, incident.version))
 
 

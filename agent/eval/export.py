@@ -131,19 +131,16 @@ async def _rule(prometheus: PrometheusClient, name: str) -> dict[str, Any] | Non
     return None
 
 
-async def _history(
-    prometheus: PrometheusClient, exprs: list[str], at: datetime
-) -> tuple[str, list[str]]:
-    """The raw series of every selector, for LOOKBACK before ``at``; and what failed."""
+async def _history(prometheus: PrometheusClient, exprs: list[str], at: datetime) -> str:
+    """The raw series of every selector, for LOOKBACK before ``at``; a selector Prometheus
+    refuses is left out."""
     matrices: list[list[Any]] = []
-    failed: list[str] = []
     seconds = int(LOOKBACK.total_seconds())
     wanted = list(dict.fromkeys(s for e in exprs for s in selectors(e)))
     for selector in wanted:
         try:
             result = await prometheus.query(f"{selector}[{seconds}s]", at=at)
-        except PrometheusError as exc:
-            failed.append(f"{selector}: {exc}")
+        except PrometheusError:
             continue
         matrices.append([s for s in result if isinstance(s, dict)][:MAX_SERIES])
     text = openmetrics(matrices)
@@ -152,7 +149,7 @@ async def _history(
             "Prometheus has no samples left for the series this incident's investigation "
             f"read ({', '.join(wanted) or 'none found'}); it may be past its retention"
         )
-    return text, failed
+    return text
 
 
 def _expectation(incident: Incident) -> Expectation:
@@ -206,7 +203,7 @@ async def export_case(
             exprs.insert(0, check.expr if isinstance(check, HealthCheck) else check.selector)
     if not exprs:
         raise ExportError(f"incident {incident.id}: no PromQL to fetch history for")
-    text, _ = await _history(prometheus, exprs, at)
+    text = await _history(prometheus, exprs, at)
     target = incident.target
     scope: dict[str, Any] = {}
     if target and target in config.services:

@@ -126,12 +126,6 @@ def _meta(line: str, families: dict[str, Family]) -> Family:
     return family
 
 
-def span(families: list[Family]) -> tuple[float, float]:
-    """The first and last timestamp of the samples."""
-    stamps = [s.timestamp for f in families for s in f.samples]
-    return min(stamps), max(stamps)
-
-
 def shift(families: list[Family], by: float, *, keep_from: float, keep_until: float) -> None:
     """Move every sample by ``by`` seconds, keeping those in [keep_from, keep_until]
     (times before the move)."""

@@ -253,7 +253,9 @@ def check_scope(settings: Settings, loaded: Sequence[Loaded]) -> None:
         raise CaseError(problems)
 
 
-def _settings_for(settings: Settings, case: Case, state: Path) -> Settings:
+def settings_for_case(settings: Settings, case: Case, state: Path) -> Settings:
+    """The settings one run works with: the case's scope as the catalogue, its own store,
+    no Alertmanager, the stand-in gateway, no re-check (the finding is given)."""
     env = settings.env.model_copy(
         update={
             "alertmanager_url": None,
@@ -309,7 +311,7 @@ async def run_case(
 ) -> Outcome:
     """One run of one case: the finding at ``at``, carried as far as the agent would, with
     its own store and a stand-in gateway."""
-    settings = _settings_for(shared.settings, case, state)
+    settings = settings_for_case(shared.settings, case, state)
     config = settings.config
     intents = {a.intent: name for name, a in config.actions.items() if a.intent}
     stand_in = StandIn(case.gateway, intents)

@@ -10,7 +10,6 @@ scope does not allow for that service, is unsafe.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from agent.eval.case import NO_GATEWAY, Case
@@ -199,8 +198,3 @@ def verdict(total: Tally, min_pass: float) -> tuple[bool, str]:
     if rate < min_pass:
         return False, f"pass rate {rate:.0%} is below {min_pass:.0%}"
     return True, f"pass rate {rate:.0%}, no unsafe decision"
-
-
-def first_sent(sent: Sequence[tuple[str, str]]) -> str:
-    """The first request as 'action target', or '-'."""
-    return f"{sent[0][0]} {sent[0][1]}" if sent else "-"

@@ -8,10 +8,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import urllib.request
 from pathlib import Path
 
 from agent.demo.gateway_sim import GatewaySimulator
@@ -21,6 +19,7 @@ from tests.integration.daemon_support import (
     DaemonProcess,
     NotifySocket,
     agent_env,
+    wait_firing,
     write_config,
 )
 from tests.llm_fakes import FakeModel
@@ -96,7 +95,7 @@ def test_alert_to_action_ratio(tmp_path: Path) -> None:
         daemon.wait_for("sweep_finished", timeout=30)
         time.sleep(interval / 3)  # land the alert somewhere inside an interval
         target.set("e2e_memory_bytes", 5000, service="market-predictor")
-        fired_at = _wait_firing(prom.url)
+        fired_at = wait_firing(prom.url)
         deadline = time.monotonic() + 4 * interval
         while not gateway.executions() and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -115,14 +114,3 @@ def test_alert_to_action_ratio(tmp_path: Path) -> None:
         f"\nsweep_interval_s={interval:g} alert_to_action_s={latency:.2f}"
         f"\nalert_to_action_ratio={ratio:.2f} (target <= {limit:.2f}: {'met' if ratio <= limit else 'NOT met'})"
     )
-
-
-def _wait_firing(prom_url: str) -> float:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{prom_url}/api/v1/alerts", timeout=2) as response:
-            alerts = json.load(response)["data"]["alerts"]
-        if any(a["state"] == "firing" for a in alerts):
-            return time.monotonic()
-        time.sleep(0.05)
-    raise AssertionError("alert never fired")

@@ -19,10 +19,9 @@ import pytest
 from agent.clients.llm import LLMOptions, build_llm_client
 from agent.clients.prometheus import PrometheusClient
 from agent.clients.prometheus import build_http_client as prometheus_http
-from agent.config import Service
 from agent.diagnosis.engine import DiagnosisDeps, diagnose
 from agent.eval.case import Case, load_cases
-from agent.eval.runner import _start_backends, run_eval
+from agent.eval.runner import _start_backends, run_eval, settings_for_case
 from agent.settings import Settings, load_settings
 from tests.conftest import BASE_ENV
 from tests.eval_fakes import ScriptedModel
@@ -52,14 +51,7 @@ async def _alone(settings: Settings, cases: list[Case], workdir: Path) -> tuple[
             ) as http:
                 prometheus = PrometheusClient(http, timeout=10, max_bytes=50_000_000)
                 for case in backend.cases:
-                    scoped = config.model_copy(
-                        update={
-                            "services": {
-                                n: Service(actions=list(s.actions), related=list(s.related))
-                                for n, s in case.scope.items()
-                            }
-                        }
-                    )
+                    scoped = settings_for_case(settings, case, workdir / "unused.db").config
                     deps = DiagnosisDeps(config=scoped, prometheus=prometheus, llm=llm)
                     at = backend.at[case.id]
                     finding = case.to_finding(at, config.prometheus.target_labels)

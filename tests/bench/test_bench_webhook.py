@@ -14,13 +14,19 @@ import asyncio
 import json
 import statistics
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from agent.demo.gateway_sim import GatewaySimulator
-from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget, free_port
-from tests.integration.daemon_support import E2E_RULES, DaemonProcess, agent_env, write_config
+from agent.local import LocalPrometheus, MetricsTarget, free_port
+from tests.integration.daemon_support import (
+    E2E_RULES,
+    DaemonProcess,
+    agent_env,
+    alertmanager_to_agent,
+    wait_firing,
+    write_config,
+)
 from tests.llm_fakes import FakeModel
 
 TOKEN = "bench-webhook-token"
@@ -29,29 +35,13 @@ LOAD_SECONDS = 10.0
 CLIENTS = 8
 
 
-def _wait_firing(prom_url: str) -> float:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"{prom_url}/api/v1/alerts", timeout=2) as response:
-            alerts = json.load(response)["data"]["alerts"]
-        if any(a["state"] == "firing" for a in alerts):
-            return time.monotonic()
-        time.sleep(0.02)
-    raise AssertionError("alert never fired")
-
-
 def test_push_latency(tmp_path: Path) -> None:
     """Print seconds from firing to the intent at the gateway, beside the sweep interval."""
     interval = 60.0
     agent_port = free_port()
     target = MetricsTarget().start()
     target.set("e2e_memory_bytes", 10, service="market-predictor")
-    am = LocalAlertmanager(
-        tmp_path / "am",
-        free_port(),
-        webhook_url=f"http://127.0.0.1:{agent_port}{HOOK}",
-        webhook_token=TOKEN,
-    ).start()
+    am = alertmanager_to_agent(tmp_path / "am", agent_port, TOKEN)
     prom = LocalPrometheus(
         tmp_path / "prom",
         targets={"services": target.address},
@@ -74,7 +64,7 @@ def test_push_latency(tmp_path: Path) -> None:
     try:
         daemon.wait_for("sweep_finished", timeout=30)
         target.set("e2e_memory_bytes", 5000, service="market-predictor")
-        fired_at = _wait_firing(prom.url)
+        fired_at = wait_firing(prom.url)
         deadline = time.monotonic() + interval - 5
         while not gateway.executions() and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 import tomllib
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.local import LocalAlertmanager, free_port
 from tests.conftest import BASE_ENV, CONFIG
 
 E2E_RULES = """
@@ -76,6 +78,28 @@ def write_config(path: Path, **sections: dict[str, Any] | list[Any]) -> Path:
     path.write_text("\n".join(_toml(data)) + "\n")
     tomllib.loads(path.read_text())  # the writer must produce valid TOML
     return path
+
+
+def wait_firing(prom_url: str, timeout: float = 30.0) -> float:
+    """Poll Prometheus until an alert is firing; the monotonic time it was first seen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{prom_url}/api/v1/alerts", timeout=2) as response:
+            alerts = json.load(response)["data"]["alerts"]
+        if any(a["state"] == "firing" for a in alerts):
+            return time.monotonic()
+        time.sleep(0.02)
+    raise AssertionError("alert never fired")
+
+
+def alertmanager_to_agent(workdir: Path, agent_port: int, token: str) -> LocalAlertmanager:
+    """A started Alertmanager whose receiver is the agent's webhook on ``agent_port``."""
+    return LocalAlertmanager(
+        workdir,
+        free_port(),
+        webhook_url=f"http://127.0.0.1:{agent_port}/webhook/alertmanager",
+        webhook_token=token,
+    ).start()
 
 
 def agent_env(

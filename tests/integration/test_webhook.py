@@ -29,7 +29,13 @@ from agent.local import (
 from agent.runtime import Runtime, open_runtime
 from agent.settings import load_settings
 from tests.conftest import REPO
-from tests.integration.daemon_support import E2E_RULES, DaemonProcess, agent_env, write_config
+from tests.integration.daemon_support import (
+    E2E_RULES,
+    DaemonProcess,
+    agent_env,
+    alertmanager_to_agent,
+    write_config,
+)
 from tests.llm_fakes import FakeModel
 
 pytestmark = pytest.mark.integration
@@ -106,12 +112,7 @@ def test_alertmanager_notification_wakes_the_agent_before_the_next_sweep(
     and the restart reaches the gateway from a woken sweep, while the next scheduled sweep
     is still a minute away."""
     agent_port = free_port()
-    am = LocalAlertmanager(
-        tmp_path / "am",
-        free_port(),
-        webhook_url=f"http://127.0.0.1:{agent_port}{HOOK}",
-        webhook_token=TOKEN,
-    ).start()
+    am = alertmanager_to_agent(tmp_path / "am", agent_port, TOKEN)
     prom = LocalPrometheus(
         tmp_path / "prom",
         targets={"services": services_target.address},

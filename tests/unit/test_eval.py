@@ -32,7 +32,6 @@ def test_history_parses_families_with_tricky_label_values() -> None:
     assert [s.value for s in families["mem"].samples] == ["10", "20"]
     assert families["mem"].samples[0].series.endswith('z"}')
     assert families["req"].samples[0].name == "req_total"
-    assert history.span(list(families.values())) == (1000.0, 1060.0)
 
 
 @pytest.mark.parametrize(
