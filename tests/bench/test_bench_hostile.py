@@ -131,6 +131,7 @@ def test_hostile_sweep() -> None:
         hostile, hostile_found, hostile_bytes = asyncio.run(_median_sweep(server, _payload(True)))
     finally:
         server.server.shutdown()
+        server.server.server_close()
     ratio = hostile / clean
     print(
         f"\nalerts={N_ALERTS} hostile={N_ALERTS // HOSTILE_EVERY} findings={clean_found}/{hostile_found}"

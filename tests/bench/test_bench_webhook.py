@@ -69,6 +69,8 @@ def test_push_latency(tmp_path: Path) -> None:
         while not gateway.executions() and time.monotonic() < deadline:
             time.sleep(0.01)
         executions = gateway.executions()
+        if executions:  # the acting sweep logs once its dispatch is done
+            daemon.wait_for("sweep_finished", where=lambda e: e["dispatches"] > 0, timeout=30)
         triggers = [e["trigger"] for e in daemon.events() if e.get("event") == "sweep_finished"]
     finally:
         daemon.close()
