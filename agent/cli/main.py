@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent import __version__
+from agent.cli.probe import probe_peers
 from agent.cli.render import (
     render_cycle,
     render_incidents,
@@ -73,7 +74,7 @@ def setup_logging(settings: Settings, *, to_stderr: bool = False) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate everything and print a redacted summary."""
+    """Validate everything and print a redacted summary; with --probe, ask every peer."""
     settings = load_or_report(args)
     if settings is None:
         return EX_CONFIG
@@ -82,6 +83,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
+    if not args.probe:
+        return EX_OK
+    configure_logging("ERROR", "json", secret_values(settings.env), stream=sys.stderr)
+    checks = asyncio.run(probe_peers(settings))
+    print("peers:")
+    for check in checks:
+        print(f"  {'ok  ' if check.ok else 'FAIL'}  {show(check.line(), 600)}")
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        _fail(f"{len(failed)} of {len(checks)} peers failed the probe: {show(failed[0].line())}")
+        return EX_FAILURE
     return EX_OK
 
 
@@ -133,6 +145,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str))
     else:
         print(render_cycle(report))
+    if report.sweep.blind:
+        _fail(f"sweep saw nothing, every source failed: {'; '.join(report.sweep.failures())}")
+        return EX_FAILURE
     return EX_OK
 
 
@@ -346,7 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check-config",
         help="validate the environment and the TOML file, print a redacted summary",
-        description="Exit 0 when the configuration is usable, 78 (EX_CONFIG) otherwise.",
+        description="Exit 0 when the configuration is usable, 78 (EX_CONFIG) otherwise; with "
+        "--probe, 1 when a configured peer does not answer.",
+    )
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="also ask Prometheus, Alertmanager, the gateway and the model endpoint (exit 1 "
+        "when one fails)",
     )
     check.set_defaults(func=cmd_check_config)
     gateway = sub.add_parser(

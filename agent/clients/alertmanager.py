@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from agent.clients.http import AnswerTooLarge, decode_json, exchange
+from agent.clients.http import AnswerTooLarge, Peer, decode_json, exchange
 from agent.errors import AlertmanagerError
 from agent.text import clip
 
@@ -29,6 +29,14 @@ class AlertmanagerClient:
         self._http = http
         self._timeout = timeout
         self._max_bytes = max_bytes
+        self.peer = Peer.of(
+            "Alertmanager",
+            str(http.base_url),
+            timeout=timeout,
+            timeout_setting="alertmanager.timeout_seconds",
+            max_bytes=max_bytes,
+            size_setting="alertmanager.max_answer_bytes",
+        )
 
     async def suppressed_alerts(self) -> object:
         """The decoded list of silenced or inhibited alerts."""
@@ -49,6 +57,13 @@ class AlertmanagerClient:
         """Send alerts (e.g. an escalation) to Alertmanager."""
         await self._request("POST", "/api/v2/alerts", json=alerts)
 
+    async def version(self) -> str:
+        """The server's version from ``/api/v2/status``; raises AlertmanagerError."""
+        body = await self._request("GET", "/api/v2/status")
+        info = body.get("versionInfo") if isinstance(body, dict) else None
+        version = info.get("version") if isinstance(info, dict) else None
+        return clip(version, 50) if isinstance(version, str) else "unknown"
+
     async def _request(self, method: str, path: str, **kwargs: Any) -> object:
         try:
             answer = await exchange(
@@ -59,21 +74,16 @@ class AlertmanagerClient:
                 max_bytes=self._max_bytes,
                 **kwargs,
             )
-        except TimeoutError as exc:
-            raise AlertmanagerError(
-                f"Alertmanager {path} gave no whole answer within {self._timeout:g}s"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise AlertmanagerError(f"Alertmanager unreachable: {type(exc).__name__}") from exc
-        except AnswerTooLarge as exc:
-            raise AlertmanagerError(f"Alertmanager {path}: {exc}") from exc
+        except (TimeoutError, httpx.HTTPError, AnswerTooLarge) as exc:
+            raise AlertmanagerError(self.peer.failure(exc, path)) from exc
+        where = f"{self.peer} ({path})"
         if answer.status_code >= 300:
             raise AlertmanagerError(
-                f"Alertmanager {path} answered {answer.status_code}: {clip(answer.text, 200)}"
+                f"{where} answered HTTP {answer.status_code}: {clip(answer.text, 200)}"
             )
         if not answer.content:
             return None
         try:
             return decode_json(answer.content)
         except ValueError as exc:
-            raise AlertmanagerError(f"Alertmanager {path} answered malformed JSON") from exc
+            raise AlertmanagerError(f"{where} answered malformed JSON") from exc

@@ -37,7 +37,7 @@ from tenacity import (
     stop_before_delay,
 )
 
-from agent.clients.http import AnswerTooLarge, decode_json, exchange
+from agent.clients.http import AnswerTooLarge, Peer, decode_json, exchange
 from agent.clients.retrying import log_before_sleep, parse_retry_after, retry_wait
 from agent.config import GatewayOptions
 from agent.errors import (
@@ -155,6 +155,14 @@ class GatewayClient:
         self._timeout = timeout
         self._metrics = metrics
         self._sleep = sleep
+        self.peer = Peer.of(
+            "gateway",
+            str(http.base_url),
+            timeout=timeout,
+            timeout_setting="AI_COMMAND_GATEWAY_TIMEOUT",
+            max_bytes=options.max_answer_bytes,
+            size_setting="gateway.max_answer_bytes",
+        )
 
     async def execute(self, request: GatewayRequest) -> GatewayResult:
         """Post the intent, retrying only what is safe to retry; never raises."""
@@ -187,7 +195,7 @@ class GatewayClient:
                 max_bytes=self._options.max_answer_bytes,
             )
         except (httpx.HTTPError, TimeoutError, AnswerTooLarge) as exc:
-            return GatewayHealth(False, f"unreachable: {type(exc).__name__}: {clip(str(exc), 200)}")
+            return GatewayHealth(False, self.peer.cause(exc))
         if answer.status_code != 200:
             return GatewayHealth(False, f"/health answered HTTP {answer.status_code}")
         body = _json_object(answer.content)
@@ -205,7 +213,7 @@ class GatewayClient:
         before its handler runs, and a gateway that checks tokens answers 401/403 first.
         """
         health = await self.health()
-        if health.reason.startswith(("unreachable", "/health answered")):
+        if not health.healthy and not health.reason.startswith("status="):
             return GatewayProbe(health, None, "-", "-", f"URL: {health.reason}")
         generation, note = await self._generation()
         token, problem = await self._token(token_configured)
@@ -317,16 +325,17 @@ class GatewayClient:
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             self._count("unreachable")
-            raise GatewayTransientError(f"gateway unreachable: {type(exc).__name__}") from exc
+            raise GatewayTransientError(self.peer.failure(exc)) from exc
         except (TimeoutError, httpx.TimeoutException) as exc:
             self._count("no_answer")
             raise GatewayOutcomeUnknown(
-                f"no answer within {self._timeout:g}s; the command may have run"
+                f"{self.peer}: no answer within {self._timeout:g}s "
+                f"({self.peer.timeout_setting}); the command may have run"
             ) from exc
         except (httpx.HTTPError, AnswerTooLarge) as exc:
             self._count("lost_answer")
             raise GatewayOutcomeUnknown(
-                f"answer lost ({type(exc).__name__}: {clip(str(exc), 200)}); the command may have run"
+                f"{self.peer.failure(exc)}; the command may have run"
             ) from exc
         self._check_status(answer.status_code, answer.headers, answer.text)
         body = _json_object(answer.content)

@@ -13,15 +13,89 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from agent.text import clip, public_url
+
 
 class AnswerTooLarge(Exception):
     """The peer's answer is larger than the configured cap."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who a client talks to and the settings that bound each exchange with it, so that
+    every failure names the peer's URL (without credentials), the cause, and the setting
+    to change when a limit was hit: ``Prometheus at http://127.0.0.1:9090 unreachable:
+    connection refused``."""
+
+    name: str
+    url: str
+    timeout: float
+    timeout_setting: str
+    max_bytes: int
+    size_setting: str
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        url: str,
+        *,
+        timeout: float,
+        timeout_setting: str,
+        max_bytes: int,
+        size_setting: str,
+    ) -> Peer:
+        """A peer whose URL is kept without credentials."""
+        return cls(name, public_url(url), timeout, timeout_setting, max_bytes, size_setting)
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.url}"
+
+    def cause(self, exc: BaseException) -> str:
+        """Why an exchange failed, without the peer's name: ``unreachable: connection
+        refused``, ``no whole answer within 10s (prometheus.query_timeout_seconds)``."""
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return f"unreachable: {connect_cause(exc)}"
+        if isinstance(exc, TimeoutError | httpx.TimeoutException):
+            return f"no whole answer within {self.timeout:g}s ({self.timeout_setting})"
+        if isinstance(exc, AnswerTooLarge):
+            return f"{exc} ({self.size_setting})"
+        if isinstance(exc, httpx.HTTPError):
+            return f"connection lost: {type(exc).__name__}: {clip(str(exc), 200)}"
+        return f"{type(exc).__name__}: {clip(str(exc), 200)}"
+
+    def failure(self, exc: BaseException, what: str = "") -> str:
+        """One line: the peer, what was asked (``what``, e.g. a path) and why it failed."""
+        cause = self.cause(exc)
+        if cause.startswith("unreachable"):
+            return f"{self} {cause}"
+        return f"{self} ({what}): {cause}" if what else f"{self}: {cause}"
+
+
+def connect_cause(exc: BaseException) -> str:
+    """Why a connection could not be made, in words: refused, DNS, TLS, timeout."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connection timed out"
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return f"DNS lookup failed ({seen.strerror or seen})"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS failed ({clip(seen.reason or str(seen), 200)})"
+        if isinstance(seen, OSError) and seen.errno is not None and seen.strerror:
+            return seen.strerror.lower()
+        seen = seen.__cause__ or seen.__context__
+    return clip(str(exc), 200) or type(exc).__name__
 
 
 @dataclass(frozen=True)

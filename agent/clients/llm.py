@@ -24,12 +24,12 @@ import httpx
 import openai
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from agent.clients.http import AnswerTooLarge, CappedTransport
+from agent.clients.http import AnswerTooLarge, CappedTransport, Peer
 from agent.clients.retrying import log_before_sleep, parse_retry_after, retry_wait
 from agent.errors import LLMError, LLMPermanentError, LLMTransientError, brief
 from agent.logs import get_logger
 from agent.metrics import AgentMetrics
-from agent.text import encodable
+from agent.text import clip, encodable
 
 log = get_logger("agent.llm")
 
@@ -93,6 +93,20 @@ class LLMClient:
     metrics: AgentMetrics | None = None
     sleep: Sleep = asyncio.sleep
     json_schema_supported: bool = field(default=True)
+    #: The answer-size cap of the transport under ``api``, named in errors.
+    max_answer_bytes: int = 2_000_000
+
+    @property
+    def peer(self) -> Peer:
+        """The chat API this client talks to, for naming it in errors."""
+        return Peer.of(
+            "model",
+            str(self.api.base_url),
+            timeout=self.options.request_timeout,
+            timeout_setting="diagnosis.request_timeout_seconds",
+            max_bytes=self.max_answer_bytes,
+            size_setting="diagnosis.max_answer_bytes",
+        )
 
     async def chat(
         self,
@@ -117,6 +131,28 @@ class LLMClient:
         )
         reply: ChatReply = await retrying(self._structured, messages, phase, tools, schema)
         return reply
+
+    async def probe(self) -> str:
+        """What the endpoint's model list says of the configured model; raises LLMError."""
+        try:
+            async with asyncio.timeout(self.options.request_timeout):
+                page = await self.api.models.list()
+        except TimeoutError as exc:
+            raise LLMPermanentError(self.peer.failure(exc)) from exc
+        except openai.NotFoundError as exc:
+            raise LLMPermanentError(
+                f"{self.peer}: no /models here (HTTP 404): does OPENAI_BASE_URL end in /v1?"
+            ) from exc
+        except openai.OpenAIError as exc:
+            raise _map_error(exc, self.peer, schema_sent=False) from exc
+        except AnswerTooLarge as exc:
+            raise LLMPermanentError(self.peer.failure(exc)) from exc
+        names = [str(getattr(m, "id", "")) for m in getattr(page, "data", [])]
+        model = self.options.model
+        if model in names:
+            return f"serves {model}"
+        listed = ", ".join(clip(n, 60) for n in names[:3]) or "none"
+        return f"{len(names)} models listed ({listed}), not {model!r}; it may serve it anyway"
 
     async def _structured(
         self,
@@ -158,14 +194,14 @@ class LLMClient:
             async with asyncio.timeout(self.options.request_timeout):
                 completion = await self.api.chat.completions.create(**kwargs)
         except TimeoutError as exc:
-            raise LLMPermanentError(
-                f"model request timed out (no whole answer within {self.options.request_timeout:g}s)"
-            ) from exc
+            raise LLMPermanentError(self.peer.failure(exc)) from exc
         except openai.OpenAIError as exc:
             schema_sent = (response_format or {}).get("type") == "json_schema"
-            raise _map_error(exc, schema_sent=schema_sent) from exc
-        except (RecursionError, ValueError, AnswerTooLarge) as exc:
-            raise LLMPermanentError(f"model answer unreadable: {brief(exc)}") from exc
+            raise _map_error(exc, self.peer, schema_sent=schema_sent) from exc
+        except AnswerTooLarge as exc:
+            raise LLMPermanentError(self.peer.failure(exc)) from exc
+        except (RecursionError, ValueError) as exc:
+            raise LLMPermanentError(f"{self.peer}: answer unreadable: {brief(exc)}") from exc
         return self._reply(completion, phase)
 
     def _reply(self, completion: Any, phase: str) -> ChatReply:
@@ -207,28 +243,28 @@ class _FormatRejected(LLMPermanentError):
     """The server refused JSON-schema structured output."""
 
 
-def _map_error(exc: openai.OpenAIError, *, schema_sent: bool) -> LLMError:
+def _map_error(exc: openai.OpenAIError, peer: Peer, *, schema_sent: bool) -> LLMError:
     """Our error for an openai exception: transient ones are retried, the rest are not."""
     if isinstance(exc, openai.APITimeoutError):
-        return LLMPermanentError("model request timed out")
+        return LLMPermanentError(peer.failure(TimeoutError()))
     if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, AnswerTooLarge):
-        return LLMPermanentError(f"model answer refused: {exc.__cause__}")
+        return LLMPermanentError(peer.failure(exc.__cause__))
     if isinstance(exc, openai.APIConnectionError):
-        return LLMTransientError(f"model unreachable: {type(exc.__cause__).__name__}")
+        return LLMTransientError(peer.failure(exc.__cause__ or exc))
     if isinstance(exc, openai.BadRequestError) and schema_sent:
         return _FormatRejected(brief(exc))
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code == 429:
-            return _transient(exc, "rate limited (429)")
+            return _transient(exc, f"{peer} rate limited (429)")
         if exc.status_code >= 500:
-            return _transient(exc, f"server error ({exc.status_code})")
-        return LLMPermanentError(f"HTTP {exc.status_code}: {brief(exc)}")
-    return LLMPermanentError(f"unusable answer: {brief(exc)}")
+            return _transient(exc, f"{peer}: server error ({exc.status_code})")
+        return LLMPermanentError(f"{peer}: HTTP {exc.status_code}: {brief(exc)}")
+    return LLMPermanentError(f"{peer}: unusable answer: {brief(exc)}")
 
 
-def _transient(exc: openai.APIStatusError, what: str) -> LLMTransientError:
+def _transient(exc: openai.APIStatusError, message: str) -> LLMTransientError:
     raw = exc.response.headers.get("retry-after") if exc.response is not None else None
-    return LLMTransientError(f"model {what}", retry_after=parse_retry_after(raw))
+    return LLMTransientError(message, retry_after=parse_retry_after(raw))
 
 
 def build_llm_client(
@@ -247,7 +283,8 @@ def build_llm_client(
     api = openai.AsyncOpenAI(
         api_key=api_key, base_url=base_url, http_client=http, max_retries=0, timeout=timeout
     )
-    return LLMClient(api=api, options=options, metrics=metrics), http
+    client = LLMClient(api=api, options=options, metrics=metrics, max_answer_bytes=max_answer_bytes)
+    return client, http
 
 
 def parse_json_object(text: str) -> dict[str, Any]:

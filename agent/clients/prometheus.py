@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from agent.clients.http import AnswerTooLarge, decode_json, exchange
+from agent.clients.http import AnswerTooLarge, Peer, decode_json, exchange
 from agent.errors import PrometheusPermanentError, PrometheusTransientError
 from agent.text import clip
 
@@ -45,6 +45,14 @@ class PrometheusClient:
         self._http = http
         self._timeout = timeout
         self._max_bytes = max_bytes
+        self.peer = Peer.of(
+            "Prometheus",
+            str(http.base_url),
+            timeout=timeout,
+            timeout_setting="prometheus.query_timeout_seconds",
+            max_bytes=max_bytes,
+            size_setting="prometheus.max_answer_bytes",
+        )
 
     @property
     def url(self) -> str:
@@ -89,6 +97,13 @@ class PrometheusClient:
             return False
         return answer.status_code == 200
 
+    async def version(self) -> str:
+        """The server's version from ``/api/v1/status/buildinfo``; raises PrometheusError."""
+        body = await self._call("GET", "/api/v1/status/buildinfo")
+        data = body.get("data") if isinstance(body, dict) else None
+        version = data.get("version") if isinstance(data, dict) else None
+        return clip(version, 50) if isinstance(version, str) else "unknown"
+
     async def _call(self, method: str, path: str, **kwargs: Any) -> object:
         try:
             answer = await exchange(
@@ -99,30 +114,25 @@ class PrometheusClient:
                 max_bytes=self._max_bytes,
                 **kwargs,
             )
-        except TimeoutError as exc:
-            raise PrometheusTransientError(
-                f"Prometheus {path} gave no whole answer within {self._timeout:g}s"
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise PrometheusTransientError(
-                f"Prometheus unreachable: {type(exc).__name__}: {clip(str(exc), 200)}"
-            ) from exc
+        except (TimeoutError, httpx.HTTPError) as exc:
+            raise PrometheusTransientError(self.peer.failure(exc, path)) from exc
         except AnswerTooLarge as exc:
-            raise PrometheusPermanentError(f"Prometheus {path}: {exc}") from exc
+            raise PrometheusPermanentError(self.peer.failure(exc, path)) from exc
         try:
             body = decode_json(answer.content)
         except ValueError:
             body = None
+        where = f"{self.peer} ({path})"
         if answer.status_code >= 500 or answer.status_code == 429:
             raise PrometheusTransientError(
-                f"Prometheus {path} answered HTTP {answer.status_code}{_error_of(body)}"
+                f"{where} answered HTTP {answer.status_code}{_error_of(body)}"
             )
         if answer.status_code != 200:
             raise PrometheusPermanentError(
-                f"Prometheus {path} answered HTTP {answer.status_code}{_error_of(body)}"
+                f"{where} answered HTTP {answer.status_code}{_error_of(body)}"
             )
         if body is None:
-            raise PrometheusPermanentError(f"Prometheus {path} answered malformed JSON")
+            raise PrometheusPermanentError(f"{where} answered malformed JSON")
         return body
 
 

@@ -125,9 +125,15 @@ class WebhookIntake:
         try:
             raw = await self._body(request)
         except _TooLarge:
-            return self._answer("too_large", 413, f"body over {self.max_body_bytes} bytes")
+            return self._answer(
+                "too_large", 413, f"body over {self.max_body_bytes} bytes (webhook.max_body_bytes)"
+            )
         except TimeoutError:
-            return self._answer("timeout", 408, f"body not received within {self.body_timeout:g}s")
+            return self._answer(
+                "timeout",
+                408,
+                f"body not received within {self.body_timeout:g}s (webhook.body_timeout_seconds)",
+            )
         except ClientDisconnect:
             return self._answer("disconnected", 400, "the client went away mid-body")
         try:

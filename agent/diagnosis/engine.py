@@ -166,7 +166,9 @@ class _Run:
         error = ""
         for attempt in range(2):  # the answer, then one repair
             if self.spent >= config.diagnosis.token_budget:
-                raise LLMPermanentError("token budget exhausted before a valid plan")
+                raise LLMPermanentError(
+                    "token budget (diagnosis.token_budget) exhausted before a valid plan"
+                )
             reply = await self.chat("plan", messages, schema=schema)
             try:
                 return RecoveryPlan.model_validate(parse_json_object(reply.content))

@@ -59,7 +59,7 @@ def check(ctx: GuardContext, policy: Policy, catch_up_seconds: float) -> Block |
     if age > catch_up_seconds:
         return Block(
             "stale_incident",
-            f"incident is {age:.0f}s old (catch-up window {catch_up_seconds:g}s)",
+            f"incident is {age:.0f}s old (schedule.catch_up_window_seconds {catch_up_seconds:g}s)",
             final=True,
         )
     if ctx.breaker_open:
@@ -95,15 +95,18 @@ def _budgets(ctx: GuardContext, policy: Policy) -> Block | None:
         if since < policy.action_cooldown_seconds:
             return Block(
                 "cooldown",
-                f"{ctx.action} on {ctx.target} {since:.0f}s ago (cooldown {policy.action_cooldown_seconds:g}s)",
+                f"{ctx.action} on {ctx.target} {since:.0f}s ago (policy.action_cooldown_seconds {policy.action_cooldown_seconds:g}s)",
             )
     if ctx.target_actions_last_hour >= policy.max_actions_per_target_per_hour:
         return Block(
             "target_budget",
-            f"{ctx.target_actions_last_hour} actions on {ctx.target} in the last hour",
+            f"{ctx.target_actions_last_hour} actions on {ctx.target} in the last hour "
+            "(policy.max_actions_per_target_per_hour)",
         )
     if ctx.fleet_actions_last_hour >= policy.max_actions_per_hour:
         return Block(
-            "fleet_budget", f"{ctx.fleet_actions_last_hour} actions fleet-wide in the last hour"
+            "fleet_budget",
+            f"{ctx.fleet_actions_last_hour} actions fleet-wide in the last hour "
+            "(policy.max_actions_per_hour)",
         )
     return None

@@ -91,6 +91,15 @@ class SweepReport:
         """Names of the sources that could not be read."""
         return [s.name for s in self.sources if not s.ok]
 
+    @property
+    def blind(self) -> bool:
+        """Every source failed: the sweep saw nothing at all."""
+        return bool(self.sources) and all(not s.ok for s in self.sources)
+
+    def failures(self) -> list[str]:
+        """The distinct errors of the failed sources, in order."""
+        return list(dict.fromkeys(s.error or s.name for s in self.sources if not s.ok))
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
         return {
@@ -182,7 +191,8 @@ async def _check(deps: SweepDeps, check: HealthCheck | AnomalyCheck, now: dateti
     return ready, "; ".join(notes)
 
 
-async def _suppressions(deps: SweepDeps) -> list[Suppression] | None:
+async def _suppressions(deps: SweepDeps) -> list[Suppression] | str:
+    """The silenced and inhibited alerts, or why Alertmanager could not tell."""
     if deps.alertmanager is None:
         return []
     try:
@@ -190,7 +200,7 @@ async def _suppressions(deps: SweepDeps) -> list[Suppression] | None:
     except (AgentError, ValueError) as exc:
         deps.metrics.source_failures.labels(source="alertmanager").inc()
         log.warning("alertmanager_unreachable", error=str(exc), effect="silences not applied")
-        return None
+        return str(exc)
 
 
 def _drop_suppressed(
@@ -240,8 +250,8 @@ async def sweep(deps: SweepDeps, now: datetime) -> SweepReport:
         (from_alertmanager if result.name == AM_ALERTS else collected).extend(findings)
     volatile = frozenset(deps.config.prometheus.volatile_labels)
     collected += new_from_alertmanager(collected, from_alertmanager, volatile)
-    if suppressions is None:
-        report.sources.append(SourceResult("alertmanager", ok=False, error="unreachable"))
+    if isinstance(suppressions, str):
+        report.sources.append(SourceResult("alertmanager", ok=False, error=suppressions))
         suppressions = []
     elif deps.alertmanager is not None:
         report.sources.append(SourceResult("alertmanager", ok=True))

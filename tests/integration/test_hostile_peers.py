@@ -101,7 +101,8 @@ async def test_a_dripping_model_hands_the_finding_to_the_runbook(
     finally:
         await http.aclose()
     assert result.decision.decided_by == "runbook"
-    assert "timed out" in result.decision.fallback_reason
+    assert "no whole answer within" in result.decision.fallback_reason
+    assert "(diagnosis.request_timeout_seconds)" in result.decision.fallback_reason
 
 
 def test_the_daemon_stops_in_bounded_time_while_every_peer_drips(

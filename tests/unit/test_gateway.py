@@ -321,7 +321,7 @@ async def test_connection_refused_gives_up(httpx_mock: HTTPXMock, client: Gatewa
         httpx_mock.add_exception(httpx.ConnectError("refused"), url=EXECUTE)
     result = await client.execute(_request())
     assert (result.outcome, result.attempts) == ("gave_up", 4)
-    assert result.error == "gateway unreachable: ConnectError"
+    assert result.error == "gateway at http://gateway.test unreachable: refused"
 
 
 async def test_retry_after_is_honoured(
