@@ -51,6 +51,12 @@ class Severity(StrEnum):
 
 
 Priority = Literal["LOW", "NORMAL", "HIGH", "URGENT"]
+#: May an action run without a human? ``auto``: yes (a changing action only when the model
+#: and the runbook agree, see ``guardrails/autonomy.py``); ``approve``: a human approves
+#: each one; ``never``: refused and escalated.
+Autonomy = Literal["auto", "approve", "never"]
+#: The shipped tiers of changing actions; any other changing action needs approval.
+MUTATING_AUTONOMY: dict[str, Autonomy] = {"restart": "auto", "start": "auto", "stop": "approve"}
 FindingKind = Literal["alert", "health", "anomaly", "storm"]
 ALL_KINDS: tuple[FindingKind, ...] = ("alert", "health", "anomaly")
 
@@ -185,6 +191,7 @@ class Policy(_Section):
     storm_share: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] = 0.5
     storm_min_services: Count = 5
     recheck_before_dispatch: bool = True
+    approval_ttl_seconds: Seconds = 900.0
 
 
 class Diagnosis(_Section):
@@ -218,11 +225,16 @@ class Action(_Section):
     intent: str = ""
     mutating: bool = False
     critical_priority: Priority = "HIGH"
+    #: Unset: ``auto`` for read-only actions, ``MUTATING_AUTONOMY`` (else ``approve``) for
+    #: changing ones.
+    autonomy: Autonomy | None = None
 
 
 class Service(_Section):
     actions: list[str]
     related: list[str] = Field(default_factory=list)
+    #: Per-action tiers for this service, over the catalogue's.
+    autonomy: dict[str, Autonomy] = Field(default_factory=dict)
 
 
 class RunbookRule(_Section):
@@ -285,6 +297,12 @@ def cross_check(config: AgentConfig) -> list[str]:
             for a in service.actions
             if a not in config.actions
         ]
+    for name, service in config.services.items():
+        problems += [
+            f"services.{name}.autonomy.{a}: unknown action {a!r}"
+            for a in service.autonomy
+            if a not in config.actions
+        ]
     problems += [
         f"runbook[{i}].action: unknown action {rule.action!r}"
         for i, rule in enumerate(config.runbook)
@@ -323,3 +341,17 @@ def load_config(path: Path) -> AgentConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     return parse_config(data, str(path))
+
+
+def autonomy_of(config: AgentConfig, service: str | None, action: str) -> Autonomy:
+    """The effective tier of ``action`` on ``service``: the service's own, else the
+    catalogue's, else ``auto`` for read-only and the shipped tier for changing actions."""
+    entry = config.services.get(service or "")
+    if entry is not None and action in entry.autonomy:
+        return entry.autonomy[action]
+    catalogue = config.actions.get(action)
+    if catalogue is None:
+        return "never"
+    if catalogue.autonomy is not None:
+        return catalogue.autonomy
+    return MUTATING_AUTONOMY.get(action, "approve") if catalogue.mutating else "auto"

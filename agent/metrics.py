@@ -77,6 +77,13 @@ class AgentMetrics:
             ["result"],
             registry=r,
         )
+        self.approvals = Counter(
+            "devops_agent_approvals",
+            "Waits for a human's approval that ended, by result (granted, denied, expired, "
+            "cleared)",
+            ["result"],
+            registry=r,
+        )
         self.last_sweep = Gauge(
             "devops_agent_last_sweep_timestamp_seconds",
             "Unix time the last sweep finished",

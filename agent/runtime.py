@@ -81,6 +81,11 @@ class Runtime:
         """The TOML configuration with overrides applied."""
         return self.settings.config
 
+    def console_url(self, incident_id: str) -> str | None:
+        """The console's page of an incident, when ``PUBLIC_URL`` says where it is."""
+        base = self.settings.env.public_url
+        return f"{base}/ui/incidents/{incident_id}" if base else None
+
     def lease_until(self) -> datetime:
         """When a lease taken now expires unless renewed."""
         return self.clock() + timedelta(seconds=self.config.schedule.lease_seconds)

@@ -48,6 +48,7 @@ def secret_values(env: EnvSettings) -> list[str]:
         env.ai_command_gateway_token,
         env.prometheus_bearer_token,
         env.webhook_token,
+        env.approval_token,
     )
     secrets = [v.get_secret_value() for v in values if v is not None]
     password = urlsplit(env.agent_state_url).password if env.agent_state_url else None
@@ -141,6 +142,11 @@ class EnvSettings(BaseSettings):
     dry_run: bool = False
     metrics_addr: Annotated[str, AfterValidator(_host_port)] = "127.0.0.1:9464"
     webhook_token: SecretStr | None = None
+    #: Bearer token of the approval API (and the console's approving login); without it
+    #: the API is off.
+    approval_token: SecretStr | None = None
+    #: Where humans reach METRICS_ADDR (a reverse proxy, a tunnel): links to the console.
+    public_url: HttpUrl | None = None
 
     # Overrides of the TOML file's schedule and policy.
     sweep_interval_seconds: Seconds | None = None
@@ -207,6 +213,9 @@ def _path_problems(env: EnvSettings, config: AgentConfig) -> list[str]:
             probe = probe.parent
         if not os.access(probe, os.W_OK):
             problems.append(f"AGENT_STATE_URL: state directory {state_dir} cannot be created")
+    approval, webhook = reveal(env.approval_token), reveal(env.webhook_token)
+    if approval is not None and approval == webhook:
+        problems.append("APPROVAL_TOKEN: must differ from WEBHOOK_TOKEN")
     if "alertmanager" in config.sweep.sources and not env.alertmanager_url:
         problems.append(f'{env.agent_config}: sweep.sources: "alertmanager" needs ALERTMANAGER_URL')
     bundle = config.prometheus.ca_bundle

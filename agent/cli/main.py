@@ -19,13 +19,16 @@ from pathlib import Path
 from agent import __version__
 from agent.cli.probe import probe_peers
 from agent.cli.render import (
+    render_autonomy,
     render_cycle,
     render_incidents,
+    render_pending,
     render_timeline,
     show,
     unreadable_row,
 )
 from agent.clients.gateway import GatewayClient, GatewayProbe, build_http_client
+from agent.daemon.approvals import BadAnswer, answer_approval, make_answer
 from agent.daemon.cycle import CycleReport, run_cycle
 from agent.daemon.service import serve
 from agent.daemon.verify import run_verifications
@@ -83,6 +86,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
+    print(render_autonomy(settings.config))
     if not args.probe:
         return EX_OK
     configure_logging("ERROR", "json", secret_values(settings.env), stream=sys.stderr)
@@ -195,6 +199,9 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     if args.action == "export":
         setup_logging(settings, to_stderr=True)
         return asyncio.run(_export(settings, args.id, args.out))
+    if args.action in ("approve", "deny"):
+        setup_logging(settings, to_stderr=True)
+        return asyncio.run(_answer(settings, args))
     store = open_store(settings.env.state_url)
     try:
         if args.action == "show":
@@ -203,11 +210,46 @@ def cmd_incidents(args: argparse.Namespace) -> int:
             store.reset_breaker(args.service, datetime.now(UTC))
             print(f"circuit breaker for {show(args.service)} reset")
             return EX_OK
-        found = store.recent(args.limit)
+        if args.action == "pending":
+            found: list[Incident | Unreadable] = [
+                i for i in store.current() if i.state == "awaiting_approval"
+            ]
+        else:
+            found = store.recent(args.limit)
     finally:
         store.close()
     rows = [unreadable_row(i) if isinstance(i, Unreadable) else i.row() for i in found]
-    print(json.dumps(rows, indent=2, ensure_ascii=False) if args.json else render_incidents(rows))
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif args.action == "pending":
+        print(render_pending(rows))
+    else:
+        print(render_incidents(rows))
+    return EX_OK
+
+
+async def _answer(settings: Settings, args: argparse.Namespace) -> int:
+    """Approve or deny one incident's waiting action, through the daemon's own path."""
+    approve = args.action == "approve"
+    try:
+        answer = make_answer(approve=approve, by=args.by, reason=args.reason, at=datetime.now(UTC))
+    except BadAnswer as exc:
+        _fail(str(exc))
+        return EX_FAILURE
+    async with open_runtime(settings) as rt:
+        reply = await answer_approval(rt, args.id, answer, action=args.approve_action)
+    if args.json:
+        print(json.dumps(reply.to_dict(), indent=2, ensure_ascii=False))
+    if not reply.ok:
+        _fail(show(f"incident {args.id}: {reply.reason}", 600))
+        return EX_FAILURE
+    incident = reply.incident
+    if incident is not None and not args.json:
+        what = "approved" if approve else "denied"
+        print(
+            f"incident {incident.id} {what} by {show(answer.by)}: now {incident.state}"
+            + (f" ({show(incident.resolution)})" if incident.resolution else "")
+        )
     return EX_OK
 
 
@@ -409,6 +451,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, default=None, help="file to write (default stdout)")
     reset = inc_sub.add_parser("reset-breaker", help="close a service's circuit breaker")
     reset.add_argument("service", help="the service name")
+    inc_sub.add_parser("pending", help="incidents waiting for a human's approval")
+    for verb, text in (("approve", "approve"), ("deny", "deny")):
+        answer = inc_sub.add_parser(
+            verb, help=f"{text} the action an incident waits for (exit 1 when it cannot be)"
+        )
+        answer.add_argument("id", help="incident id (a unique prefix is enough)")
+        answer.add_argument("--by", required=True, help="who answers (kept in the timeline)")
+        answer.add_argument(
+            "--reason",
+            required=verb == "deny",
+            default="",
+            help="why (kept in the timeline)" + ("" if verb == "approve" else "; required"),
+        )
+        answer.add_argument(
+            "--action",
+            dest="approve_action",
+            default=None,
+            help="the action you mean; refused when the incident waits for another",
+        )
+        answer.add_argument("--json", action="store_true", help="print the answer as JSON")
     incidents.set_defaults(func=cmd_incidents, action=None)
     _eval_parser(sub)
     return parser

@@ -10,6 +10,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from agent.config import AgentConfig, autonomy_of
 from agent.gateway.response import error_line
 from agent.incidents.model import Event, Incident
 from agent.store.base import Unreadable
@@ -34,12 +35,18 @@ def render_incidents(rows: Sequence[dict[str, Any]]) -> str:
         return "no incidents"
     bad = [r for r in rows if r.get("state") == "unreadable"]
     cols = ["id", "state", "target", "name", "action", "opened_at"]
-    cells = [[show(r.get(c), CELL_MAX) for c in cols] for r in rows]
+    cells = [[show(_cell(r, c), CELL_MAX) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     lines += [f"incident {show(r['id'])} cannot be read: {show(r.get('error'))}" for r in bad]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _cell(row: dict[str, Any], column: str) -> object:
+    if column == "action" and row.get("awaiting_approval"):
+        return f"{row['awaiting_approval']}? (approve)"
+    return row.get(column)
 
 
 def _event_line(event: Event) -> str:
@@ -67,6 +74,20 @@ def render_timeline(incident: Incident, events: Sequence[Event]) -> str:
         f"  fingerprint {incident.fingerprint}",
         f"  action {show(incident.action)} decided by {show(incident.decided_by)}",
     ]
+    decision = incident.decision
+    if decision is not None and decision.decided_by != "prefilter":
+        keys = " + ".join(decision.keys) or "none"
+        head.append(f"  keys: {keys}; runbook: {show(decision.runbook_action)}")
+        if decision.autonomy:
+            head.append(f"  autonomy: {show(decision.autonomy)}")
+        if decision.approved_by:
+            head.append(f"  approved by {show(decision.approved_by)}")
+    if incident.state == "awaiting_approval":
+        until = incident.approval_until.isoformat() if incident.approval_until else "-"
+        head.append(
+            f"  WAITING for approval of {show(incident.awaiting)} until {until}: "
+            f"devops-agent incidents approve {incident.id} --by NAME"
+        )
     if incident.resolution:
         head.append(f"  resolution: {show(incident.resolution)}")
     body = [
@@ -101,4 +122,27 @@ def render_cycle(report: Any) -> str:
         f"  skipped {show(s.name)} on {show(s.target)}: {s.reason} {show(s.detail)}"
         for s in sweep.skipped
     ]
+    return "\n".join(lines)
+
+
+def render_pending(rows: Sequence[dict[str, Any]]) -> str:
+    """Incidents waiting for approval: what each asks for, until when, and how to answer."""
+    if not rows:
+        return "no incident waits for approval"
+    lines = []
+    for r in rows:
+        lines.append(
+            f"{show(r.get('id'))}  {show(r.get('awaiting_approval'))} {show(r.get('target'))}"
+            f"  ({show(r.get('name'))}, until {show(r.get('approval_until'))})"
+        )
+    lines.append("answer with: devops-agent incidents approve|deny ID --by NAME [--reason TEXT]")
+    return "\n".join(lines)
+
+
+def render_autonomy(config: AgentConfig) -> str:
+    """The effective autonomy tier of every action of every service."""
+    lines = ["autonomy (auto: alone; changing actions only when model and runbook agree):"]
+    for name, service in config.services.items():
+        tiers = ", ".join(f"{a}={autonomy_of(config, name, a)}" for a in service.actions)
+        lines.append(f"  {show(name)}: {tiers or '-'}")
     return "\n".join(lines)

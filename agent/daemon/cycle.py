@@ -22,17 +22,22 @@ import asyncio
 import uuid
 from collections import deque
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from agent.config import AgentConfig
 from agent.daemon.effects import run_effects
 from agent.diagnosis.engine import diagnose
+from agent.diagnosis.models import Diagnosis
+from agent.diagnosis.runbook import runbook_decide
 from agent.dispatch.dispatcher import FleetView, dispatch
 from agent.errors import StoreError
+from agent.guardrails.autonomy import judge
 from agent.guardrails.policy import is_storm
 from agent.incidents.lifecycle import (
     Step,
+    on_approval_expired,
     on_decision,
     on_diagnosis_started,
     on_failure,
@@ -123,6 +128,12 @@ def _abandoned(rt: Runtime, incident: Incident, now: datetime) -> bool:
     )
 
 
+def _expired(incident: Incident, now: datetime) -> bool:
+    """A wait for a human that nobody answered in time."""
+    until = incident.approval_until
+    return incident.state == "awaiting_approval" and until is not None and until <= now
+
+
 def _free(rt: Runtime, incident: Incident, now: datetime) -> bool:
     """Nobody works on the incident: not this process, not another replica's live lease."""
     return incident.id not in rt.working and not incident.leased_by_other(rt.replica, now)
@@ -146,6 +157,8 @@ async def _settle(
             step = on_restart(incident, now, verify_after=verify_after)
         elif complete and incident.group_key not in current and _free(rt, incident, now):
             step = on_gone(incident, now)
+        elif _expired(incident, now) and _free(rt, incident, now):
+            step = on_approval_expired(incident, now)
         if step is None:
             out.append(incident)
             continue
@@ -350,15 +363,31 @@ async def _diagnose(
     if started is None:
         return None  # another replica took it first
     diagnosis = await diagnose(finding, rt.diagnosis, now)
-    applied = await commit(
-        rt, on_decision(started.incident, diagnosis, rt.clock()), started.incident.version
-    )
+    diagnosis = with_verdict(diagnosis, finding, rt.config)
+    ttl = rt.config.policy.approval_ttl_seconds
+    step = on_decision(started.incident, diagnosis, rt.clock(), approval_ttl=ttl)
+    applied = await commit(rt, step, started.incident.version)
     if applied is None:
         return None
     cycle.decisions.append(
         {"incident_id": incident.id, "fingerprint": incident.fingerprint, **diagnosis.summary()}
     )
     return applied.incident
+
+
+def with_verdict(diagnosis: Diagnosis, finding: Finding, config: AgentConfig) -> Diagnosis:
+    """The diagnosis with its autonomy verdict: the runbook's rule for the same finding is
+    the second key (``guardrails/autonomy.py``)."""
+    decision = judge(diagnosis.decision, runbook_decide(finding, config), config)
+    if decision.decided_by != "prefilter":
+        log.info(
+            "autonomy_verdict",
+            incident_action=decision.action,
+            awaiting_approval=decision.approval_action or None,
+            keys=list(decision.keys),
+            reason=decision.autonomy,
+        )
+    return replace(diagnosis, decision=decision)
 
 
 def _publish(

@@ -6,8 +6,11 @@ I/O. Sending a claimed action (``Dispatch``) is the dispatcher's business, not d
 
 from __future__ import annotations
 
-from agent.daemon.escalation import deliver
+from agent.daemon.escalation import approval_alert, deliver
+from agent.errors import AlertmanagerError
 from agent.incidents.lifecycle import (
+    ApprovalEnded,
+    AskApproval,
     Blocked,
     Cleared,
     Effect,
@@ -54,11 +57,56 @@ async def run_effects(rt: Runtime, step: Step, applied: Applied) -> None:
                 rt.config.services,
                 resolved=True,
             )
+        elif isinstance(effect, AskApproval | ApprovalEnded):
+            await _approval(rt, incident, effect)
         else:
             _record(rt, incident, effect)
     if applied.breaker_opened:
         target = incident.action_target or incident.target
         log.error("circuit_breaker_opened", target=target, incident_id=incident.id)
+
+
+async def _approval(rt: Runtime, incident: Incident, effect: AskApproval | ApprovalEnded) -> None:
+    """Ask a human (log, and an alert to Alertmanager), or withdraw the ask and count how
+    the wait ended. In a dry run nobody is asked: nothing would run after a yes."""
+    decision = incident.decision
+    if isinstance(effect, AskApproval):
+        action, target, until = effect.action, effect.target, effect.until
+        log.warning(
+            "approval_requested",
+            incident_id=incident.id,
+            target=target,
+            action=action,
+            until=until.isoformat(),
+            reason=decision.autonomy if decision else "",
+            dry_run=rt.dry_run,
+        )
+    else:
+        action, target = effect.action, effect.target
+        until = incident.approval_until or rt.clock()
+        rt.metrics.approvals.labels(result=effect.result).inc()
+        log.info(
+            "approval_ended",
+            incident_id=incident.id,
+            target=target,
+            action=action,
+            result=effect.result,
+        )
+    if rt.alertmanager is None or rt.dry_run:
+        return
+    alert = approval_alert(
+        incident,
+        action,
+        target,
+        until,
+        rt.clock(),
+        console_url=rt.console_url(incident.id),
+        ends=isinstance(effect, ApprovalEnded),
+    )
+    try:
+        await rt.alertmanager.post_alerts([alert])
+    except AlertmanagerError as exc:
+        log.error("approval_delivery_failed", incident_id=incident.id, error=str(exc))
 
 
 def _record(rt: Runtime, incident: Incident, effect: Effect) -> None:

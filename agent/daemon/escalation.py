@@ -17,7 +17,7 @@ from agent.gateway.request import plain_name
 from agent.incidents.model import Event, Incident
 from agent.logs import get_logger
 from agent.store.base import IncidentStore
-from agent.sweep.alerts import ESCALATION_ALERT
+from agent.sweep.alerts import APPROVAL_ALERT, ESCALATION_ALERT
 from agent.text import one_line
 
 log = get_logger("agent.escalation")
@@ -62,6 +62,57 @@ def escalation_alert(
         "annotations": {"summary": one_line(summary, 300), **annotations},
         "startsAt": incident.opened_at.isoformat(),
         "endsAt": (ends_at or now + timedelta(hours=1)).isoformat(),
+    }
+
+
+def approval_alert(
+    incident: Incident,
+    action: str,
+    target: str,
+    until: datetime,
+    now: datetime,
+    *,
+    console_url: str | None = None,
+    ends: bool = False,
+) -> dict[str, object]:
+    """The Alertmanager alert that asks a human to approve ``action`` on ``target``.
+
+    Its labels are the catalogue's words only (service, action, incident id), so routing
+    never depends on alert text; its annotations are the agent's own summary of the
+    evidence, why it asks, and the exact commands that answer. It ends by itself at the
+    approval deadline, and is ended at once when the wait ends (``ends``).
+    """
+    decision = incident.decision
+    finding = incident.finding
+    value = "" if finding.value is None else f" at value {finding.value:g}"
+    evidence = (
+        f"{plain_name(incident.name)} ({incident.severity.value}) on {target}{value}, "
+        f"firing since {finding.first_seen:%Y-%m-%d %H:%M:%SZ}"
+    )
+    if decision is not None:
+        keys = " and ".join(decision.keys) or "no key"
+        evidence += f"; decided by {decision.decided_by} ({keys}), runbook: "
+        evidence += decision.runbook_action or "no rule"
+    annotations = {
+        "summary": f"devops-agent asks to {action} {target} (incident {incident.id})",
+        "evidence": one_line(evidence, 500),
+        "reason": one_line(decision.autonomy if decision else "", 500),
+        "approve": f"devops-agent incidents approve {incident.id} --by YOUR_NAME",
+        "deny": f'devops-agent incidents deny {incident.id} --by YOUR_NAME --reason "..."',
+        "expires": until.isoformat(timespec="seconds"),
+    }
+    if console_url:
+        annotations["console"] = console_url
+    return {
+        "labels": {
+            "alertname": APPROVAL_ALERT,
+            "service": target,
+            "action": action,
+            "incident_id": incident.id,
+        },
+        "annotations": annotations,
+        **({} if ends else {"startsAt": now.isoformat()}),
+        "endsAt": (now if ends else until).isoformat(),
     }
 
 

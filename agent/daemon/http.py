@@ -1,4 +1,5 @@
-"""The agent's own HTTP endpoint: ``/metrics``, ``/healthz`` and the Alertmanager webhook.
+"""The agent's own HTTP endpoint: ``/metrics``, ``/healthz``, the Alertmanager webhook and
+the approval API.
 
 One Starlette app served by uvicorn inside the daemon's event loop (no thread). The
 daemon owns SIGTERM and SIGINT, so the embedded server installs no signal handlers of its
@@ -24,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from agent.daemon.api import ApprovalApi
 from agent.daemon.webhook import WebhookIntake
 from agent.metrics import AgentMetrics
 
@@ -61,8 +63,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build_app(metrics: AgentMetrics, liveness: Liveness, webhook: WebhookIntake) -> Starlette:
-    """The app: metrics for Prometheus, health for probes, the webhook for Alertmanager."""
+def build_app(
+    metrics: AgentMetrics,
+    liveness: Liveness,
+    webhook: WebhookIntake,
+    api: ApprovalApi | None = None,
+) -> Starlette:
+    """The app: metrics for Prometheus, health for probes, the webhook for Alertmanager,
+    the approval API for humans."""
 
     async def metrics_page(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -77,6 +85,14 @@ def build_app(metrics: AgentMetrics, liveness: Liveness, webhook: WebhookIntake)
             Route("/metrics", metrics_page, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/webhook/alertmanager", webhook.handle, methods=["POST"]),
+            *(
+                [
+                    Route("/api/incidents/{incident_id}/approve", api.approve, methods=["POST"]),
+                    Route("/api/incidents/{incident_id}/deny", api.deny, methods=["POST"]),
+                ]
+                if api is not None
+                else []
+            ),
         ]
     )
 

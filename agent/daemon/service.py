@@ -17,11 +17,13 @@ import asyncio
 import contextlib
 import signal
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from agent.daemon.api import ApprovalApi
 from agent.daemon.cycle import run_cycle
 from agent.daemon.http import HttpEndpoint, Liveness, build_app, is_loopback
 from agent.daemon.notify import Notifier, watchdog_interval
@@ -35,6 +37,7 @@ from agent.settings import Settings, reveal
 log = get_logger("agent.daemon")
 
 VERIFY_TICK_SECONDS = 5.0
+T = TypeVar("T")
 
 
 def _now() -> datetime:
@@ -78,7 +81,7 @@ class Daemon:
         self.rt = rt
         self.notifier = notifier
         self.liveness = liveness
-        self.inflight: set[asyncio.Task[None]] = set()
+        self.inflight: set[asyncio.Task[Any]] = set()
         self.stopping = asyncio.Event()
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.waker = Waker(rt.config.webhook.coalesce_seconds)
@@ -101,6 +104,13 @@ class Daemon:
             self.rt.metrics.sweeps.labels(result="error", trigger=name).inc()
         finally:
             self.inflight.discard(task)
+
+    def track(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``work`` as an in-flight task: shutdown waits for it like for a sweep."""
+        task = asyncio.ensure_future(work)
+        self.inflight.add(task)
+        task.add_done_callback(self.inflight.discard)
+        return task
 
     async def sweep_job(self, trigger: str = "schedule") -> None:
         """One cycle, as scheduled or woken by a notification."""
@@ -186,8 +196,14 @@ def _endpoint(settings: Settings, rt: Runtime, liveness: Liveness, daemon: Daemo
         max_body_bytes=options.max_body_bytes,
         body_timeout=options.body_timeout_seconds,
     )
+    api = ApprovalApi(
+        rt,
+        token=reveal(settings.env.approval_token),
+        body_timeout=options.body_timeout_seconds,
+        run=daemon.track,
+    )
     try:
-        return HttpEndpoint(build_app(rt.metrics, liveness, intake), host, port)
+        return HttpEndpoint(build_app(rt.metrics, liveness, intake, api), host, port)
     except OSError as exc:
         raise AgentError(
             f"METRICS_ADDR {settings.env.metrics_addr}: cannot listen: {exc.strerror}"

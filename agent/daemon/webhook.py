@@ -13,7 +13,6 @@ version-4 notification, and 404 when it is off (no token, and not on loopback).
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from agent.clients.http import decode_json
+from agent.daemon.bodies import BodyTooLarge, read_body
 from agent.logs import get_logger
 from agent.metrics import AgentMetrics
 from agent.text import clip
@@ -55,10 +55,6 @@ def parse_notification(body: object) -> Notice:
         raise ValueError("alerts must be a list of objects")
     firing = sum(a.get("status") == "firing" for a in alerts)
     return Notice(status=status, firing=firing, resolved=len(alerts) - firing)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 @dataclass
@@ -100,20 +96,6 @@ class WebhookIntake:
         given = request.headers.get("authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode())
 
-    async def _body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise _TooLarge
-        chunks: list[bytes] = []
-        size = 0
-        async with asyncio.timeout(self.body_timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > self.max_body_bytes:
-                    raise _TooLarge
-                chunks.append(chunk)
-        return b"".join(chunks)
-
     async def handle(self, request: Request) -> JSONResponse:
         """POST /webhook/alertmanager."""
         if not self.enabled:
@@ -123,8 +105,8 @@ class WebhookIntake:
         if not self._authorized(request):
             return self._answer("unauthorized", 401, "missing or wrong bearer token")
         try:
-            raw = await self._body(request)
-        except _TooLarge:
+            raw = await read_body(request, self.max_body_bytes, self.body_timeout)
+        except BodyTooLarge:
             return self._answer(
                 "too_large", 413, f"body over {self.max_body_bytes} bytes (webhook.max_body_bytes)"
             )

@@ -115,11 +115,23 @@ class Decision:
     verification: str = ""
     #: Why the LLM path was left for the runbook, if it was.
     fallback_reason: str = ""
+    #: What the runbook's matching rule says for this finding: the operator's key.
+    runbook_action: str = ""
+    #: Which keys turned for the action that runs on its own: "model", "runbook".
+    keys: tuple[str, ...] = ()
+    #: A changing action that waits for a human's approval, and its target ("" if none).
+    approval_action: str = ""
+    approval_target: str = ""
+    #: Why the action may run alone, or why it waits for a human (the autonomy verdict).
+    autonomy: str = ""
+    #: Who approved the action that ran (set when an approval is granted).
+    approved_by: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
         data = asdict(self)
         data["evidence"] = list(self.evidence)
+        data["keys"] = list(self.keys)
         return data
 
     @classmethod

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from agent.gateway.request import (
@@ -27,7 +27,15 @@ from agent.gateway.request import (
 )
 from agent.gateway.response import GatewayResult
 from agent.guardrails.policy import Block, GuardContext, check
-from agent.incidents.lifecycle import Step, on_block, on_claim, on_gateway_result
+from agent.incidents.lifecycle import (
+    Answer,
+    Step,
+    ended_wait,
+    on_approval_granted,
+    on_block,
+    on_claim,
+    on_gateway_result,
+)
 from agent.incidents.model import Incident
 from agent.logs import bind_context, get_logger
 from agent.runtime import Runtime
@@ -71,8 +79,10 @@ def _context(
     now: datetime,
     *,
     dry_run: bool,
+    approved: bool = False,
 ) -> GuardContext:
     return GuardContext(
+        approved=approved,
         action=action,
         target=target,
         mutating=rt.config.actions[action].mutating,
@@ -139,8 +149,12 @@ async def _precheck(
     target: str,
     view: FleetView,
     now: datetime,
+    *,
+    approved: bool,
 ) -> Block | None:
-    ctx = _context(rt, incident, action, target, _NO_FACTS, view, now, dry_run=False)
+    ctx = _context(
+        rt, incident, action, target, _NO_FACTS, view, now, dry_run=False, approved=approved
+    )
     block = check(ctx, rt.config.policy, rt.config.schedule.catch_up_window_seconds)
     if block is not None or not rt.config.policy.recheck_before_dispatch:
         return block
@@ -152,31 +166,54 @@ async def _precheck(
     return None
 
 
+def _action_of(incident: Incident, answer: Answer | None) -> tuple[str, str]:
+    """The action to carry out and its target: the decided one, or the approved one."""
+    decision = incident.decision
+    if decision is None:
+        return "none", incident.target or ""
+    if answer is not None:
+        return decision.approval_action, decision.approval_target or incident.target or ""
+    return decision.action, decision.target or incident.target or ""
+
+
+def _blocked(incident: Incident, block: Block, now: datetime, answer: Answer | None) -> Step:
+    """The step of a block; one that ends a granted wait also withdraws the ask."""
+    step = on_block(incident, block, now)
+    if answer is None or step.incident.state == "awaiting_approval":
+        return step
+    return replace(step, effects=(ended_wait(incident, "granted"), *step.effects))
+
+
 async def dispatch(
-    rt: Runtime, incident: Incident, finding: Finding, view: FleetView, now: datetime
+    rt: Runtime,
+    incident: Incident,
+    finding: Finding,
+    view: FleetView,
+    now: datetime,
+    answer: Answer | None = None,
 ) -> Dispatched:
-    """Carry a decided incident as far as the guardrails allow.
+    """Carry a decided incident (or, with a human's ``answer``, the approved action of one
+    that waits) as far as the guardrails allow.
 
     The caller holds the incident in ``rt.working`` meanwhile, so its lease is renewed
     however long the gateway takes.
     """
     out = Dispatched()
     bind_context(incident_id=incident.id, fingerprint=incident.fingerprint, target=incident.target)
-    decision = incident.decision
-    action = decision.action if decision else "none"
-    target = (decision.target if decision else None) or incident.target or ""
+    action, target = _action_of(incident, answer)
     if action not in rt.config.actions:
         out.block = Block(
             "unknown_action", f"action {action!r} is no longer in the catalogue", final=True
         )
-        _commit(rt, out, on_block(incident, out.block, now), incident.version)
+        _commit(rt, out, _blocked(incident, out.block, now, answer), incident.version)
         return out
-    out.block = await _precheck(rt, incident, finding, action, target, view, now)
+    approved = answer is not None
+    out.block = await _precheck(rt, incident, finding, action, target, view, now, approved=approved)
     if out.block is not None:
-        _commit(rt, out, on_block(incident, out.block, now), incident.version)
+        _commit(rt, out, _blocked(incident, out.block, now, answer), incident.version)
         return out
     mutating = rt.config.actions[action].mutating
-    claimed = _claim(rt, out, incident, action, target, view, now, mutating=mutating)
+    claimed = _claim(rt, out, incident, action, target, view, now, mutating=mutating, answer=answer)
     if claimed is None:
         return out
     await _send(rt, out, claimed, finding, action, target, mutating=mutating)
@@ -193,23 +230,29 @@ def _claim(
     now: datetime,
     *,
     mutating: bool,
+    answer: Answer | None,
 ) -> Incident | None:
     made: list[Step] = []
+    approved = answer is not None
 
     def decide(fresh: Incident, facts: GuardFacts) -> Step:
-        ctx = _context(rt, fresh, action, target, facts, view, now, dry_run=rt.dry_run)
+        ctx = _context(
+            rt, fresh, action, target, facts, view, now, dry_run=rt.dry_run, approved=approved
+        )
         out.block = check(ctx, rt.config.policy, rt.config.schedule.catch_up_window_seconds)
+        owner, until = rt.replica, rt.lease_until()
         if out.block is not None:
-            made.append(on_block(fresh, out.block, now))
+            made.append(_blocked(fresh, out.block, now, answer))
+        elif answer is not None:
+            made.append(
+                on_approval_granted(
+                    fresh, answer, mutating=mutating, owner=owner, lease_until=until, now=now
+                )
+            )
         else:
             made.append(
                 on_claim(
-                    fresh,
-                    target=target,
-                    mutating=mutating,
-                    owner=rt.replica,
-                    lease_until=rt.lease_until(),
-                    now=now,
+                    fresh, target=target, mutating=mutating, owner=owner, lease_until=until, now=now
                 )
             )
         return made[-1]
@@ -253,5 +296,6 @@ async def _send(
         mutating=mutating,
         verify_after=rt.config.schedule.verify_after_seconds,
         breaker_open_at=rt.config.policy.circuit_breaker_failures,
+        approval_ttl=rt.config.policy.approval_ttl_seconds,
     )
     _commit(rt, out, step, claimed.version)

@@ -37,6 +37,9 @@ class GuardContext:
     silences_known: bool
     firing_services: int
     known_services: int
+    #: A human approved this action just now: it is as fresh as the approval, so the
+    #: catch-up window (meant for work left over from before a restart) does not apply.
+    approved: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def is_storm(firing: int, known: int, policy: Policy) -> bool:
 def check(ctx: GuardContext, policy: Policy, catch_up_seconds: float) -> Block | None:
     """The first rule the action breaks, or None when it may run."""
     age = (ctx.now - ctx.incident_opened_at).total_seconds()
-    if age > catch_up_seconds:
+    if age > catch_up_seconds and not ctx.approved:
         return Block(
             "stale_incident",
             f"incident is {age:.0f}s old (schedule.catch_up_window_seconds {catch_up_seconds:g}s)",

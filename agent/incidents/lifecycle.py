@@ -10,12 +10,18 @@ Claim before send: ``on_claim`` moves the incident to ``acting`` and carries the
 commit is the request sent. A claimed action whose result never comes back (timeout,
 crash, kill -9) is found by ``on_restart`` once its lease expires and goes to
 ``verifying`` with an unknown outcome: it is never sent again, verification decides.
+
+Waiting for a human: a decision whose changing action may not run alone (two keys, tiers,
+``guardrails/autonomy.py``) moves to ``awaiting_approval`` with ``AskApproval``; an answer
+(``on_approval_granted``, ``on_approval_denied``), the end of the wait
+(``on_approval_expired``) or the finding going away (``on_gone``) ends it with
+``ApprovalEnded``. A granted approval is a claim like any other, committed before the send.
 """
 
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -119,8 +125,60 @@ class TakenOver:
     reason: str
 
 
+@dataclass(frozen=True)
+class AskApproval:
+    """The incident waits for a human: ask for approval (an alert), until ``until``."""
+
+    action: str
+    target: str
+    until: datetime
+
+
+@dataclass(frozen=True)
+class ApprovalEnded:
+    """The wait for a human ended: granted, denied, expired or cleared; withdraw the ask
+    (of ``action`` on ``target``)."""
+
+    result: str
+    action: str
+    target: str
+
+
+def ended_wait(incident: Incident, result: str) -> ApprovalEnded:
+    """The end of ``incident``'s wait for a human, with what it waited for."""
+    decision = incident.decision
+    action = decision.approval_action if decision else ""
+    target = (decision.approval_target if decision else "") or incident.target or ""
+    return ApprovalEnded(result, action, target)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A human's answer to an approval request: who, why, and whether it is a yes."""
+
+    approve: bool
+    by: str
+    reason: str
+    at: datetime
+
+    def event(self) -> Event:
+        """The answer as a timeline event."""
+        result = "granted" if self.approve else "denied"
+        return Event(self.at, "approval", {"result": result, "by": self.by, "reason": self.reason})
+
+
 Effect = (
-    Opened | Escalate | Dispatch | Blocked | Resolved | Skipped | Cleared | StormEnded | TakenOver
+    Opened
+    | Escalate
+    | Dispatch
+    | Blocked
+    | Resolved
+    | Skipped
+    | Cleared
+    | StormEnded
+    | TakenOver
+    | AskApproval
+    | ApprovalEnded
 )
 
 
@@ -187,12 +245,39 @@ def on_diagnosis_started(
     return Step(moved, (_moved(incident, moved, now, replica=owner),))
 
 
-def on_decision(incident: Incident, diagnosis: Diagnosis, now: datetime) -> Step:
-    """The diagnosis decided: nothing to do, escalate, or an action for the guardrails."""
+def _await_approval(
+    before: Incident, after: Incident, now: datetime, events: Sequence[Event], ttl: float
+) -> Step:
+    """Move to ``awaiting_approval`` and ask a human, for ``ttl`` seconds."""
+    decision = after.decision
+    assert decision is not None and decision.approval_action
+    until = now + timedelta(seconds=ttl)
+    moved = after.move("awaiting_approval", now, approval_until=until, **_RELEASED)
+    event = _moved(
+        before,
+        moved,
+        now,
+        action=decision.approval_action,
+        target=decision.approval_target,
+        reason=decision.autonomy,
+        until=until.isoformat(),
+    )
+    ask = AskApproval(decision.approval_action, decision.approval_target, until)
+    return Step(moved, (*events, event), (ask,))
+
+
+def on_decision(
+    incident: Incident, diagnosis: Diagnosis, now: datetime, *, approval_ttl: float = 900.0
+) -> Step:
+    """The diagnosis decided: nothing to do, escalate, ask a human, or an action for the
+    guardrails (a read-only step may run before the human is asked)."""
     decision = diagnosis.decision
     events = [Event(now, "decision", diagnosis.summary())]
     if diagnosis.transcript:
         events.append(Event(now, "llm_transcript", {"messages": list(diagnosis.transcript)}))
+    if decision.approval_action and decision.action in ("none", "escalate"):
+        decided = incident.update(now, decision=decision)
+        return _await_approval(incident, decided, now, events, approval_ttl)
     if not decision.actionable or decision.action == "none":
         reason = decision.reason or "nothing to do"
         moved = incident.move("skipped", now, decision=decision, resolution=reason, **_RELEASED)
@@ -259,8 +344,10 @@ def on_gateway_result(
     mutating: bool,
     verify_after: float,
     breaker_open_at: int,
+    approval_ttl: float = 900.0,
 ) -> Step:
-    """The gateway answered (or not): verify what may have run, escalate what did not."""
+    """The gateway answered (or not): verify what may have run, escalate what did not; after
+    a read-only step, ask the human who must approve the changing action."""
     action = incident.action or "none"
     target = incident.action_target or incident.target or ""
     event = Event(now, "gateway_request", {"request": dict(request), "result": result.to_dict()})
@@ -277,6 +364,9 @@ def on_gateway_result(
             breaker=breaker,
             dispatch_outcome=result.outcome,
         )
+    if not mutating and incident.awaiting:
+        done = incident.update(now, dispatch_outcome=result.outcome)
+        return replace(_await_approval(incident, done, now, [event], approval_ttl), outcome=outcome)
     if not mutating:
         reason = f"{action} {result.outcome}; the output needs a human"
         return _escalate(
@@ -314,6 +404,60 @@ def on_verification(
     return _escalate(
         incident, reason, now, breaker=BreakerChange(target, failed=True, open_at=breaker_open_at)
     )
+
+
+def on_approval_granted(
+    incident: Incident,
+    answer: Answer,
+    *,
+    mutating: bool,
+    owner: str,
+    lease_until: datetime,
+    now: datetime,
+) -> Step:
+    """A human approved the waiting action: it becomes the decided action, claimed now; the
+    caller sends it after the commit, as for any claim."""
+    decision = incident.decision
+    assert decision is not None and decision.approval_action
+    approved = replace(
+        decision,
+        action=decision.approval_action,
+        target=decision.approval_target or incident.target,
+        approval_action="",
+        approval_target="",
+        approved_by=answer.by,
+    )
+    target = approved.target or ""
+    claim = on_claim(
+        replace(incident, decision=approved),
+        target=target,
+        mutating=mutating,
+        owner=owner,
+        lease_until=lease_until,
+        now=now,
+    )
+    return replace(
+        claim,
+        events=(answer.event(), *claim.events),
+        effects=(ended_wait(incident, "granted"), *claim.effects),
+    )
+
+
+def on_approval_denied(incident: Incident, answer: Answer, now: datetime) -> Step:
+    """A human said no: the incident is theirs now."""
+    reason = f"approval denied by {answer.by}: {answer.reason}"
+    return _escalate(
+        incident, reason, now, (answer.event(),), effects=(ended_wait(incident, "denied"),)
+    )
+
+
+APPROVAL_EXPIRED = "approval expired"
+
+
+def on_approval_expired(incident: Incident, now: datetime) -> Step:
+    """Nobody answered in time: escalate rather than act, or wait, forever."""
+    reason = f"{APPROVAL_EXPIRED}: nobody answered by {incident.approval_until or now:%H:%M:%SZ}"
+    return _escalate(incident, reason, now, effects=(ended_wait(incident, "expired"),))
 
 
 def on_failure(incident: Incident, reason: str, now: datetime) -> Step | None:
@@ -375,6 +519,11 @@ def on_release(incident: Incident, now: datetime) -> Step:
 
 def on_gone(incident: Incident, now: datetime) -> Step | None:
     """The incident's findings are no longer seen; None when verification decides instead."""
+    if incident.state == "awaiting_approval":
+        reason = "finding cleared while waiting for approval"
+        moved = incident.move("skipped", now, cleared_at=now, resolution=reason, **_RELEASED)
+        events = (_moved(incident, moved, now, reason=reason), Event(now, "cleared", {}))
+        return Step(moved, events, (ended_wait(incident, "cleared"), Skipped(reason), Cleared()))
     if incident.state in NOT_ACTED:
         reason = "finding cleared before any action"
         moved = incident.move("skipped", now, cleared_at=now, resolution=reason, **_RELEASED)

@@ -14,8 +14,14 @@ States::
       ├──────────┼─────────────┼──────────────────────────────▶ escalated
       └──────────┴─────────────┴──────────────────────────────▶ skipped
 
+    diagnosing ──▶ awaiting_approval ──▶ acting      (a human approved)
+    acting ─────▶ awaiting_approval ──▶ escalated   (denied, expired)
+      (a read-only step ran first)   ──▶ skipped     (the finding cleared first)
+
 ``acting`` lasts from the committed claim of an action until its result is recorded; with
 ``verifying`` it is what "an action in flight" means. Terminal states never move again.
+``awaiting_approval`` holds a changing action the agent may not run on its own (see
+``guardrails/autonomy.py``) until a human approves or denies it, or ``approval_until``.
 
 A fleet storm (too many services firing at once) is one incident of kind ``storm``: it
 opens straight into ``watching`` (handed to humans, watched until the storm ends, then
@@ -39,6 +45,7 @@ State = Literal[
     "open",
     "diagnosing",
     "decided",
+    "awaiting_approval",
     "acting",
     "verifying",
     "held",
@@ -54,9 +61,10 @@ IN_FLIGHT: frozenset[State] = frozenset({"acting", "verifying"})
 
 TRANSITIONS: Mapping[State, frozenset[State]] = {
     "open": frozenset({"diagnosing", "skipped", "escalated", "held", "watching"}),
-    "diagnosing": frozenset({"decided", "skipped", "escalated", "open"}),
+    "diagnosing": frozenset({"decided", "awaiting_approval", "skipped", "escalated", "open"}),
     "decided": frozenset({"acting", "skipped", "escalated"}),
-    "acting": frozenset({"verifying", "escalated"}),
+    "awaiting_approval": frozenset({"acting", "skipped", "escalated"}),
+    "acting": frozenset({"verifying", "awaiting_approval", "escalated"}),
     "verifying": frozenset({"resolved", "escalated"}),
     "held": frozenset({"open", "skipped", "escalated"}),
     "watching": frozenset({"resolved", "escalated"}),
@@ -111,6 +119,8 @@ class Incident:
     resolution: str | None = None
     lease_owner: str | None = None
     lease_until: datetime | None = None
+    #: Until when a human may approve the action that waits (``awaiting_approval``).
+    approval_until: datetime | None = None
     #: Bumped by every committed step; a step commits only over the version it was made from.
     version: int = 0
 
@@ -143,6 +153,11 @@ class Incident:
     def action(self) -> str | None:
         """The decided action, once there is a decision."""
         return self.decision.action if self.decision else None
+
+    @property
+    def awaiting(self) -> str | None:
+        """The changing action that waits for a human's approval, if any."""
+        return (self.decision.approval_action or None) if self.decision else None
 
     @property
     def decided_by(self) -> str | None:
@@ -188,4 +203,6 @@ class Incident:
             "dispatch_outcome": self.dispatch_outcome,
             "resolution": self.resolution,
             "cleared_at": self.cleared_at.isoformat() if self.cleared_at else None,
+            "awaiting_approval": self.awaiting if self.state == "awaiting_approval" else None,
+            "approval_until": self.approval_until.isoformat() if self.approval_until else None,
         }

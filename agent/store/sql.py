@@ -126,6 +126,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE incidents ADD COLUMN quarantine TEXT
     """,
+    # 4: waiting for a human's approval, until a deadline.
+    """
+    ALTER TABLE incidents ADD COLUMN approval_until TEXT
+    """,
 )
 
 _COLUMNS = (
@@ -153,6 +157,7 @@ _COLUMNS = (
     "lease_until",
     "action_target",
     "dispatch_outcome",
+    "approval_until",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM incidents"
 _MUTABLE = [c for c in _COLUMNS if c not in ("id", "version")]
@@ -245,6 +250,7 @@ def incident_from_row(row: Sequence[Any]) -> Incident:
         resolution=r["resolution"],
         lease_owner=r["lease_owner"],
         lease_until=_dt(r["lease_until"]),
+        approval_until=_dt(r["approval_until"]),
         version=int(r["version"]),
     )
 
@@ -285,6 +291,7 @@ def _raw_values(i: Incident) -> dict[str, Any]:
         "lease_until": ts(i.lease_until),
         "action_target": i.action_target,
         "dispatch_outcome": i.dispatch_outcome,
+        "approval_until": ts(i.approval_until),
     }
 
 

@@ -20,9 +20,12 @@ from agent.sweep.findings import (
     string_map,
 )
 
-#: The alert the agent itself sends to Alertmanager when it escalates. Read back from
-#: Alertmanager's API it is the agent's own page, never a new problem to work on.
+#: The alerts the agent itself sends to Alertmanager when it escalates and when it asks a
+#: human to approve an action. Read back from Alertmanager's API they are the agent's own
+#: pages, never a new problem to work on.
 ESCALATION_ALERT = "DevopsAgentEscalation"
+APPROVAL_ALERT = "DevopsAgentApprovalRequired"
+OWN_ALERTS = frozenset({ESCALATION_ALERT, APPROVAL_ALERT})
 
 
 @dataclass
@@ -166,7 +169,7 @@ def parse_alertmanager_alerts(
 ) -> AlertParse:
     """Active alerts from Alertmanager's ``/api/v2/alerts`` as findings; ValueError if the
     answer is not a list. Alertmanager has no sample value; ``startsAt`` is when it fired.
-    The agent's own escalations are left out."""
+    The agent's own escalations and approval requests are left out."""
     if not isinstance(payload, list):
         raise ValueError("Alertmanager /api/v2/alerts did not answer a list")
     out = AlertParse()
@@ -177,7 +180,7 @@ def parse_alertmanager_alerts(
         state = status.get("state") if isinstance(status, dict) else None
         finding = None
         labels = entry.get("labels") if isinstance(entry, dict) else None
-        if isinstance(labels, dict) and labels.get("alertname") == ESCALATION_ALERT:
+        if isinstance(labels, dict) and labels.get("alertname") in OWN_ALERTS:
             continue
         if state == "active":
             shaped = {

@@ -23,6 +23,7 @@ PURE = [
     "sweep/alerts.py",
     "sweep/checks.py",
     "guardrails/policy.py",
+    "guardrails/autonomy.py",
     "diagnosis/models.py",
     "diagnosis/safety.py",
     "diagnosis/runbook.py",

@@ -16,6 +16,9 @@ from agent.gateway.response import GatewayResult, Outcome
 from agent.guardrails.policy import Block
 from agent.incidents.lifecycle import (
     ActionOutcome,
+    Answer,
+    ApprovalEnded,
+    AskApproval,
     Blocked,
     BreakerChange,
     Claim,
@@ -27,6 +30,9 @@ from agent.incidents.lifecycle import (
     Skipped,
     StormEnded,
     TakenOver,
+    on_approval_denied,
+    on_approval_expired,
+    on_approval_granted,
     on_block,
     on_claim,
     on_decision,
@@ -80,6 +86,11 @@ ALLOWED: set[tuple[State, State]] = {
     ("diagnosing", "skipped"),
     ("diagnosing", "escalated"),
     ("diagnosing", "open"),
+    ("diagnosing", "awaiting_approval"),
+    ("awaiting_approval", "acting"),
+    ("awaiting_approval", "escalated"),
+    ("awaiting_approval", "skipped"),
+    ("acting", "awaiting_approval"),
     ("decided", "acting"),
     ("decided", "skipped"),
     ("decided", "escalated"),
@@ -333,6 +344,7 @@ def test_on_verification(
         ("escalated", "escalated", [Cleared]),
         ("skipped", "skipped", [Cleared]),
         ("held", "skipped", [Skipped, Cleared]),
+        ("awaiting_approval", "skipped", [ApprovalEnded, Skipped, Cleared]),
         ("acting", None, None),
         ("verifying", None, None),
         ("watching", None, None),
@@ -483,3 +495,93 @@ def test_on_failure(state: State, escalates: bool) -> None:
     assert "internal error while working the incident: ValueError: boom" in (
         step.incident.resolution or ""
     )
+
+
+#: A model that said none to a leak: the runbook's restart waits for a human.
+ASKING = Decision(
+    "none",
+    "market-predictor",
+    "llm",
+    False,
+    approval_action="restart",
+    approval_target="market-predictor",
+    autonomy="the runbook would restart market-predictor, but the model proposes none",
+)
+
+
+def test_a_decision_that_asks_waits_for_a_human() -> None:
+    """Nothing runs alone: awaiting_approval until now + ttl, and a human is asked."""
+    diagnosing = _incident("diagnosing", lease_owner="r1", lease_until=LATER)
+    step = on_decision(diagnosing, Diagnosis(ASKING), NOW, approval_ttl=600)
+    until = NOW + timedelta(seconds=600)
+    assert step.incident.state == "awaiting_approval" and step.incident.approval_until == until
+    assert step.incident.lease_owner is None and step.incident.awaiting == "restart"
+    assert step.effects == (AskApproval("restart", "market-predictor", until),)
+    assert step.events[-1].data["to"] == "awaiting_approval"
+    assert step.claim is None
+
+
+def test_a_read_only_step_runs_before_the_human_is_asked() -> None:
+    """collect_logs runs alone; once its result is in, the restart waits for approval."""
+    decision = replace(ASKING, action="collect_logs", actionable=True)
+    diagnosing = _incident("diagnosing")
+    decided = on_decision(diagnosing, Diagnosis(decision), NOW).incident
+    assert decided.state == "decided" and decided.action == "collect_logs"
+    acting = replace(decided, state="acting", action_target="market-predictor")
+    step = on_gateway_result(
+        acting,
+        _result("succeeded"),
+        {"body": 1},
+        LATER,
+        mutating=False,
+        verify_after=60,
+        breaker_open_at=3,
+        approval_ttl=300,
+    )
+    assert step.incident.state == "awaiting_approval"
+    assert step.incident.approval_until == LATER + timedelta(seconds=300)
+    assert step.outcome == ActionOutcome("inc0001", "collect_logs", "succeeded")
+    assert [type(e) for e in step.effects] == [AskApproval]
+
+
+def test_an_approval_is_a_claim_of_the_waiting_action() -> None:
+    """Granted: the waiting restart becomes the decided action, claimed, then sent."""
+    waiting = _incident("awaiting_approval", decision=ASKING, approval_until=LATER)
+    answer = Answer(True, "alice", "looked at the graph", NOW)
+    step = on_approval_granted(
+        waiting, answer, mutating=True, owner="r2", lease_until=LATER, now=NOW
+    )
+    assert step.incident.state == "acting" and step.incident.action == "restart"
+    assert step.incident.decision is not None
+    assert step.incident.decision.approved_by == "alice"
+    assert step.incident.awaiting is None
+    assert step.claim == Claim("inc0001", "market-predictor", "restart", NOW, True)
+    assert step.effects == (
+        ApprovalEnded("granted", "restart", "market-predictor"),
+        Dispatch("restart", "market-predictor"),
+    )
+    assert step.events[0].data == {
+        "result": "granted",
+        "by": "alice",
+        "reason": "looked at the graph",
+    }
+
+
+def test_a_denial_and_an_expiry_escalate() -> None:
+    """No: escalated with who said no and why; nobody: escalated as expired."""
+    waiting = _incident("awaiting_approval", decision=ASKING, approval_until=LATER)
+    denied = on_approval_denied(waiting, Answer(False, "bob", "deploy in progress", NOW), NOW)
+    assert denied.incident.state == "escalated"
+    assert denied.incident.resolution == "approval denied by bob: deploy in progress"
+    assert [type(e) for e in denied.effects] == [ApprovalEnded, Escalate]
+    expired = on_approval_expired(waiting, LATER)
+    assert expired.incident.state == "escalated"
+    assert (expired.incident.resolution or "").startswith("approval expired")
+    assert expired.effects[0] == ApprovalEnded("expired", "restart", "market-predictor")
+
+
+def test_a_block_at_approval_time_keeps_it_waiting() -> None:
+    """A cooldown when the human says yes: still waiting, the reason recorded."""
+    waiting = _incident("awaiting_approval", decision=ASKING, approval_until=LATER)
+    step = on_block(waiting, Block("cooldown", "restart 60s ago"), NOW)
+    assert step.incident.state == "awaiting_approval" and step.incident.blocked_reason == "cooldown"
