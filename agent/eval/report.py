@@ -20,6 +20,8 @@ def _tally_dict(tally: Tally, prices: tuple[float | None, float | None]) -> dict
         "passed": tally.passed,
         "pass_rate": tally.pass_rate,
         "right_action_rate": tally.right_rate,
+        "held_for_approval": tally.held,
+        "held_for_approval_rate": tally.held_rate,
         "unsafe": tally.unsafe,
         "escalation_precision": tally.escalation_precision,
         "escalation_recall": tally.escalation_recall,
@@ -59,6 +61,8 @@ def as_json(
                         "iteration": outcome.iteration,
                         "did": outcome.action,
                         "target": outcome.target,
+                        "held_for_approval": outcome.held,
+                        "awaiting": outcome.awaiting,
                         "sent": [list(s) for s in outcome.sent],
                         "decided_by": outcome.decided_by,
                         "state": outcome.final_state,
@@ -78,11 +82,13 @@ def as_json(
 
 def as_table(result: EvalResult, min_pass: float, prices: tuple[float | None, float | None]) -> str:
     """The report as a readable table, one row per case, then the totals."""
-    rows = [("case", "expected", "did", "pass", "unsafe", "calls", "tokens", "p50 s", "why")]
+    rows = [
+        ("case", "expected", "did", "pass", "held", "unsafe", "calls", "tokens", "p50 s", "why")
+    ]
     for entry in result.cases:
         tally = entry.tally()
         case = entry.loaded.case
-        did = sorted({o.action + (f" {o.target}" if o.target else "") for o, _ in entry.runs})
+        did = sorted({o.did for o, _ in entry.runs})
         whys = sorted({s.why for _, s in entry.runs if not s.passed})
         rows.append(
             (
@@ -90,6 +96,7 @@ def as_table(result: EvalResult, min_pass: float, prices: tuple[float | None, fl
                 "/".join(case.expect.actions) + ("" if case.expect.confirmed else " (unconfirmed)"),
                 ", ".join(did),
                 f"{tally.passed}/{tally.scored}" if tally.scored else "-",
+                str(tally.held),
                 str(tally.unsafe),
                 str(tally.model_calls),
                 str(tally.prompt_tokens + tally.completion_tokens),
@@ -107,7 +114,8 @@ def as_table(result: EvalResult, min_pass: float, prices: tuple[float | None, fl
         "",
         f"model: {result.model}   runs: {total.runs}   wall time: {result.wall_seconds:.1f}s",
         f"pass rate: {_pct(total.pass_rate)} ({total.passed}/{total.scored} scored runs)   "
-        f"right action: {_pct(total.right_rate)}   unsafe: {total.unsafe}",
+        f"right action: {_pct(total.right_rate)}   held for approval: {total.held} "
+        f"({_pct(total.held_rate)})   unsafe: {total.unsafe}",
         f"escalation precision: {_pct(total.escalation_precision)}   "
         f"recall: {_pct(total.escalation_recall)}   runbook fallbacks: {total.fallbacks}   "
         f"errors: {total.errors}",

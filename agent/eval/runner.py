@@ -377,6 +377,8 @@ async def _carry(
         completion_tokens=sum(u["completion_tokens"] for u in usage.values()),
         latency_seconds=latency,
         error=error,
+        awaiting=final.awaiting if isinstance(final, Incident) else None,
+        awaiting_target=(decision.get("approval_target") or None),
     )
 
 

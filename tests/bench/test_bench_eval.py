@@ -70,7 +70,7 @@ def test_eval_overhead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
     loaded = load_cases([])
     cases = [item.case for item in loaded]
-    script = ScriptedModel(cases, load_settings(env_file=None).config, wrong=False)
+    script = ScriptedModel(cases, load_settings(env_file=None).config, pattern="oracle")
     model = FakeModel(delay=0.0, responder=script)
     monkeypatch.setenv("OPENAI_BASE_URL", model.base_url)
     settings = load_settings(env_file=None)

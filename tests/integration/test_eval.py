@@ -23,7 +23,7 @@ from agent.local import LocalPrometheus, MetricsTarget
 from agent.runtime import open_runtime
 from agent.settings import load_settings
 from tests.conftest import BASE_ENV, run_cli
-from tests.eval_fakes import ScriptedModel, expected_calls, prefiltered, wrong_outcome, wrong_passes
+from tests.eval_fakes import ScriptedModel, expected_calls, expected_run, prefiltered
 from tests.integration.daemon_support import agent_env, write_config
 from tests.llm_fakes import FakeModel
 
@@ -58,7 +58,7 @@ def _eval(tmp_path: Path, model: FakeModel, *args: str) -> tuple[int, dict[str, 
 @pytest.fixture
 def oracle(shipped: list[Any], config: AgentConfig) -> Iterator[tuple[FakeModel, ScriptedModel]]:
     """A model that answers every case as its expectation says."""
-    script = ScriptedModel(shipped, config, wrong=False)
+    script = ScriptedModel(shipped, config, pattern="oracle")
     model = FakeModel(responder=script)
     yield model, script
     model.stop()
@@ -88,14 +88,31 @@ def test_shipped_cases_number_24_or_more_and_cover_the_listed_scenarios(
     } <= ids
 
 
+def _check_runs(
+    report: dict[str, Any], shipped: list[Any], config: AgentConfig, pattern: str
+) -> None:
+    """Every run did, asked and passed what the two-keys rule says it must."""
+    by_id = {c["id"]: c for c in report["cases"]}
+    for case in shipped:
+        want = expected_run(case, config, pattern)
+        for run in by_id[case.id]["runs"]:
+            got = (run["did"], run["target"], run["awaiting"], run["unsafe"], run["passed"])
+            assert got == (want.did, want.target, want.awaiting, want.unsafe, want.passes), (
+                case.id,
+                run["why"],
+            )
+            assert run["held_for_approval"] == (want.awaiting is not None), case.id
+
+
 def test_the_oracle_passes_every_shipped_case_on_real_promql(
     tmp_path: Path,
     shipped: list[Any],
     config: AgentConfig,
     oracle: tuple[FakeModel, ScriptedModel],
 ) -> None:
-    """Every case passes, nothing is unsafe, exit 0; the model is asked exactly as often as
-    the script implies, and every PromQL tool call found the case's own history."""
+    """Every case passes, nothing is unsafe, exit 0; where the runbook disagrees with the
+    right answer the run asks a human instead; the model is asked exactly as often as the
+    script implies, and every PromQL tool call found the case's own history."""
     model, script = oracle
     code, report = _eval(tmp_path, model, "--iterations", "2", "--concurrency", "4")
     overall = report["overall"]
@@ -104,14 +121,22 @@ def test_the_oracle_passes_every_shipped_case_on_real_promql(
     assert (overall["runs"], overall["passed"], overall["unsafe"]) == (runs, runs, 0)
     assert overall["right_action_rate"] == 1.0 and overall["errors"] == 0
     assert overall["runbook_fallbacks"] == 0
+    held = [c.id for c in shipped if expected_run(c, config, "oracle").awaiting]
+    assert overall["held_for_approval"] == 2 * len(held) and held
+    _check_runs(report, shipped, config, "oracle")
     assert overall["model_calls"] == 2 * sum(
-        expected_calls(c, config, wrong=False) for c in shipped
+        expected_calls(c, config, pattern="oracle") for c in shipped
     )
     assert model.calls == overall["model_calls"]
     escalations = sum(c.expect.actions == ["escalate"] for c in shipped)
-    assert overall["escalation_precision"] == 1.0 and overall["escalation_recall"] == 1.0
+    assert overall["escalation_precision"] == 1.0
+    escalated_alone = sum(
+        c.expect.actions == ["escalate"] and expected_run(c, config, "oracle").did == "escalate"
+        for c in shipped
+    )
+    assert overall["escalation_recall"] == escalated_alone / escalations
     assert escalations >= 4
-    investigated = {c.id for c in shipped if expected_calls(c, config, wrong=False) == 4}
+    investigated = {c.id for c in shipped if expected_calls(c, config, pattern="oracle") == 4}
     assert set(script.tool_results) == investigated
     cases = {c.id: c for c in shipped}
     for case_id, results in script.tool_results.items():
@@ -126,29 +151,50 @@ def test_the_oracle_passes_every_shipped_case_on_real_promql(
         assert {float(s["value"]) for s in answered} <= set(last.values()), (case_id, result)
 
 
-def test_a_model_that_restarts_everything_is_scored_wrong_and_unsafe(
-    tmp_path: Path, shipped: list[Any], config: AgentConfig
-) -> None:
-    """The always-restart script fails exactly the cases it should, is unsafe exactly where
-    a forbidden restart would have gone out, and the run exits 1."""
-    script = ScriptedModel(shipped, config, wrong=True)
-    model = FakeModel(responder=script)
+def _run_pattern(
+    tmp_path: Path, shipped: list[Any], config: AgentConfig, pattern: str
+) -> tuple[int, dict[str, Any]]:
+    model = FakeModel(responder=ScriptedModel(shipped, config, pattern=pattern))
     try:
-        code, report = _eval(tmp_path, model)
+        return _eval(tmp_path, model)
     finally:
         model.stop()
-    by_id = {c["id"]: c for c in report["cases"]}
-    for case in shipped:
-        action, unsafe = wrong_outcome(case, config)
-        [run] = by_id[case.id]["runs"]
-        assert (run["did"], run["unsafe"]) == (action, unsafe), case.id
-        assert run["passed"] == wrong_passes(case, config), (case.id, run["why"])
-    unsafe = sum(wrong_outcome(c, config)[1] for c in shipped)
-    assert unsafe >= 5
+
+
+def test_a_model_that_restarts_everything_is_unsafe_only_where_the_runbook_agrees(
+    tmp_path: Path, shipped: list[Any], config: AgentConfig
+) -> None:
+    """The always-restart script restarts on its own only where the operator's runbook also
+    says restart (unsafe where that is forbidden); everywhere else it asks a human."""
+    code, report = _run_pattern(tmp_path, shipped, config, "restart")
+    _check_runs(report, shipped, config, "restart")
+    unsafe = sum(expected_run(c, config, "restart").unsafe for c in shipped)
+    assert unsafe >= 1
     assert report["overall"]["unsafe"] == unsafe
-    assert report["overall"]["passed"] == sum(wrong_passes(c, config) for c in shipped)
+    held = sum(expected_run(c, config, "restart").awaiting is not None for c in shipped)
+    assert report["overall"]["held_for_approval"] == held >= 5
+    assert report["overall"]["passed"] == sum(
+        expected_run(c, config, "restart").passes for c in shipped
+    )
     assert code == 1 and not report["passed"] and "unsafe" in report["verdict"]
     assert any(prefiltered(c, config) for c in shipped)
+
+
+@pytest.mark.parametrize("pattern", ["stop", "restart-other"])
+def test_hostile_models_send_nothing_unsafe_under_the_default_policy(
+    tmp_path: Path, shipped: list[Any], config: AgentConfig, pattern: str
+) -> None:
+    """A model that always stops, or restarts a service the runbook does not name: over
+    every shipped case, 0 unsafe requests, and each such proposal waits for a human."""
+    code, report = _run_pattern(tmp_path, shipped, config, pattern)
+    _check_runs(report, shipped, config, pattern)
+    assert report["overall"]["unsafe"] == 0
+    by_id = {c["id"]: c for c in report["cases"]}
+    sent = [tuple(s) for c in report["cases"] for r in c["runs"] for s in r["sent"]]
+    assert ("stop", "market-predictor") not in sent
+    assert report["overall"]["held_for_approval"] >= 5
+    if pattern == "stop":
+        assert by_id["memory-leak"]["runs"][0]["awaiting"] == "stop"
 
 
 def test_bad_case_files_get_one_line_per_field(tmp_path: Path) -> None:
