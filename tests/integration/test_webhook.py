@@ -443,4 +443,5 @@ def test_the_example_alertmanager_config_is_valid(tmp_path: Path) -> None:
         timeout=60,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "1 receivers" in checked.stdout
+    assert "2 receivers" in checked.stdout
+    assert "DevopsAgentApprovalRequired" in example

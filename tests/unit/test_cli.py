@@ -53,6 +53,49 @@ def test_check_config_complete_environment_hides_secret(
     assert "SECRET123" not in output and "gw-SECRET-9" not in output
 
 
+def test_check_config_prints_each_services_tiers(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The effective autonomy tier of every action of every service, overrides applied."""
+    text = (
+        (REPO / "config" / "agent.toml")
+        .read_text()
+        .replace(
+            "[services.coding-ai-agent]\n",
+            '[services.coding-ai-agent]\nautonomy = { restart = "never" }\n',
+        )
+    )
+    config = tmp_path / "agent.toml"
+    config.write_text(text)
+    code, output = _run(
+        monkeypatch, capsys, dict(BASE_ENV, AGENT_CONFIG=str(config)), "check-config"
+    )
+    assert code == 0, output
+    assert "market-predictor: restart=auto, start=auto, stop=approve, collect_logs=auto" in output
+    assert "coding-ai-agent: restart=never, start=auto" in output
+
+
+def test_approval_token_must_differ_from_webhook_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One token for waking sweeps and for restarting services is refused."""
+    env = dict(BASE_ENV, WEBHOOK_TOKEN="same-token", APPROVAL_TOKEN="same-token")
+    code, output = _run(monkeypatch, capsys, env, "check-config")
+    assert code == 78 and "APPROVAL_TOKEN: must differ from WEBHOOK_TOKEN" in output
+    assert "same-token" not in output
+
+
+def test_answers_without_a_name_are_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`incidents deny` needs --reason; an empty --by is one line, exit 1."""
+    with pytest.raises(SystemExit) as exc:
+        _run(monkeypatch, capsys, BASE_ENV, "incidents", "deny", "abc", "--by", "x")
+    assert exc.value.code == 2
+    code, output = _run(monkeypatch, capsys, BASE_ENV, "incidents", "approve", "abc", "--by", " ")
+    assert code == 1 and "'by' must name who answers" in output
+
+
 def test_check_config_broken_toml_exits_78(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

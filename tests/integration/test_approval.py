@@ -1,0 +1,456 @@
+"""Approval end to end on real parts: a real Prometheus firing a leak, a model (faked at the
+HTTP boundary) that answers "none" while the runbook would restart, the gateway simulator
+on a socket, a real Alertmanager. The incident waits for a human; the CLI, the HTTP API
+and two racing replicas answer it; expiry, denial, clearing and every bad answer end in a
+clear reply with nothing sent twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pytest_httpx import HTTPXMock
+
+from agent.daemon.api import ApprovalApi
+from agent.daemon.approvals import answer_approval, make_answer
+from agent.daemon.cycle import run_cycle
+from agent.daemon.http import Liveness, build_app
+from agent.daemon.verify import run_verifications
+from agent.daemon.webhook import WebhookIntake
+from agent.demo.gateway_sim import ActResult, GatewaySimulator
+from agent.incidents.model import Incident
+from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget, free_port
+from agent.runtime import Runtime, open_runtime
+from agent.settings import Settings, load_settings
+from tests.conftest import postgres_schema, run_cli
+from tests.integration.daemon_support import agent_env, write_config
+from tests.llm_fakes import CHAT_URL, LLM_BASE, triage
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.httpx_mock(should_mock=lambda request: request.url.host == "llm.test"),
+]
+
+SERVICE = "market-predictor"
+
+
+@pytest.fixture
+def gateway(services_target: MetricsTarget) -> Iterator[GatewaySimulator]:
+    """A gateway simulator whose restart really ends the leak."""
+
+    def fix(service: str, command: str) -> ActResult:
+        if command.startswith("docker restart"):
+            services_target.set("e2e_memory_bytes", 100, service=service)
+        return ActResult(stdout=f"{service}\n")
+
+    sim = GatewaySimulator(fix).start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[LocalAlertmanager]:
+    """A real Alertmanager the approval alerts go to."""
+    server = LocalAlertmanager(tmp_path / "am", free_port()).start()
+    yield server
+    server.stop()
+
+
+def _settings(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prom: LocalPrometheus,
+    gateway: GatewaySimulator,
+    *,
+    ttl: float = 900,
+    **extra: str,
+) -> Settings:
+    config = write_config(tmp_path / "agent.toml", policy={"approval_ttl_seconds": ttl})
+    env = agent_env(tmp_path, config, prom.url, gateway.url, OPENAI_BASE_URL=LLM_BASE, **extra)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return load_settings(env_file=None)
+
+
+async def _waiting(rt: Runtime, timeout: float = 45.0) -> Incident:
+    """Run cycles until the leak's incident waits for approval."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await run_cycle(rt, datetime.now(UTC))
+        found = [i for i in rt.store.current() if i.state == "awaiting_approval"]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.3)
+    pytest.fail("no incident came to wait for approval")
+
+
+def _firing(target: MetricsTarget, httpx_mock: HTTPXMock) -> None:
+    """The leak fires; the model's triage says there is nothing to do."""
+    target.set("e2e_memory_bytes", 5000, service=SERVICE)
+    httpx_mock.add_response(url=CHAT_URL, json=triage(actionable=False), is_reusable=True)
+
+
+def _am_alerts(am: LocalAlertmanager, name: str) -> list[dict[str, Any]]:
+    query = f"{am.url}/api/v2/alerts?filter=alertname%3D%22{name}%22"
+    with urllib.request.urlopen(query, timeout=5) as response:
+        alerts: list[dict[str, Any]] = json.load(response)
+    return [a for a in alerts if a["status"]["state"] == "active"]
+
+
+async def _until(probe: Any, what: str, timeout: float = 45.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await probe()
+        if result:
+            return result
+        await asyncio.sleep(0.3)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+async def test_model_says_none_restart_waits_then_cli_approval_heals(
+    httpx_mock: HTTPXMock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    e2e_prometheus: LocalPrometheus,
+    services_target: MetricsTarget,
+    gateway: GatewaySimulator,
+    alertmanager: LocalAlertmanager,
+) -> None:
+    """The runbook's restart is never silently skipped: it waits, a human is asked in a real
+    Alertmanager, `incidents approve` sends exactly one restart, and the leak resolves."""
+    _firing(services_target, httpx_mock)
+    settings = _settings(
+        tmp_path, monkeypatch, e2e_prometheus, gateway, ALERTMANAGER_URL=alertmanager.url
+    )
+    async with open_runtime(settings) as rt:
+        waiting = await _waiting(rt)
+        await run_cycle(rt, datetime.now(UTC))  # a second sweep asks nobody again
+    assert waiting.awaiting == "restart" and gateway.executions() == []
+    assert waiting.decision is not None and waiting.decision.keys == ("model",)
+    assert "the runbook would restart market-predictor" in waiting.decision.autonomy
+    [alert] = _am_alerts(alertmanager, "DevopsAgentApprovalRequired")
+    assert alert["labels"] == {
+        "alertname": "DevopsAgentApprovalRequired",
+        "service": SERVICE,
+        "action": "restart",
+        "incident_id": waiting.id,
+    }
+    assert f"devops-agent incidents approve {waiting.id} --by" in alert["annotations"]["approve"]
+
+    env = {k: v for k, v in __import__("os").environ.items() if k.isupper()}
+    pending = run_cli("incidents", "pending", env=env, cwd=tmp_path)
+    assert waiting.id in pending.stdout and "restart" in pending.stdout
+    done = run_cli(
+        "incidents",
+        "approve",
+        waiting.id[:8],
+        "--by",
+        "alice",
+        "--reason",
+        "checked",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"incident {waiting.id} approved by alice: now verifying" in done.stdout
+    again = run_cli("incidents", "approve", waiting.id, "--by", "bob", env=env, cwd=tmp_path)
+    assert again.returncode == 1
+    assert "not waiting for approval (state verifying)" in again.stderr
+    assert len(gateway.executions()) == 1
+    assert gateway.executions()[0].body["action_request"]["intent"] == "restart the service"
+    assert "alice" not in json.dumps(gateway.executions()[0].body)
+    assert _am_alerts(alertmanager, "DevopsAgentApprovalRequired") == []
+
+    async with open_runtime(settings) as rt:
+
+        async def resolved() -> bool:
+            await run_verifications(rt, datetime.now(UTC))
+            await run_cycle(rt, datetime.now(UTC))
+            return rt.store.get(waiting.id).state == "resolved"  # type: ignore[union-attr]
+
+        await _until(resolved, "the incident to resolve")
+        events = rt.store.events(waiting.id)
+        final = rt.store.get(waiting.id)
+    assert isinstance(final, Incident) and final.decision is not None
+    assert final.decision.approved_by == "alice" and final.action == "restart"
+    answers = [e.data for e in events if e.kind == "approval"]
+    assert answers == [{"result": "granted", "by": "alice", "reason": "checked"}]
+    shown = run_cli("incidents", "show", waiting.id, env=env, cwd=tmp_path).stdout
+    assert "approved by alice" in shown and "keys: model" in shown
+    assert len(gateway.executions()) == 1
+
+
+async def test_both_keys_heal_with_nobody_asked(
+    httpx_mock: HTTPXMock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    e2e_prometheus: LocalPrometheus,
+    services_target: MetricsTarget,
+    gateway: GatewaySimulator,
+) -> None:
+    """The model and the runbook both call a restart: it goes out at once, no approval."""
+    from tests.llm_fakes import completion, plan
+
+    services_target.set("e2e_memory_bytes", 5000, service=SERVICE)
+    for answer in (triage(), completion("Memory at 5000 bytes: a leak."), plan()):
+        httpx_mock.add_response(url=CHAT_URL, json=answer)
+    settings = _settings(tmp_path, monkeypatch, e2e_prometheus, gateway)
+    async with open_runtime(settings) as rt:
+
+        async def dispatched() -> bool:
+            report = await run_cycle(rt, datetime.now(UTC))
+            return bool(report.dispatches)
+
+        await _until(dispatched, "a dispatch")
+        [incident] = rt.store.current()
+    assert incident.decision is not None
+    assert incident.decision.keys == ("model", "runbook")
+    assert "two keys" in incident.decision.autonomy
+    assert rt.metrics.approvals.labels(result="granted")._value.get() == 0
+    assert len(gateway.executions()) == 1
+
+
+async def test_expiry_denial_and_clearing_end_the_wait(
+    httpx_mock: HTTPXMock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    e2e_prometheus: LocalPrometheus,
+    services_target: MetricsTarget,
+    gateway: GatewaySimulator,
+    alertmanager: LocalAlertmanager,
+) -> None:
+    """Nobody answers: escalated as expired (410 afterwards); a no: escalated with the
+    reason; the finding going away first: cleared. Each counted, each alert withdrawn."""
+    _firing(services_target, httpx_mock)
+    settings = _settings(
+        tmp_path, monkeypatch, e2e_prometheus, gateway, ttl=1, ALERTMANAGER_URL=alertmanager.url
+    )
+    async with open_runtime(settings) as rt:
+        first = await _waiting(rt)
+        await asyncio.sleep(1.2)
+        await run_cycle(rt, datetime.now(UTC))
+        expired = rt.store.get(first.id)
+        assert isinstance(expired, Incident) and expired.state == "escalated"
+        assert (expired.resolution or "").startswith("approval expired")
+        late = make_answer(approve=True, by="carol", reason="", at=datetime.now(UTC))
+        reply = await answer_approval(rt, first.id, late)
+        assert (reply.status, reply.incident.state if reply.incident else None) == (
+            410,
+            "escalated",
+        )
+        assert rt.metrics.approvals.labels(result="expired")._value.get() == 1
+    assert gateway.executions() == []
+
+    # the leak stops and starts again: a new incident, this time denied
+    services_target.set("e2e_memory_bytes", 100, service=SERVICE)
+    settings = _settings(
+        tmp_path, monkeypatch, e2e_prometheus, gateway, ALERTMANAGER_URL=alertmanager.url
+    )
+    async with open_runtime(settings) as rt:
+
+        async def cleared() -> bool:
+            await run_cycle(rt, datetime.now(UTC))
+            return not rt.store.current()
+
+        await _until(cleared, "the expired incident to clear")
+        services_target.set("e2e_memory_bytes", 5000, service=SERVICE)
+        second = await _waiting(rt)
+        assert second.id != first.id
+        no = make_answer(approve=False, by="dave", reason="deploy running", at=datetime.now(UTC))
+        reply = await answer_approval(rt, second.id, no)
+        assert reply.status == 200 and reply.incident is not None
+        assert reply.incident.state == "escalated"
+        assert reply.incident.resolution == "approval denied by dave: deploy running"
+        assert rt.metrics.approvals.labels(result="denied")._value.get() == 1
+        escalations = _am_alerts(alertmanager, "DevopsAgentEscalation")
+        assert any(a["labels"]["incident_id"] == second.id for a in escalations)
+
+        # a third: the finding goes away while it waits
+        services_target.set("e2e_memory_bytes", 100, service=SERVICE)
+        await _until(cleared, "the denied incident to clear")
+        services_target.set("e2e_memory_bytes", 5000, service=SERVICE)
+        third = await _waiting(rt)
+        services_target.set("e2e_memory_bytes", 100, service=SERVICE)
+
+        async def skipped() -> bool:
+            await run_cycle(rt, datetime.now(UTC))
+            found = rt.store.get(third.id)
+            return isinstance(found, Incident) and found.state == "skipped"
+
+        await _until(skipped, "the waiting incident to clear")
+        assert rt.metrics.approvals.labels(result="cleared")._value.get() == 1
+        yes = make_answer(approve=True, by="erin", reason="", at=datetime.now(UTC))
+        reply = await answer_approval(rt, third.id, yes)
+        assert reply.status == 409 and "state skipped" in reply.reason
+    assert gateway.executions() == []
+    assert _am_alerts(alertmanager, "DevopsAgentApprovalRequired") == []
+
+
+@asynccontextmanager
+async def _api(
+    rt: Runtime, token: str | None = "approve-token"
+) -> AsyncIterator[httpx.AsyncClient]:
+    intake = WebhookIntake(
+        wake=lambda _: None,
+        metrics=rt.metrics,
+        token=None,
+        enabled=True,
+        max_body_bytes=1000,
+        body_timeout=5,
+    )
+    api = ApprovalApi(rt, token=token, body_timeout=5)
+    app = build_app(rt.metrics, Liveness(60), intake, api)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://agent.test") as client:
+        yield client
+
+
+async def test_approval_over_http_and_every_bad_answer(
+    httpx_mock: HTTPXMock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    e2e_prometheus: LocalPrometheus,
+    services_target: MetricsTarget,
+    gateway: GatewaySimulator,
+) -> None:
+    """401, 400, 413, 404 and 409 leave the incident waiting with nothing sent; the right
+    token and body approve it (200, one request); a second approval is 409."""
+    _firing(services_target, httpx_mock)
+    settings = _settings(tmp_path, monkeypatch, e2e_prometheus, gateway)
+    async with open_runtime(settings) as rt:
+        waiting = await _waiting(rt)
+        url = f"/api/incidents/{waiting.id}/approve"
+        auth = {"Authorization": "Bearer approve-token"}
+        async with _api(rt) as client:
+            bad = [
+                (await client.post(url, json={"by": "x"}), 401),
+                (
+                    await client.post(
+                        url, json={"by": "x"}, headers={"Authorization": "Bearer no"}
+                    ),
+                    401,
+                ),
+                (await client.post(url, content=b"not json", headers=auth), 400),
+                (await client.post(url, json=["by"], headers=auth), 400),
+                (await client.post(url, json={"by": ""}, headers=auth), 400),
+                (await client.post(url, json={"by": "x" * 10_000}, headers=auth), 400),
+                (await client.post(url, json={"by": "x", "reason": 5}, headers=auth), 400),
+                (await client.post(url, content=b"x" * 70_000, headers=auth), 413),
+                (
+                    await client.post(
+                        "/api/incidents/nope/approve", json={"by": "x"}, headers=auth
+                    ),
+                    404,
+                ),
+                (await client.post(url, json={"by": "x", "action": "stop"}, headers=auth), 409),
+                (
+                    await client.post(
+                        f"/api/incidents/{waiting.id}/deny", json={"by": "x"}, headers=auth
+                    ),
+                    400,
+                ),
+            ]
+            for response, status in bad:
+                assert response.status_code == status, (status, response.text)
+                assert isinstance(response.json()["error"], str)
+            assert bad[0][0].headers["www-authenticate"] == "Bearer"
+            assert gateway.executions() == []
+            still = rt.store.get(waiting.id)
+            assert isinstance(still, Incident) and still.state == "awaiting_approval"
+
+            ok = await client.post(
+                url, json={"by": "<script>alert(1)</script>", "reason": "ok"}, headers=auth
+            )
+            assert ok.status_code == 200, ok.text
+            assert ok.json()["state"] == "verifying" and ok.json()["action"] == "restart"
+            twice = await client.post(url, json={"by": "y"}, headers=auth)
+            assert twice.status_code == 409
+            assert "not waiting for approval" in twice.json()["error"]
+        async with _api(rt, token=None) as off:
+            response = await off.post(url, json={"by": "x"}, headers=auth)
+            assert response.status_code == 404
+    assert len(gateway.executions()) == 1
+    shown = run_cli(
+        "incidents",
+        "show",
+        waiting.id,
+        env={k: v for k, v in __import__("os").environ.items() if k.isupper()},
+        cwd=tmp_path,
+    ).stdout
+    assert "<script>alert(1)</script>" in shown  # kept as the approver wrote it, escaped
+    assert "\x1b" not in shown
+
+
+async def test_a_lease_held_by_another_replica_refuses_the_answer(
+    httpx_mock: HTTPXMock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    e2e_prometheus: LocalPrometheus,
+    services_target: MetricsTarget,
+    gateway: GatewaySimulator,
+) -> None:
+    """While another replica holds the incident's lease, an answer is 409, nothing sent."""
+    _firing(services_target, httpx_mock)
+    settings = _settings(tmp_path, monkeypatch, e2e_prometheus, gateway)
+    async with open_runtime(settings) as rt:
+        waiting = await _waiting(rt)
+        leased = waiting.update(
+            datetime.now(UTC),
+            lease_owner="other-replica",
+            lease_until=datetime.now(UTC) + timedelta(minutes=5),
+        )
+        from agent.incidents.lifecycle import Step
+
+        rt.store.apply(
+            Step(leased),
+            expected_version=waiting.version,
+            owner="other-replica",
+            now=datetime.now(UTC),
+        )
+        yes = make_answer(approve=True, by="alice", reason="", at=datetime.now(UTC))
+        reply = await answer_approval(rt, waiting.id, yes)
+    assert reply.status == 409 and "other-replica is working on it" in reply.reason
+    assert gateway.executions() == []
+
+
+async def test_two_replicas_racing_an_approval_on_postgresql_send_one_request(
+    httpx_mock: HTTPXMock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    e2e_prometheus: LocalPrometheus,
+    services_target: MetricsTarget,
+    gateway: GatewaySimulator,
+) -> None:
+    """Two replicas on one PostgreSQL store each get an approval at the same moment (and
+    each twice): one request reaches the gateway, one answer is 200, the rest 409."""
+    url, drop = postgres_schema("approve")
+    try:
+        _firing(services_target, httpx_mock)
+        settings = _settings(tmp_path, monkeypatch, e2e_prometheus, gateway, AGENT_STATE_URL=url)
+        async with open_runtime(settings) as one, open_runtime(settings) as two:
+            waiting = await _waiting(one)
+            answers = [
+                answer_approval(
+                    rt,
+                    waiting.id,
+                    make_answer(approve=True, by=who, reason="", at=datetime.now(UTC)),
+                )
+                for rt, who in ((one, "alice"), (two, "bob"), (one, "carol"), (two, "dave"))
+            ]
+            replies = await asyncio.gather(*answers)
+            final = one.store.get(waiting.id)
+    finally:
+        drop()
+    statuses = sorted(r.status for r in replies)
+    assert statuses == [200, 409, 409, 409], [r.reason for r in replies]
+    assert len(gateway.executions()) == 1
+    assert isinstance(final, Incident) and final.state == "verifying"
