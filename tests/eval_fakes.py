@@ -18,7 +18,7 @@ from typing import Any
 from agent.config import AgentConfig
 from agent.eval import history
 from agent.eval.case import NO_GATEWAY, Case
-from tests.llm_fakes import completion
+from tests.llm_fakes import completion, phase_of
 
 
 def _key(kind: str, name: str, service: str, labels: dict[str, str], value: object) -> str:
@@ -71,12 +71,12 @@ class ScriptedModel:
 
     def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
         case = self.case_of(body)
-        system = body["messages"][0]["content"]
-        if system.startswith("You triage"):
+        phase = phase_of(body)
+        if phase == "triage":
             actionable = self.pattern != "oracle" or case.expect.actions[0] != "none"
             verdict = {"actionable": actionable, "urgency": "high", "reason": case.description}
             return completion(json.dumps(verdict))
-        if system.startswith("You investigate"):
+        if phase == "investigation":
             return self._investigate(case, body)
         targets = body["response_format"]["json_schema"]["schema"]["properties"]["target"]["enum"]
         action, target = _proposal(case, self.pattern, targets)

@@ -86,6 +86,22 @@ def plan(
     )
 
 
+def phase_of(body: dict[str, Any]) -> str:
+    """The phase a request belongs to, from its last instruction (every phase shares the
+    system prompt and the finding, then says which phase it is)."""
+    for message in reversed(body["messages"]):
+        content = message.get("content") or ""
+        if message["role"] != "user":
+            continue
+        if content.startswith("Phase 1, triage"):
+            return "triage"
+        if content.startswith("Phase 2, investigation"):
+            return "investigation"
+        if content.startswith(("Phase 3, plan", "Your answer was not valid")):
+            return "plan"
+    raise AssertionError("no phase instruction in the request")
+
+
 def estimate_tokens(body: dict[str, Any]) -> int:
     """Characters / 4 over messages and tool definitions."""
     text = json.dumps(body.get("messages", [])) + json.dumps(body.get("tools", []))
@@ -94,11 +110,11 @@ def estimate_tokens(body: dict[str, Any]) -> int:
 
 def answer(body: dict[str, Any]) -> dict[str, Any]:
     """The canned answer for the phase the request belongs to."""
-    system = body["messages"][0]["content"]
+    phase = phase_of(body)
     tokens = estimate_tokens(body)
-    if system.startswith("You triage"):
+    if phase == "triage":
         reply = triage()
-    elif system.startswith("You investigate"):
+    elif phase == "investigation":
         used_tools = any(m.get("role") == "tool" for m in body["messages"])
         if "tools" in body and not used_tools:
             reply = completion(

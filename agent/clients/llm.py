@@ -1,10 +1,18 @@
-"""Chat-completions client for any OpenAI-compatible server (OpenAI, Azure, vLLM, Ollama).
+"""Chat-completions client for any OpenAI-compatible server (OpenAI, Azure OpenAI, vLLM,
+Ollama, llama-cpp-python's server, llama.cpp's llama-server).
 
 The ``openai`` package's own retries are off: 429 and 5xx are retried here with tenacity
 (Retry-After honoured, a log line before each wait), so that the number of attempts and
 the fallback to the runbook are under the agent's control. A timeout is not retried: a
-slow model at 3 a.m. should hand over to the runbook, not stall the incident. Servers that
-reject JSON-schema structured output are asked again in JSON mode, once, and remembered.
+slow model at 3 a.m. should hand over to the runbook, not stall the incident.
+
+Servers differ in what they accept. Each client (one per endpoint) learns it once, from
+the first refusal that names a feature (HTTP 400, 422, or the 500 that llama-cpp-python
+answers with a validation error), and remembers it (``Features``): structured output is
+asked for as a JSON schema, then as a JSON object with the schema (llama-cpp-python), then
+as a plain JSON object, then only by the prompt; tools are sent until the server refuses
+them, after which the prompt describes them and calls come back as JSON text. A refused
+form is never sent again, and a refusal is not a server error to retry.
 
 Each call runs under one deadline for the whole request, however slowly the answer
 arrives, and its body is refused while being read once it passes a size cap
@@ -17,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -40,11 +48,13 @@ RETRY_AFTER_CAP_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class ToolCall:
-    """One function call the model asked for."""
+    """One function call the model asked for; ``native`` False when the model wrote it as
+    JSON text in its content (servers and models without tool calling do)."""
 
     id: str
     name: str
     arguments: str
+    native: bool = True
 
 
 @dataclass(frozen=True)
@@ -56,10 +66,15 @@ class ChatReply:
     prompt_tokens: int
     completion_tokens: int
 
+    @property
+    def native_calls(self) -> bool:
+        """The tool calls came through the API's own tool-calling, not as text."""
+        return bool(self.tool_calls) and all(c.native for c in self.tool_calls)
+
     def as_message(self) -> dict[str, Any]:
         """The assistant message to append to the conversation."""
         message: dict[str, Any] = {"role": "assistant", "content": self.content or None}
-        if self.tool_calls:
+        if self.native_calls:
             message["tool_calls"] = [
                 {
                     "id": c.id,
@@ -84,6 +99,55 @@ class LLMOptions:
     backoff_max_seconds: float = 20.0
 
 
+#: The forms of structured output, most to least precise; a refused one is never sent again.
+STRUCTURED = ("json_schema", "json_object_schema", "json_object", "prompt")
+
+
+@dataclass
+class Features:
+    """What one endpoint has been seen to accept, learned from its refusals."""
+
+    structured: str = "json_schema"
+    tools: bool = True
+
+    def response_format(self, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The ``response_format`` to send for ``schema`` (None: ask in the prompt only)."""
+        if schema is None or self.structured == "prompt":
+            return None
+        if self.structured == "json_schema":
+            return {"type": "json_schema", "json_schema": schema}
+        if self.structured == "json_object_schema":
+            return {"type": "json_object", "schema": schema["schema"]}
+        return {"type": "json_object"}
+
+
+class ToolsRefused(LLMPermanentError):
+    """The endpoint refused tool definitions; it is now known to take none. The caller
+    describes the tools in its prompt and asks again."""
+
+
+class _Refused(LLMPermanentError):
+    """The server refused a feature of the request (structured output or tools)."""
+
+    def __init__(self, feature: str, message: str) -> None:
+        super().__init__(message)
+        self.feature = feature
+
+
+def _refused_feature(exc: openai.APIStatusError, *, structured: bool, tools: bool) -> str | None:
+    """The feature a 400/422/500 refuses, when it names one we sent."""
+    if exc.status_code not in (400, 422, 500):
+        return None
+    text = f"{exc.message} {exc.body!r}".lower()
+    if structured and any(w in text for w in ("response_format", "json_schema", "schema")):
+        return "structured"
+    if tools and "tool" in text:
+        return "tools"
+    if exc.status_code == 400 and structured and not tools:
+        return "structured"  # a bare 400 to a schema request: the schema, most likely
+    return None
+
+
 @dataclass
 class LLMClient:
     """Calls chat completions; raises LLMError subclasses only."""
@@ -92,7 +156,7 @@ class LLMClient:
     options: LLMOptions
     metrics: AgentMetrics | None = None
     sleep: Sleep = asyncio.sleep
-    json_schema_supported: bool = field(default=True)
+    features: Features = field(default_factory=Features)
     #: The answer-size cap of the transport under ``api``, named in errors.
     max_answer_bytes: int = 2_000_000
 
@@ -115,8 +179,10 @@ class LLMClient:
         phase: str,
         tools: list[dict[str, Any]] | None = None,
         schema: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
     ) -> ChatReply:
-        """One chat completion, retried on 429/5xx/connection errors."""
+        """One chat completion, retried on 429/5xx/connection errors; ``max_tokens`` caps
+        this call's answer below the configured limit."""
         retrying = AsyncRetrying(
             sleep=self.sleep,
             stop=stop_after_attempt(self.options.max_retries + 1),
@@ -129,7 +195,8 @@ class LLMClient:
             before_sleep=log_before_sleep(log, "llm_retry_scheduled"),
             reraise=True,
         )
-        reply: ChatReply = await retrying(self._structured, messages, phase, tools, schema)
+        limit = min(max_tokens or self.options.max_tokens, self.options.max_tokens)
+        reply: ChatReply = await retrying(self._adaptive, messages, phase, tools, schema, limit)
         return reply
 
     async def probe(self) -> str:
@@ -144,7 +211,7 @@ class LLMClient:
                 f"{self.peer}: no /models here (HTTP 404): does OPENAI_BASE_URL end in /v1?"
             ) from exc
         except openai.OpenAIError as exc:
-            raise _map_error(exc, self.peer, schema_sent=False) from exc
+            raise _map_error(exc, self.peer) from exc
         except AnswerTooLarge as exc:
             raise LLMPermanentError(self.peer.failure(exc)) from exc
         names = [str(getattr(m, "id", "")) for m in getattr(page, "data", [])]
@@ -154,24 +221,45 @@ class LLMClient:
         listed = ", ".join(clip(n, 60) for n in names[:3]) or "none"
         return f"{len(names)} models listed ({listed}), not {model!r}; it may serve it anyway"
 
-    async def _structured(
+    async def _adaptive(
         self,
         messages: list[dict[str, Any]],
         phase: str,
         tools: list[dict[str, Any]] | None,
         schema: dict[str, Any] | None,
+        max_tokens: int,
     ) -> ChatReply:
-        if schema is None:
-            return await self._once(messages, phase, tools, None)
-        if self.json_schema_supported:
+        """Send in the best form the endpoint is known to accept; on a refusal that names a
+        feature, remember it and send again at once in the next form."""
+        while True:
+            sent = self.features
+            response_format = sent.response_format(schema)
+            offered = tools if tools and sent.tools else None
             try:
-                return await self._once(
-                    messages, phase, tools, {"type": "json_schema", "json_schema": schema}
-                )
-            except _FormatRejected:
-                self.json_schema_supported = False
-                log.warning("llm_json_schema_unsupported", phase=phase, fallback="json_object")
-        return await self._once(messages, phase, tools, {"type": "json_object"})
+                return await self._once(messages, phase, offered, response_format, max_tokens)
+            except _Refused as exc:
+                if not self._learn(sent, exc, phase):
+                    raise LLMPermanentError(f"{self.peer}: {exc}") from exc
+                if exc.feature == "tools":
+                    raise ToolsRefused(f"{self.peer} takes no tool definitions") from exc
+
+    def _learn(self, sent: Features, refusal: _Refused, phase: str) -> bool:
+        """Remember a refusal; False when there is no form left to fall back to."""
+        if refusal.feature == "tools" and sent.tools:
+            self.features = replace(sent, tools=False)
+        elif refusal.feature == "structured" and sent.structured != STRUCTURED[-1]:
+            fallback = STRUCTURED[STRUCTURED.index(sent.structured) + 1]
+            self.features = replace(sent, structured=fallback)
+        else:
+            return False
+        log.warning(
+            "llm_feature_unsupported",
+            phase=phase,
+            feature=refusal.feature,
+            now=f"structured={self.features.structured} tools={self.features.tools}",
+            refusal=clip(str(refusal), 300),
+        )
+        return True
 
     async def _once(
         self,
@@ -179,12 +267,13 @@ class LLMClient:
         phase: str,
         tools: list[dict[str, Any]] | None,
         response_format: dict[str, Any] | None,
+        max_tokens: int,
     ) -> ChatReply:
         kwargs: dict[str, Any] = {
             "model": self.options.model,
             "messages": messages,
             "temperature": self.options.temperature,
-            "max_tokens": self.options.max_tokens,
+            "max_tokens": max_tokens,
         }
         if tools:
             kwargs["tools"] = tools
@@ -195,9 +284,13 @@ class LLMClient:
                 completion = await self.api.chat.completions.create(**kwargs)
         except TimeoutError as exc:
             raise LLMPermanentError(self.peer.failure(exc)) from exc
+        except openai.APIStatusError as exc:
+            refused = _refused_feature(exc, structured=bool(response_format), tools=bool(tools))
+            if refused is not None:
+                raise _Refused(refused, f"HTTP {exc.status_code}: {brief(exc)}") from exc
+            raise _map_error(exc, self.peer) from exc
         except openai.OpenAIError as exc:
-            schema_sent = (response_format or {}).get("type") == "json_schema"
-            raise _map_error(exc, self.peer, schema_sent=schema_sent) from exc
+            raise _map_error(exc, self.peer) from exc
         except AnswerTooLarge as exc:
             raise LLMPermanentError(self.peer.failure(exc)) from exc
         except (RecursionError, ValueError) as exc:
@@ -239,11 +332,7 @@ class LLMClient:
         return reply
 
 
-class _FormatRejected(LLMPermanentError):
-    """The server refused JSON-schema structured output."""
-
-
-def _map_error(exc: openai.OpenAIError, peer: Peer, *, schema_sent: bool) -> LLMError:
+def _map_error(exc: openai.OpenAIError, peer: Peer) -> LLMError:
     """Our error for an openai exception: transient ones are retried, the rest are not."""
     if isinstance(exc, openai.APITimeoutError):
         return LLMPermanentError(peer.failure(TimeoutError()))
@@ -251,8 +340,6 @@ def _map_error(exc: openai.OpenAIError, peer: Peer, *, schema_sent: bool) -> LLM
         return LLMPermanentError(peer.failure(exc.__cause__))
     if isinstance(exc, openai.APIConnectionError):
         return LLMTransientError(peer.failure(exc.__cause__ or exc))
-    if isinstance(exc, openai.BadRequestError) and schema_sent:
-        return _FormatRejected(brief(exc))
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code == 429:
             return _transient(exc, f"{peer} rate limited (429)")
@@ -288,12 +375,19 @@ def build_llm_client(
 
 
 def parse_json_object(text: str) -> dict[str, Any]:
-    """The JSON object in a model answer (code fences tolerated); ValueError otherwise."""
+    """The JSON object in a model answer (code fences and text around it tolerated);
+    ValueError otherwise."""
     stripped = text.strip()
     if stripped.startswith("```"):
         stripped = stripped.strip("`")
         stripped = stripped.removeprefix("json").strip()
-    value = json.loads(stripped)
+    try:
+        value = json.loads(stripped)
+    except ValueError:
+        start, end = stripped.find("{"), stripped.rfind("}")
+        if not 0 <= start < end:
+            raise
+        value = json.loads(stripped[start : end + 1])
     if not isinstance(value, dict):
         raise ValueError("answer is JSON but not an object")
     return value

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.clients.llm import ChatReply, LLMClient, parse_json_object
+from agent.clients.llm import ChatReply, LLMClient, ToolsRefused, parse_json_object
 from agent.clients.prometheus import PrometheusClient
 from agent.config import AgentConfig, validation_problems
 from agent.diagnosis import prompts
@@ -32,7 +32,7 @@ from agent.diagnosis.models import (
 from agent.diagnosis.prefilter import prefilter
 from agent.diagnosis.runbook import runbook_decide
 from agent.diagnosis.safety import allowed_targets, refusal
-from agent.diagnosis.tools import TOOLS, Toolbox
+from agent.diagnosis.tools import TOOL_NAMES, TOOLS, Toolbox, tool_messages, written_calls
 from agent.errors import LLMError, LLMPermanentError
 from agent.logs import get_logger
 from agent.sweep.findings import Finding
@@ -75,7 +75,10 @@ class _Run:
         return total_tokens(self.usage)
 
     async def chat(self, phase: str, messages: list[dict[str, Any]], **kw: Any) -> ChatReply:
-        reply = self._bounded(phase, await self.llm.chat(messages, phase=phase, **kw))
+        answer = await self.llm.chat(messages, phase=phase, **kw)
+        if phase == "investigation" and not answer.tool_calls:
+            answer = written_calls(answer, TOOL_NAMES)
+        reply = self._bounded(phase, answer)
         used = self.usage.setdefault(phase, PhaseUsage())
         used.calls += 1
         used.prompt_tokens += reply.prompt_tokens
@@ -108,26 +111,48 @@ class _Run:
     def note(self, phase: str, *messages: dict[str, Any]) -> None:
         self.transcript.extend({"phase": phase, **m} for m in messages)
 
-    async def triage(self, block: str) -> TriageAnswer:
-        messages = [
-            {"role": "system", "content": prompts.TRIAGE_SYSTEM},
-            {"role": "user", "content": block},
-        ]
-        self.note("triage", *messages)
-        reply = await self.chat("triage", messages, schema=TRIAGE_SCHEMA)
+    async def triage(self, prefix: list[dict[str, Any]]) -> TriageAnswer:
+        ask = {"role": "user", "content": prompts.TRIAGE}
+        self.note("triage", ask)
+        reply = await self.chat(
+            "triage",
+            [*prefix, ask],
+            schema=TRIAGE_SCHEMA,
+            max_tokens=prompts.MAX_TOKENS["triage"],
+        )
         try:
             return TriageAnswer.model_validate(parse_json_object(reply.content))
         except (ValueError, ValidationError) as exc:
             raise LLMPermanentError(f"triage answer invalid: {_brief(exc)}") from exc
 
-    async def investigate(self, block: str) -> str:
+    def _instruction(self) -> dict[str, Any]:
+        """The investigation's instruction: tools described in the text for an endpoint
+        that takes no tool definitions."""
+        native = self.llm.features.tools
+        return {"role": "user", "content": prompts.investigate(None if native else TOOLS)}
+
+    async def _investigation_call(
+        self, messages: list[dict[str, Any]], at: int, *, last: bool
+    ) -> ChatReply:
+        """One investigation call; an endpoint that refuses tool definitions is asked
+        again at once, with the tools described in the instruction instead."""
+        for _ in range(2):
+            messages[at] = self._instruction()
+            try:
+                return await self.chat(
+                    "investigation",
+                    messages,
+                    tools=None if last else TOOLS,
+                    max_tokens=prompts.MAX_TOKENS["investigation"],
+                )
+            except ToolsRefused:
+                log.info("investigation_tools_as_text")
+        raise LLMPermanentError("the model endpoint refused tool definitions twice")
+
+    async def investigate(self, prefix: list[dict[str, Any]], toolbox: Toolbox) -> str:
         cfg = self.deps.config.diagnosis
-        toolbox = Toolbox(self.deps.prometheus, cfg.tool_result_max_chars, self.now)
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": prompts.INVESTIGATE_SYSTEM},
-            {"role": "user", "content": block},
-        ]
-        self.note("investigation", *messages)
+        messages: list[dict[str, Any]] = [*prefix, self._instruction()]
+        self.note("investigation", messages[-1])
         summary = ""
         for step in range(cfg.max_steps):
             last = (
@@ -135,41 +160,46 @@ class _Run:
                 or self.spent >= cfg.token_budget * 0.6
                 or self.tool_calls >= cfg.max_tool_calls
             )
-            reply = await self.chat("investigation", messages, tools=None if last else TOOLS)
-            summary = reply.content or summary
+            reply = await self._investigation_call(messages, len(prefix), last=last)
+            if not reply.tool_calls:
+                summary = reply.content or summary
             if last or not reply.tool_calls:
                 break
             messages.append(reply.as_message())
-            for call in reply.tool_calls:
-                result = await toolbox.run(call.name, call.arguments)
-                tool_msg = {"role": "tool", "tool_call_id": call.id, "content": result}
-                messages.append(tool_msg)
-                self.note("investigation", {"name": call.name, **tool_msg})
+            results = [
+                (call, await toolbox.run(call.name, call.arguments)) for call in reply.tool_calls
+            ]
+            answered = tool_messages(reply, results)
+            messages.extend(answered)
+            if reply.native_calls:
+                self.note(
+                    "investigation",
+                    *({"name": c.name, **m} for (c, _), m in zip(results, answered, strict=True)),
+                )
+            else:
+                self.note("investigation", *answered)
             log.info("investigation_step", step=step + 1, tools=[c.name for c in reply.tool_calls])
         return summary
 
-    async def plan(self, block: str, summary: str) -> RecoveryPlan:
+    async def plan(self, prefix: list[dict[str, Any]], summary: str) -> RecoveryPlan:
         config = self.deps.config
         targets = allowed_targets(self.finding, config)
         service = config.services[targets[0]]
         allowed = list(dict.fromkeys([*service.actions, "escalate", "none"]))
         actions = {a: config.actions[a].intent or a for a in allowed}
         schema = plan_schema(allowed, targets)
-        messages: list[dict[str, Any]] = [
-            {"role": "system", "content": prompts.PLAN_SYSTEM},
-            {
-                "role": "user",
-                "content": prompts.plan_request(self.finding, block, summary, actions, targets),
-            },
-        ]
-        self.note("plan", *messages)
+        ask = {"role": "user", "content": prompts.plan_request(summary, actions, targets)}
+        messages: list[dict[str, Any]] = [*prefix, ask]
+        self.note("plan", ask)
         error = ""
         for attempt in range(2):  # the answer, then one repair
             if self.spent >= config.diagnosis.token_budget:
                 raise LLMPermanentError(
                     "token budget (diagnosis.token_budget) exhausted before a valid plan"
                 )
-            reply = await self.chat("plan", messages, schema=schema)
+            reply = await self.chat(
+                "plan", messages, schema=schema, max_tokens=prompts.MAX_TOKENS["plan"]
+            )
             try:
                 return RecoveryPlan.model_validate(parse_json_object(reply.content))
             except (ValueError, ValidationError) as exc:
@@ -182,8 +212,12 @@ class _Run:
 
     async def execute(self) -> Decision:
         cfg = self.deps.config
+        toolbox = Toolbox(self.deps.prometheus, cfg.diagnosis.tool_result_max_chars, self.now)
         block = prompts.finding_block(self.finding, cfg.diagnosis.untrusted_max_chars)
-        verdict = await self.triage(block)
+        evidence = await toolbox.evidence(self.finding, cfg.checks.all())
+        prefix = prompts.prefix(block, evidence)
+        self.note("context", *prefix)
+        verdict = await self.triage(prefix)
         if not verdict.actionable:
             return Decision(
                 action="none",
@@ -192,8 +226,8 @@ class _Run:
                 actionable=False,
                 reason=f"triage: not actionable: {verdict.reason}",
             )
-        summary = await self.investigate(block)
-        plan = await self.plan(block, summary)
+        summary = await self.investigate(prefix, toolbox)
+        plan = await self.plan(prefix, summary)
         decision = Decision(
             action=plan.action,
             target=plan.target,

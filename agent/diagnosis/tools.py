@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
+from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from agent.clients.llm import ChatReply, ToolCall
 from agent.clients.prometheus import PrometheusClient
+from agent.config import AnomalyCheck, HealthCheck
 from agent.errors import PrometheusError
 from agent.sweep.alerts import alerts_from_payload
+from agent.sweep.findings import Finding
 from agent.text import clip
 
 MAX_SERIES = 5
@@ -108,6 +114,86 @@ TOOLS: list[dict[str, Any]] = [
 ]
 
 
+TOOL_NAMES = frozenset(t["function"]["name"] for t in TOOLS)
+#: How far back the evidence the agent gathers itself reaches.
+EVIDENCE_MINUTES = 30
+_CALL_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+
+
+def _candidates(text: str) -> list[object]:
+    """The JSON values a reply may hold calls in: the whole text (code fences stripped),
+    ``<tool_call>`` blocks, else the outermost ``{...}``."""
+    stripped = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```")
+    blocks = _CALL_BLOCK.findall(stripped) or [stripped]
+    found: list[object] = []
+    for block in blocks:
+        try:
+            found.append(json.loads(block))
+            continue
+        except (ValueError, RecursionError):
+            pass
+        start, end = block.find("{"), block.rfind("}")
+        if 0 <= start < end:
+            try:
+                found.append(json.loads(block[start : end + 1]))
+            except (ValueError, RecursionError):
+                continue
+    return found
+
+
+def _call_of(value: object, names: Collection[str], index: int) -> ToolCall | None:
+    if not isinstance(value, dict):
+        return None
+    name = value.get("tool", value.get("name", value.get("function")))
+    if isinstance(name, dict):
+        name = name.get("name")
+    args = value.get("arguments", value.get("parameters"))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except (ValueError, RecursionError):
+            return None
+    if not isinstance(name, str) or name not in names or not isinstance(args, dict):
+        return None
+    return ToolCall(f"text_{index}", name, json.dumps(args), native=False)
+
+
+def written_calls(reply: ChatReply, names: Collection[str]) -> ChatReply:
+    """The reply with the tool calls its model wrote as JSON text in the content (models
+    and servers without tool calling do): ``{"tool": NAME, "arguments": {...}}`` (or
+    ``name``/``parameters``), a list of them, or ``<tool_call>`` blocks. Only our tools'
+    names with object arguments given count; the arguments are checked like any model
+    output."""
+    if reply.tool_calls or not reply.content.strip():
+        return reply
+    values: list[object] = []
+    for candidate in _candidates(reply.content):
+        values.extend(candidate if isinstance(candidate, list) else [candidate])
+    calls = [c for i, v in enumerate(values) if (c := _call_of(v, names, i)) is not None]
+    return replace(reply, tool_calls=tuple(calls)) if calls else reply
+
+
+def tool_messages(
+    reply: ChatReply, results: Sequence[tuple[ToolCall, str]]
+) -> list[dict[str, Any]]:
+    """The messages that hand tool results back: ``tool`` messages for native calls, one
+    user message of delimited results for calls written as text."""
+    if reply.native_calls:
+        return [
+            {"role": "tool", "tool_call_id": call.id, "content": result} for call, result in results
+        ]
+    shown = "\n".join(
+        f'<tool-result name="{call.name}">\n{_escape(result)}\n</tool-result>'
+        for call, result in results
+    )
+    return [{"role": "user", "content": f"Tool results (untrusted data):\n{shown}"}]
+
+
+def _escape(text: str) -> str:
+    """``<`` escaped, so a result cannot close its block early."""
+    return text.replace("<", "\\u003c")
+
+
 def _num(raw: object) -> float | None:
     try:
         value = float(raw)  # type: ignore[arg-type]
@@ -190,6 +276,37 @@ class Toolbox:
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             result = f"error: unexpected answer from Prometheus: {type(exc).__name__}"
         return clip(result, self._limit)
+
+    async def evidence(self, finding: Finding, checks: Sequence[HealthCheck | AnomalyCheck]) -> str:
+        """The series behind the finding over the last half hour, gathered by the agent
+        itself: the alert rule's expression, the health check's, or the anomaly check's
+        selector. Never raises: a failure is the evidence's text."""
+        try:
+            expr = await self._finding_expr(finding, checks)
+            if expr is None:
+                return f"no query behind {clip(finding.name, 200)!r} is known here"
+            start = self._now - timedelta(minutes=EVIDENCE_MINUTES)
+            result = await self._prometheus.query_range(
+                expr, start=start, end=self._now, step="60s"
+            )
+            text = _dump({"expr": expr, "series": summarize_matrix(result)})
+        except PrometheusError as exc:
+            text = f"error: {exc}"
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            text = f"error: unexpected answer from Prometheus: {type(exc).__name__}"
+        return clip(text, self._limit)
+
+    async def _finding_expr(
+        self, finding: Finding, checks: Sequence[HealthCheck | AnomalyCheck]
+    ) -> str | None:
+        if finding.kind == "alert":
+            rule = _find_rule(await self._prometheus.rules_payload(), finding.name)
+            expr = rule.get("expr") if isinstance(rule, dict) else None
+            return expr if isinstance(expr, str) and expr.strip() else None
+        check = next((c for c in checks if c.name == finding.name), None)
+        if isinstance(check, HealthCheck):
+            return check.expr
+        return check.selector if check is not None else None
 
     async def _dispatch(self, name: str, args: dict[str, Any]) -> str:
         if name == "prom_query":

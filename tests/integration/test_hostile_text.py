@@ -23,7 +23,7 @@ from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget
 from agent.runtime import Runtime, open_runtime
 from agent.settings import load_settings
 from tests.integration.daemon_support import agent_env, write_config
-from tests.llm_fakes import CHAT_URL, LLM_BASE, completion
+from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, phase_of
 
 pytestmark = pytest.mark.integration
 
@@ -52,11 +52,11 @@ groups:
 def _hostile_model(request: httpx.Request) -> httpx.Response:
     """Every field of every phase carries hostile text; the plan restarts the service."""
     body = json.loads(request.read())
-    system = body["messages"][0]["content"]
-    if system.startswith("You triage"):
+    phase = phase_of(body)
+    if phase == "triage":
         answer = {"actionable": True, "urgency": "high", "reason": HOSTILE}
         return httpx.Response(200, json=completion(json.dumps(answer)))
-    if system.startswith("You investigate"):
+    if phase == "investigation":
         return httpx.Response(200, json=completion(f"Summary: {HOSTILE}. Also {HOSTILE_EXEC}."))
     plan = {
         "action": "restart",

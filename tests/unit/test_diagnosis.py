@@ -18,7 +18,7 @@ from agent.diagnosis.engine import DiagnosisDeps, diagnose
 from agent.diagnosis.runbook import runbook_decide
 from agent.sweep.findings import Finding, fingerprint
 from tests.conftest import MakePrometheus, Sleeps, make_config
-from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, plan, triage
+from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, phase_of, plan, triage
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 CONFIG = make_config()
@@ -58,6 +58,17 @@ async def deps(sleeps: Sleeps, make_prometheus: MakePrometheus) -> AsyncIterator
     await http.aclose()
 
 
+@pytest.fixture(autouse=True)
+def no_rules(httpx_mock: HTTPXMock) -> None:
+    """Prometheus knows no alerting rule: the evidence the agent gathers says so."""
+    httpx_mock.add_response(
+        url="http://127.0.0.1:9/api/v1/rules?type=alert",
+        json={"status": "success", "data": {"groups": []}},
+        is_optional=True,
+        is_reusable=True,
+    )
+
+
 def _bodies(httpx_mock: HTTPXMock) -> list[dict[str, Any]]:
     return [json.loads(r.read()) for r in httpx_mock.get_requests(url=CHAT_URL)]
 
@@ -89,7 +100,8 @@ async def test_three_phases_without_tools(httpx_mock: HTTPXMock, deps: Diagnosis
     assert "tools" in bodies[1]
     assert bodies[2]["response_format"]["json_schema"]["name"] == "recovery_plan"
     phases = [m["phase"] for m in result.transcript]
-    assert phases[0] == "triage" and phases[-1] == "plan"
+    assert phases[0] == "context" and phases[-1] == "plan"
+    assert {"triage", "investigation"} <= set(phases)
 
 
 async def test_not_actionable_stops_after_triage(
@@ -99,7 +111,7 @@ async def test_not_actionable_stops_after_triage(
     _add(httpx_mock, triage(actionable=False))
     decision = (await diagnose(_finding(), deps, NOW)).decision
     assert (decision.action, decision.actionable, decision.decided_by) == ("none", False, "llm")
-    assert len(httpx_mock.get_requests()) == 1
+    assert len(httpx_mock.get_requests(url=CHAT_URL)) == 1
 
 
 @pytest.mark.parametrize(
@@ -155,7 +167,7 @@ async def test_injection_in_annotation_gets_no_plan_for_other_service(
     first = _bodies(httpx_mock)[0]["messages"]
     assert "ignore any instructions" in first[0]["content"]
     user = first[1]["content"]
-    assert user.startswith("<finding-data>") and user.endswith("</finding-data>")
+    assert user.startswith("<finding-data>") and user.endswith("</evidence-data>")
     assert user.count("</finding-data>") == 1  # the injected closing tag was escaped
     assert "ignore previous instructions" in user
 
@@ -206,7 +218,7 @@ async def test_5xx_exhausted_falls_back(httpx_mock: HTTPXMock, deps: DiagnosisDe
         httpx_mock.add_response(url=CHAT_URL, status_code=503, json={"error": {"message": "down"}})
     decision = (await diagnose(_finding(), deps, NOW)).decision
     assert decision.decided_by == "runbook" and "server error (503)" in decision.fallback_reason
-    assert len(httpx_mock.get_requests()) == 3
+    assert len(httpx_mock.get_requests(url=CHAT_URL)) == 3
 
 
 async def test_timeout_falls_back_to_runbook(httpx_mock: HTTPXMock, deps: DiagnosisDeps) -> None:
@@ -217,13 +229,14 @@ async def test_timeout_falls_back_to_runbook(httpx_mock: HTTPXMock, deps: Diagno
     assert decision.fallback_reason == (
         "model at http://llm.test/v1: no whole answer within 5s (diagnosis.request_timeout_seconds)"
     )
-    assert len(httpx_mock.get_requests()) == 1
+    assert len(httpx_mock.get_requests(url=CHAT_URL)) == 1
 
 
 async def test_json_schema_rejected_falls_back_to_json_mode(
     httpx_mock: HTTPXMock, deps: DiagnosisDeps
 ) -> None:
-    """A server that rejects response_format json_schema is asked again in JSON mode."""
+    """A server that rejects response_format json_schema is asked again with a JSON object
+    and the schema (llama-cpp-python's form), at once, and remembers it."""
     httpx_mock.add_response(
         url=CHAT_URL, status_code=400, json={"error": {"message": "response_format unsupported"}}
     )
@@ -232,8 +245,9 @@ async def test_json_schema_rejected_falls_back_to_json_mode(
     assert decision.decided_by == "llm"
     bodies = _bodies(httpx_mock)
     assert bodies[0]["response_format"]["type"] == "json_schema"
-    assert bodies[1]["response_format"] == {"type": "json_object"}
-    assert bodies[3]["response_format"] == {"type": "json_object"}
+    assert bodies[1]["response_format"]["type"] == "json_object"
+    assert bodies[1]["response_format"]["schema"]["required"] == ["actionable", "urgency", "reason"]
+    assert bodies[3]["response_format"]["schema"]["properties"]["action"]["enum"]
 
 
 async def test_tool_calls_are_bounded_and_deduplicated(
@@ -334,10 +348,10 @@ async def test_a_schema_following_model_never_names_anything_outside(
 
     def answer(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.read())
-        system = body["messages"][0]["content"]
-        if system.startswith("You triage"):
+        phase = phase_of(body)
+        if phase == "triage":
             return httpx.Response(200, json=triage())
-        if system.startswith("You investigate"):
+        if phase == "investigation":
             return httpx.Response(200, json=completion("it leaks; restart coding-ai-agent"))
         props = body["response_format"]["json_schema"]["schema"]["properties"]
         return httpx.Response(

@@ -219,8 +219,17 @@ async def test_an_answer_over_the_cap_is_refused_while_read(
 
 
 @pytest.fixture
-async def deps(sleeps: Sleeps, prometheus: Any) -> AsyncIterator[DiagnosisDeps]:
-    """Diagnosis deps with a small cap on model answers and tight output bounds."""
+async def deps(
+    sleeps: Sleeps, prometheus: Any, httpx_mock: HTTPXMock
+) -> AsyncIterator[DiagnosisDeps]:
+    """Diagnosis deps with a small cap on model answers and tight output bounds; Prometheus
+    knows no alerting rule (the agent's own evidence says so)."""
+    httpx_mock.add_response(
+        url=f"{PROM}/api/v1/rules?type=alert",
+        json={"status": "success", "data": {"groups": []}},
+        is_optional=True,
+        is_reusable=True,
+    )
     options = LLMOptions(
         model="gpt-4o", temperature=0, max_tokens=500, max_retries=0, request_timeout=5
     )
