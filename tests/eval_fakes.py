@@ -114,11 +114,15 @@ def _proposal(case: Case, pattern: str, targets: Sequence[str]) -> tuple[str, st
 
 def expected_calls(case: Case, config: AgentConfig, *, pattern: str) -> int:
     """Model calls the script makes for one run: triage, then two investigation turns
-    (a tool call, a summary) and the plan when triage says actionable."""
+    (a tool call, a summary) and the plan when triage says actionable or when the runbook
+    would change the service anyway."""
     if prefiltered(case, config):
         return 0
     actionable = pattern != "oracle" or case.expect.actions[0] != "none"
-    return 4 if actionable else 1
+    finding = case.to_finding(case.at, config.prometheus.target_labels)
+    assert finding.target is not None
+    runbook_acts = _runbook(case, config, finding.target) in CHANGING
+    return 4 if actionable or runbook_acts else 1
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +41,9 @@ from agent.eval.report import as_json, as_table
 from agent.eval.runner import run_eval
 from agent.eval.scoring import verdict
 from agent.incidents.model import Incident
+from agent.local import LocalModel, MissingBinary, shipped_model
+from agent.local.model import ALIAS as MODEL_ALIAS
+from agent.local.model import CONTEXT_TOKENS
 from agent.logs import configure_logging
 from agent.runtime import open_runtime
 from agent.settings import Settings, load_settings, redacted_summary, reveal, secret_values
@@ -313,6 +318,68 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EX_OK if ok else EX_FAILURE
 
 
+def cmd_local_model(args: argparse.Namespace) -> int:
+    """Serve the shipped model (or --model PATH) on loopback until SIGTERM or SIGINT."""
+    workdir = Path(tempfile.mkdtemp(prefix="devops-agent-model-"))
+    server = LocalModel(
+        workdir,
+        model=args.model,
+        port=args.port,
+        context_tokens=args.context,
+        threads=args.threads,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        server.start()
+    except MissingBinary as exc:
+        _fail(str(exc))
+        return EX_FAILURE
+    except RuntimeError as exc:
+        _fail(f"the model server did not start: {exc}; see {workdir / 'server.log'}")
+        return EX_FAILURE
+    try:
+        print(f"serving {server.model or shipped_model()} on {server.url}", flush=True)
+        print(f"OPENAI_BASE_URL={server.base_url}", flush=True)
+        print(f"LLM_MODEL={MODEL_ALIAS}", flush=True)
+        print("OPENAI_API_KEY=sk-local (any value; the server checks none)", flush=True)
+        while not stop.wait(1.0):
+            if server.proc is not None and server.proc.poll() is not None:
+                _fail(f"the model server exited with {server.proc.returncode}")
+                return EX_FAILURE
+    finally:
+        server.stop()
+    print("model server stopped", flush=True)
+    return EX_OK
+
+
+def _local_model_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    local = sub.add_parser(
+        "local-model",
+        help="serve a local model (OpenAI-compatible, on loopback) for the diagnosis",
+        description=(
+            "Run llama-cpp-python's OpenAI-compatible server with the shipped SmolLM2-135M "
+            "model, or any GGUF file, on 127.0.0.1; print the OPENAI_BASE_URL and LLM_MODEL "
+            "to use; stop cleanly on SIGTERM or SIGINT."
+        ),
+    )
+    local.add_argument("--model", type=Path, default=None, help="a GGUF file (default: shipped)")
+    local.add_argument(
+        "--port", type=_bounded(int, 1, 65535), default=8081, help="port (default 8081)"
+    )
+    local.add_argument(
+        "--context",
+        type=_bounded(int, 512, 131072),
+        default=CONTEXT_TOKENS,
+        help=f"context size in tokens (default {CONTEXT_TOKENS})",
+    )
+    local.add_argument(
+        "--threads", type=_bounded(int, 1, 1024), default=None, help="CPU threads (default: all)"
+    )
+    local.set_defaults(func=cmd_local_model)
+
+
 def _bounded(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
@@ -473,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         answer.add_argument("--json", action="store_true", help="print the answer as JSON")
     incidents.set_defaults(func=cmd_incidents, action=None)
     _eval_parser(sub)
+    _local_model_parser(sub)
     return parser
 
 

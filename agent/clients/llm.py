@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -279,6 +280,7 @@ class LLMClient:
             kwargs["tools"] = tools
         if response_format:
             kwargs["response_format"] = response_format
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.options.request_timeout):
                 completion = await self.api.chat.completions.create(**kwargs)
@@ -295,9 +297,9 @@ class LLMClient:
             raise LLMPermanentError(self.peer.failure(exc)) from exc
         except (RecursionError, ValueError) as exc:
             raise LLMPermanentError(f"{self.peer}: answer unreadable: {brief(exc)}") from exc
-        return self._reply(completion, phase)
+        return self._reply(completion, phase, time.monotonic() - started)
 
-    def _reply(self, completion: Any, phase: str) -> ChatReply:
+    def _reply(self, completion: Any, phase: str, seconds: float) -> ChatReply:
         try:
             message = completion.choices[0].message
         except (AttributeError, IndexError, TypeError) as exc:
@@ -328,6 +330,7 @@ class LLMClient:
             prompt_tokens=reply.prompt_tokens,
             completion_tokens=reply.completion_tokens,
             tool_calls=len(calls),
+            seconds=round(seconds, 2),
         )
         return reply
 

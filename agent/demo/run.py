@@ -1,10 +1,15 @@
 """`make demo`: the whole loop on local parts, healing a leaking service end to end.
 
 Starts, on loopback ports: a real Prometheus and Alertmanager, the leaking demo service,
-a gateway simulator that really restarts the demo service, and ``devops-agent run``. It
-shows the agent's log events as a readable live view until the incident is resolved (or
-escalated, or two minutes pass), prints the incident's timeline, and stops every process
-it started. Uses the real model when OPENAI_API_KEY is set, the runbook otherwise.
+a gateway simulator that really restarts the demo service, a local model server (the
+shipped SmolLM2-135M on llama-cpp-python) unless OPENAI_API_KEY names a hosted model, and
+``devops-agent run``. It shows the agent's log events as a readable live view: each
+model call of the triage, the investigation and the plan, the decision and who made it,
+and the autonomy verdict. Where the model and the runbook agree the agent acts alone;
+where they disagree (the tiny model often does) the agent asks for approval, and the demo
+plays the on-call engineer who approves it with the real command, visibly. It stops when
+the incident is resolved (or escalated, or three minutes pass), prints the incident's
+timeline, and stops every process it started.
 """
 
 from __future__ import annotations
@@ -25,11 +30,19 @@ from typing import Any
 from agent.cli.render import render_timeline
 from agent.demo.gateway_sim import ActResult, GatewaySimulator
 from agent.incidents.model import Incident
-from agent.local import LocalAlertmanager, LocalPrometheus, MissingBinary, free_port, wait_http
+from agent.local import (
+    LocalAlertmanager,
+    LocalModel,
+    LocalPrometheus,
+    MissingBinary,
+    free_port,
+    wait_http,
+)
+from agent.local.model import ALIAS
 from agent.store import open_store
 
 SERVICE = "market-predictor"
-TIME_LIMIT = 110.0
+TIME_LIMIT = 170.0
 SWEEP_SECONDS = 3
 VERIFY_SECONDS = 5
 # The restarted service must stay under the alert threshold until it is verified: from
@@ -59,10 +72,14 @@ shutdown_grace_seconds = 10
 catch_up_window_seconds = 600
 
 [diagnosis]
-use_llm = {use_llm}
+use_llm = true
+max_concurrency = 1
+request_timeout_seconds = 120
+max_steps = 3
 
 [policy]
 action_cooldown_seconds = 300
+approval_ttl_seconds = 120
 
 [actions.restart]
 intent = "restart the service"
@@ -152,8 +169,18 @@ class DemoService:
 _VIEW: dict[str, str] = {
     "daemon_started": "started: sweeping every {sweep_interval_seconds}s, diagnosis by {model}",
     "incident_opened": "ALERT {name} firing on {target}: incident {incident_id} opened",
-    "llm_call": "model call ({phase}): {prompt_tokens} prompt tokens",
-    "diagnosis_finished": "diagnosis: {action} (decided by {decided_by}: {reason})",
+    "llm_call": "model, {phase} phase: {prompt_tokens} prompt + {completion_tokens} answer "
+    "tokens in {seconds}s, {tool_calls} tool call(s)",
+    "investigation_step": "investigation step {step}: the model asked {tools}",
+    "triage_overruled": "triage said no action ({reason}), but the runbook would act: the "
+    "model investigates and plans anyway",
+    "llm_feature_unsupported": "the model server refused {feature}; now asking with {now}",
+    "plan_refused": "the model's plan ({action} {plan_target}) was refused: {reason}",
+    "diagnosis_finished": "decision: {action} on {target} (decided by {decided_by}: {reason})",
+    "autonomy_verdict": "autonomy: runs alone now: {incident_action}; waits for a human: "
+    "{awaiting_approval}; keys: {keys} ({reason})",
+    "approval_requested": "APPROVAL REQUESTED: {action} on {target} (until {until})",
+    "approval_ended": "approval of {action} on {target}: {result}",
     "guardrail_blocked": "guardrail held the action back: {reason} ({detail})",
     "remediation_dispatched": "dispatching to the gateway: '{intent}' for {target}",
     "gateway_request_finished": "gateway answered: {status} after {attempts} attempt(s)",
@@ -184,17 +211,15 @@ class Demo:
         self.agent: subprocess.Popen[bytes] | None = None
         self.parts: list[Any] = []
         self.outcome: str | None = None
+        self.env: dict[str, str] = {}
+        self.model_url: str | None = None
+        self.approved: set[str] = set()
 
     def _agent_env(self, prometheus: str, alertmanager: str, gateway: str) -> dict[str, str]:
         key = os.environ.get("OPENAI_API_KEY", "")
         config = self.workdir / "agent.toml"
         config.write_text(
-            CONFIG.format(
-                sweep=SWEEP_SECONDS,
-                verify=VERIFY_SECONDS,
-                use_llm="true" if key else "false",
-                service=SERVICE,
-            )
+            CONFIG.format(sweep=SWEEP_SECONDS, verify=VERIFY_SECONDS, service=SERVICE)
         )
         env = {
             "PATH": os.environ.get("PATH", ""),
@@ -204,9 +229,9 @@ class Demo:
             "AI_COMMAND_GATEWAY_URL": gateway,
             "AI_COMMAND_GATEWAY_TIMEOUT": "20",
             "AI_COMMAND_GATEWAY_SOURCE_ID": "devops-ai-agent",
-            "OPENAI_API_KEY": key or "sk-demo-no-model-configured",
-            "LLM_MODEL": os.environ.get("LLM_MODEL", "gpt-4o"),
-            "LLM_TEMPERATURE": "0.1",
+            "OPENAI_API_KEY": key or "sk-local-model",
+            "LLM_MODEL": os.environ.get("LLM_MODEL", "gpt-4o") if key else ALIAS,
+            "LLM_TEMPERATURE": "0.1" if key else "0",
             "LLM_MAX_TOKENS": "800",
             "LOG_LEVEL": "INFO",
             "LOG_FORMAT": "json",
@@ -215,20 +240,27 @@ class Demo:
             "AGENT_STATE_URL": f"sqlite:///{self.workdir / 'state' / 'agent.db'}",
             "METRICS_ADDR": f"127.0.0.1:{free_port()}",
         }
-        if os.environ.get("OPENAI_BASE_URL"):
+        if key and os.environ.get("OPENAI_BASE_URL"):
             env["OPENAI_BASE_URL"] = os.environ["OPENAI_BASE_URL"]
+        elif self.model_url is not None:
+            env["OPENAI_BASE_URL"] = self.model_url
         return env
+
+    def _model(self) -> None:
+        """The hosted model named by the environment, or the shipped one served locally."""
+        if os.environ.get("OPENAI_API_KEY"):
+            model = os.environ.get("LLM_MODEL", "gpt-4o")
+            say(f"[demo]     OPENAI_API_KEY is set: diagnosis uses the model {model}")
+            return
+        say("[demo]     OPENAI_API_KEY is not set: starting the local model (SmolLM2-135M)")
+        server = LocalModel(self.workdir / "model").start()
+        self.parts.append(server)
+        self.model_url = server.base_url
+        say(f"[demo]     local model server (llama-cpp-python) on {server.base_url}")
 
     def start(self) -> None:
         """Start every part on loopback."""
-        if os.environ.get("OPENAI_API_KEY"):
-            say(
-                f"[demo]     OPENAI_API_KEY is set: diagnosis uses the model {os.environ.get('LLM_MODEL', 'gpt-4o')}"
-            )
-        else:
-            say(
-                "[demo]     OPENAI_API_KEY is not set: the agent runs the runbook engine, without a model"
-            )
+        self._model()
         service = DemoService(self.workdir, free_port())
         service.start()
         self.parts.append(service)
@@ -249,9 +281,10 @@ class Demo:
         self.parts.append(gateway)
         say(f"[demo]     gateway simulator {gateway.url}")
         log = (self.workdir / "agent.log").open("wb")
+        self.env = self._agent_env(prometheus.url, alertmanager.url, gateway.url)
         self.agent = subprocess.Popen(
             [sys.executable, "-m", "agent", "run"],
-            env=self._agent_env(prometheus.url, alertmanager.url, gateway.url),
+            env=self.env,
             cwd=self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -284,10 +317,43 @@ class Demo:
         text = _describe(event)
         if text:
             say(text)
+        if event.get("event") == "approval_requested":
+            self.approve(str(event.get("incident_id")))
         if event.get("event") == "incident_resolved":
             self.outcome = "resolved"
         elif event.get("event") == "incident_escalated":
             self.outcome = "escalated"
+
+    def approve(self, incident_id: str) -> None:
+        """Play the on-call engineer: look at the request, approve it with the real command."""
+        if incident_id in self.approved:
+            return
+        self.approved.add(incident_id)
+        argv = [
+            "devops-agent",
+            "incidents",
+            "approve",
+            incident_id,
+            "--by",
+            "demo-oncall",
+            "--reason",
+            "memory keeps growing on the graph; a restart frees it",
+        ]
+        say(
+            f"[on-call]  the page arrives; after a look, the on-call runs: {' '.join(argv[:6])} ..."
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "agent", *argv[1:]],
+            env={**self.env, "LOG_LEVEL": "WARNING"},
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        for line in (done.stdout + done.stderr).splitlines():
+            if line.strip() and not line.startswith("{"):
+                say(f"[on-call]  {line.strip()}")
 
     def summary(self) -> None:
         """Print the incident's timeline from the store."""

@@ -218,7 +218,8 @@ class _Run:
         prefix = prompts.prefix(block, evidence)
         self.note("context", *prefix)
         verdict = await self.triage(prefix)
-        if not verdict.actionable:
+        runbook_acts = cfg.actions[runbook_decide(self.finding, cfg).action].mutating
+        if not verdict.actionable and not runbook_acts:
             return Decision(
                 action="none",
                 target=self.finding.target,
@@ -226,6 +227,10 @@ class _Run:
                 actionable=False,
                 reason=f"triage: not actionable: {verdict.reason}",
             )
+        if not verdict.actionable:
+            # The operator's runbook would act: a "no" from triage alone would leave a
+            # human with a disagreement and no evidence, so the model looks and plans.
+            log.info("triage_overruled", reason=verdict.reason, why="the runbook would act")
         summary = await self.investigate(prefix, toolbox)
         plan = await self.plan(prefix, summary)
         decision = Decision(
@@ -233,7 +238,9 @@ class _Run:
             target=plan.target,
             decided_by="llm",
             actionable=True,
-            reason=f"triage urgency {verdict.urgency}",
+            reason=f"triage urgency {verdict.urgency}"
+            if verdict.actionable
+            else f"triage: not actionable ({verdict.reason}), investigated as the runbook would act",
             confidence=plan.confidence,
             root_cause=plan.root_cause,
             rationale=plan.rationale,
@@ -248,6 +255,7 @@ class _Run:
                 action="escalate",
                 target=self.finding.target,
                 reason=f"plan refused: {refused}",
+                verification="",
             )
         return decision
 

@@ -2,7 +2,9 @@
 
 Why three phases:
 - **Triage** is one cheap call that stops the expensive work for findings that need no
-  action (a harmless alert, a flapping check).
+  action (a harmless alert, a flapping check), unless the operator's runbook would act on
+  the finding: then the model investigates and plans anyway, so that a disagreement with
+  the runbook reaches a human with the model's evidence, not a bare "no".
 - **Investigation** lets the model look at live evidence through a few PromQL tools,
   bounded in steps and tokens, instead of guessing from the alert text.
 - **Plan** asks for one structured answer from a fixed catalogue, with the investigation
@@ -70,7 +72,7 @@ REPAIR = (
 
 #: Answer caps per phase, in tokens (below LLM_MAX_TOKENS): a short JSON verdict, a short
 #: summary or a few tool calls, a plan. A small local model that rambles is cut off early.
-MAX_TOKENS = {"triage": 120, "investigation": 320, "plan": 400}
+MAX_TOKENS = {"triage": 120, "investigation": 256, "plan": 400}
 
 
 def _cap_map(values: Mapping[str, str], budget: int) -> dict[str, str]:

@@ -112,7 +112,10 @@ def _model_holds_back(
     if wanted in failures:
         why = f"{why}; repeat_failed: {failures[wanted]}"
     step = now.action if now.action not in PASSIVE and not now.approval_action else "none"
-    return _ask(replace(now, keys=("model",)), wanted, where, why, now=step)
+    # The model's verification expression belongs to its own proposal, not to the
+    # runbook's action: once that is approved, the finding's own presence decides.
+    held = replace(now, keys=("model",), verification="")
+    return _ask(held, wanted, where, why, now=step)
 
 
 def _read_only(model: Decision, config: AgentConfig) -> Decision:

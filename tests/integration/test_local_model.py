@@ -1,0 +1,165 @@
+"""A real model server: the shipped SmolLM2 on llama-cpp-python's OpenAI-compatible server
+(what `devops-agent local-model` runs), a real Prometheus with a firing alert, and the
+agent's whole diagnosis through it. Real servers differ from any fake: this one refuses
+``json_schema`` with HTTP 500, and the client must learn that, not fall back.
+
+A missing runtime or model fails these tests: `make test` installs both."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from agent.clients.http import CappedTransport
+from agent.clients.llm import LLMClient, LLMOptions
+from agent.clients.prometheus import PrometheusClient
+from agent.diagnosis.engine import DiagnosisDeps, diagnose
+from agent.diagnosis.safety import refusal
+from agent.local import LocalModel, LocalPrometheus, MetricsTarget, free_port
+from agent.local.model import ALIAS
+from agent.sweep.collector import fetch_alerts
+from agent.sweep.findings import Finding
+from tests.conftest import MakePrometheus, make_config
+from tests.integration.conftest import eventually
+from tests.llm_fakes import phase_of
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def local_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalModel]:
+    """The shipped model served locally, shared by this module's tests."""
+    server = LocalModel(tmp_path_factory.mktemp("model")).start()
+    yield server
+    server.stop()
+
+
+class Recording(httpx.AsyncBaseTransport):
+    """Keeps every chat request and the server's answer, as the server sent them."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.exchanges: list[tuple[dict[str, Any], int, dict[str, Any]]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        body = await response.aread()
+        if request.url.path.endswith("/chat/completions"):
+            sent = json.loads(request.content)
+            self.exchanges.append((sent, response.status_code, json.loads(body)))
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=body, request=request
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.fixture
+async def recorded(local_model: LocalModel) -> AsyncIterator[tuple[LLMClient, Recording]]:
+    """A model client for the local server whose every exchange is recorded."""
+    recording = Recording()
+    http = httpx.AsyncClient(transport=CappedTransport(2_000_000, recording), timeout=180)
+    api = openai.AsyncOpenAI(
+        api_key="sk-local", base_url=local_model.base_url, http_client=http, max_retries=0
+    )
+    options = LLMOptions(
+        model=ALIAS, temperature=0, max_tokens=512, max_retries=1, request_timeout=180
+    )
+    yield LLMClient(api=api, options=options), recording
+    await http.aclose()
+
+
+async def _firing(prometheus: PrometheusClient) -> Finding:
+    config = make_config()
+
+    async def seen() -> list[Finding]:
+        return (await fetch_alerts(prometheus, config.prometheus, datetime.now(UTC))).findings
+
+    [finding] = await eventually(seen, what="the leak alert to fire")
+    return finding
+
+
+async def test_a_whole_diagnosis_on_the_real_local_model(
+    recorded: tuple[LLMClient, Recording],
+    e2e_prometheus: LocalPrometheus,
+    services_target: MetricsTarget,
+    make_prometheus: MakePrometheus,
+) -> None:
+    """Triage, investigation and plan on the shipped model: decided by the model (no
+    runbook fallback), a decision the safety checks pass, the per-phase tokens are the
+    server's own usage, the transcript holds each phase, and the server's refusal of
+    json_schema was learned once."""
+    llm, recording = recorded
+    services_target.set("e2e_memory_bytes", 5000, service="market-predictor")
+    prometheus = make_prometheus(e2e_prometheus.url)
+    finding = await _firing(prometheus)
+    config = make_config()
+    result = await diagnose(finding, DiagnosisDeps(config, prometheus, llm), datetime.now(UTC))
+    decision = result.decision
+    assert decision.decided_by == "llm", decision.fallback_reason
+    assert decision.fallback_reason == ""
+    assert refusal(decision.action, decision.target, 1.0, finding, config) is None
+    answered = [(sent, body) for sent, status, body in recording.exchanges if status == 200]
+    refused = [status for _, status, _ in recording.exchanges if status != 200]
+    assert refused == [500]  # json_schema, once; every later call used what was learned
+    assert llm.features.structured == "json_object_schema"
+    by_phase: dict[str, tuple[int, int]] = {}
+    for sent, body in answered:
+        prompt, completion = by_phase.get(phase_of(sent), (0, 0))
+        usage = body["usage"]
+        by_phase[phase_of(sent)] = (
+            prompt + usage["prompt_tokens"],
+            completion + usage["completion_tokens"],
+        )
+    assert {p: (u.prompt_tokens, u.completion_tokens) for p, u in result.usage.items()} == by_phase
+    assert set(by_phase) == {"triage", "investigation", "plan"}
+    phases = {m["phase"] for m in result.transcript}
+    assert {"context", "triage", "investigation", "plan"} <= phases
+    prefixes = {json.dumps(sent["messages"][:2]) for sent, _ in answered}
+    assert len(prefixes) == 1  # one stable prefix for every phase
+
+
+def test_local_model_command_prints_the_url_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`devops-agent local-model` serves on loopback, prints the OPENAI_BASE_URL to use,
+    answers, and exits 0 on SIGTERM with nothing left running."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "local-model", "--port", str(port)],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[1].strip() == f"OPENAI_BASE_URL=http://127.0.0.1:{port}/v1", lines
+        assert lines[2].strip() == f"LLM_MODEL={ALIAS}"
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
+        assert [m["id"] for m in models["data"]] == [ALIAS]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert "model server stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+    leftovers = subprocess.run(
+        ["pgrep", "-f", f"llama_cpp.server.*--port {port}"], capture_output=True, text=True
+    )
+    assert leftovers.stdout.strip() == ""
