@@ -192,6 +192,8 @@ class Policy(_Section):
     storm_min_services: Count = 5
     recheck_before_dispatch: bool = True
     approval_ttl_seconds: Seconds = 900.0
+    #: A problem back this soon after an action resolved it: that action did not help.
+    recurrence_seconds: WaitSeconds = 3600.0
 
 
 class Diagnosis(_Section):
@@ -209,6 +211,10 @@ class Diagnosis(_Section):
     max_retries: Annotated[int, Field(ge=0, le=20)] = 3
     max_answer_bytes: Bytes = 2_000_000
     noise_alerts: list[str] = Field(default_factory=lambda: ["Watchdog", "InfoInhibitor"])
+    #: How far back the history of the same problem reaches (at most 10 incidents).
+    history_hours: Annotated[float, Field(ge=0, le=720, allow_inf_nan=False)] = 24.0
+    #: The investigation's `recent_logs` tool: one gateway request, bounded by this.
+    logs_timeout_seconds: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 20.0
 
 
 class GatewayOptions(_Section):

@@ -90,10 +90,37 @@ def render_timeline(incident: Incident, events: Sequence[Event]) -> str:
         )
     if incident.resolution:
         head.append(f"  resolution: {show(incident.resolution)}")
+    head += _history_lines(events)
     body = [
         f"  {e.at.isoformat(timespec='seconds')}  {e.kind:<16} {_event_line(e)}" for e in events
     ]
     return "\n".join([*head, "timeline:", *body])
+
+
+def _history_lines(events: Sequence[Event]) -> list[str]:
+    """The past incidents of the same problem the (last) decision saw."""
+    decided = [e for e in events if e.kind == "decision"]
+    seen = decided[-1].data.get("history") if decided else None
+    if not isinstance(seen, list):
+        return []
+    lines = [f"  history the decision saw: {len(seen) or 'no'} past incident(s) of this problem"]
+    for past in seen:
+        if not isinstance(past, dict):
+            continue
+        said = past.get("verified")
+        verified = "recovered" if said is True else "not recovered" if said is False else "-"
+        quiet = past.get("quiet_seconds")
+        back = f", back after {quiet}s" if quiet is not None else ""
+        sent = ", ".join(str(s) for s in past.get("sent") or []) or "nothing sent"
+        lines.append(
+            show(
+                f"    {past.get('opened_at')} {past.get('id')}: {past.get('state')}, decided "
+                f"{past.get('decided')} by {past.get('decided_by')}, {sent}, verification "
+                f"{verified}{back}",
+                400,
+            )
+        )
+    return lines
 
 
 def render_cycle(report: Any) -> str:

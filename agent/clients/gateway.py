@@ -62,6 +62,8 @@ from agent.text import clip
 log = get_logger("agent.gateway")
 
 Sleep = Callable[[float], Awaitable[None]]
+#: Says why a request is sent (remediation, diagnosis); gateways ignore extra headers.
+PURPOSE_HEADER = "X-Devops-Agent-Purpose"
 
 
 @dataclass(frozen=True)
@@ -321,7 +323,10 @@ class GatewayClient:
                 deadline=self._timeout,
                 max_bytes=self._options.max_answer_bytes,
                 json=request.body(),
-                headers={"Idempotency-Key": request.idempotency_key},
+                headers={
+                    "Idempotency-Key": request.idempotency_key,
+                    PURPOSE_HEADER: request.purpose,
+                },
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             self._count("unreachable")

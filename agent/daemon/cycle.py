@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from agent.config import AgentConfig
@@ -32,9 +32,11 @@ from agent.diagnosis.engine import diagnose
 from agent.diagnosis.models import Diagnosis
 from agent.diagnosis.runbook import runbook_decide
 from agent.dispatch.dispatcher import FleetView, dispatch
+from agent.dispatch.logs import log_reader
 from agent.errors import StoreError
 from agent.guardrails.autonomy import judge
 from agent.guardrails.policy import is_storm
+from agent.guardrails.repeat import repeat_failures
 from agent.incidents.lifecycle import (
     Step,
     on_approval_expired,
@@ -362,8 +364,15 @@ async def _diagnose(
     )
     if started is None:
         return None  # another replica took it first
-    diagnosis = await diagnose(finding, rt.diagnosis, now)
-    diagnosis = with_verdict(diagnosis, finding, rt.config)
+    history = rt.store.history(
+        incident.group_key,
+        since=now - timedelta(hours=rt.config.diagnosis.history_hours),
+        before=incident,
+    )
+    failures = repeat_failures(history, rt.config.policy.recurrence_seconds)
+    logs = log_reader(rt, incident, finding)
+    diagnosis = await diagnose(finding, rt.diagnosis, now, history=history, logs=logs)
+    diagnosis = with_verdict(diagnosis, finding, rt.config, failures)
     ttl = rt.config.policy.approval_ttl_seconds
     step = on_decision(started.incident, diagnosis, rt.clock(), approval_ttl=ttl)
     applied = await commit(rt, step, started.incident.version)
@@ -375,10 +384,13 @@ async def _diagnose(
     return applied.incident
 
 
-def with_verdict(diagnosis: Diagnosis, finding: Finding, config: AgentConfig) -> Diagnosis:
+def with_verdict(
+    diagnosis: Diagnosis, finding: Finding, config: AgentConfig, failures: Mapping[str, str]
+) -> Diagnosis:
     """The diagnosis with its autonomy verdict: the runbook's rule for the same finding is
-    the second key (``guardrails/autonomy.py``)."""
-    decision = judge(diagnosis.decision, runbook_decide(finding, config), config)
+    the second key, the same problem's failed actions hold (``guardrails/autonomy.py``)."""
+    runbook = runbook_decide(finding, config, failures=failures)
+    decision = judge(diagnosis.decision, runbook, config, failures)
     if decision.decided_by != "prefilter":
         log.info(
             "autonomy_verdict",

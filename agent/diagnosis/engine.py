@@ -9,6 +9,7 @@ conversation is kept as the transcript for the incident store.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -32,8 +33,16 @@ from agent.diagnosis.models import (
 from agent.diagnosis.prefilter import prefilter
 from agent.diagnosis.runbook import runbook_decide
 from agent.diagnosis.safety import allowed_targets, refusal
-from agent.diagnosis.tools import TOOL_NAMES, TOOLS, Toolbox, tool_messages, written_calls
+from agent.diagnosis.tools import (
+    TOOL_NAMES,
+    TOOLS,
+    LogReader,
+    Toolbox,
+    tool_messages,
+    written_calls,
+)
 from agent.errors import LLMError, LLMPermanentError
+from agent.incidents.history import PastIncident
 from agent.logs import get_logger
 from agent.sweep.findings import Finding
 from agent.text import clip
@@ -63,9 +72,12 @@ class _Run:
     finding: Finding
     deps: DiagnosisDeps
     now: datetime
+    history: Sequence[PastIncident] = ()
+    logs: LogReader | None = None
     usage: dict[str, PhaseUsage] = field(default_factory=dict)
     transcript: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: int = 0
+    tools: list[dict[str, Any]] = field(default_factory=lambda: list(TOOLS))
 
     @property
     def llm(self) -> LLMClient:
@@ -131,7 +143,7 @@ class _Run:
         """The investigation's instruction: tools described in the text for an endpoint
         that takes no tool definitions."""
         native = self.llm.features.tools
-        return {"role": "user", "content": prompts.investigate(None if native else TOOLS)}
+        return {"role": "user", "content": prompts.investigate(None if native else self.tools)}
 
     async def _investigation_call(
         self, messages: list[dict[str, Any]], at: int, *, last: bool
@@ -144,7 +156,7 @@ class _Run:
                 return await self.chat(
                     "investigation",
                     messages,
-                    tools=None if last else TOOLS,
+                    tools=None if last else self.tools,
                     max_tokens=prompts.MAX_TOKENS["investigation"],
                 )
             except ToolsRefused:
@@ -219,10 +231,23 @@ class _Run:
 
     async def execute(self) -> Decision:
         cfg = self.deps.config
-        toolbox = Toolbox(self.deps.prometheus, cfg.diagnosis.tool_result_max_chars, self.now)
+        log_services = [
+            t
+            for t in allowed_targets(self.finding, cfg)
+            if "collect_logs" in cfg.services[t].actions
+        ]
+        toolbox = Toolbox(
+            self.deps.prometheus,
+            cfg.diagnosis.tool_result_max_chars,
+            self.now,
+            logs=self.logs,
+            log_services=log_services,
+        )
+        self.tools = toolbox.tools
         block = prompts.finding_block(self.finding, cfg.diagnosis.untrusted_max_chars)
         evidence = await toolbox.evidence(self.finding, cfg.checks.all())
-        prefix = prompts.prefix(block, evidence)
+        past = prompts.history_block(self.history, self.now)
+        prefix = prompts.prefix(block, evidence, past)
         self.note("context", *prefix)
         verdict = await self.triage(prefix)
         runbook_acts = cfg.actions[runbook_decide(self.finding, cfg).action].mutating
@@ -273,16 +298,27 @@ def _brief(exc: Exception) -> str:
     return clip(str(exc), 300)
 
 
-async def diagnose(finding: Finding, deps: DiagnosisDeps, now: datetime) -> Diagnosis:
-    """Decide what to do about one finding; never raises for model trouble."""
+async def diagnose(
+    finding: Finding,
+    deps: DiagnosisDeps,
+    now: datetime,
+    *,
+    history: Sequence[PastIncident] = (),
+    logs: LogReader | None = None,
+) -> Diagnosis:
+    """Decide what to do about one finding; never raises for model trouble. ``history``
+    is the same problem's past incidents (shown to the model as the agent's own facts);
+    ``logs`` reads recent logs through the gateway for the ``recent_logs`` tool."""
     skip = prefilter(finding, deps.config)
     if skip is not None:
         log.info("finding_prefiltered", fingerprint=finding.fingerprint, reason=skip.reason)
         return Diagnosis(skip)
+    seen = tuple(p.to_dict() for p in history)
     if deps.llm is None or not deps.config.diagnosis.use_llm:
-        result = Diagnosis(runbook_decide(finding, deps.config, "no model configured"))
+        decision = runbook_decide(finding, deps.config, "no model configured")
+        result = Diagnosis(decision, history=seen)
     else:
-        run = _Run(finding, deps, now)
+        run = _Run(finding, deps, now, history, logs)
         try:
             decision = await run.execute()
         except LLMError as exc:
@@ -290,7 +326,7 @@ async def diagnose(finding: Finding, deps: DiagnosisDeps, now: datetime) -> Diag
                 "diagnosis_fell_back_to_runbook", fingerprint=finding.fingerprint, reason=str(exc)
             )
             decision = runbook_decide(finding, deps.config, str(exc))
-        result = Diagnosis(decision, dict(run.usage), tuple(run.transcript))
+        result = Diagnosis(decision, dict(run.usage), tuple(run.transcript), seen)
     decision = result.decision
     log.info(
         "diagnosis_finished",

@@ -155,6 +155,8 @@ class Diagnosis:
     decision: Decision
     usage: Mapping[str, PhaseUsage] = field(default_factory=dict)
     transcript: tuple[dict[str, Any], ...] = ()
+    #: The past incidents of the same problem the decision saw.
+    history: tuple[dict[str, Any], ...] = ()
 
     @property
     def prompt_tokens(self) -> int:
@@ -167,5 +169,9 @@ class Diagnosis:
         return total_tokens(self.usage)
 
     def summary(self) -> dict[str, Any]:
-        """The decision and the per-phase usage, without the transcript."""
-        return {**self.decision.to_dict(), "usage": {k: asdict(v) for k, v in self.usage.items()}}
+        """The decision, the per-phase usage and the history it saw, without the transcript."""
+        return {
+            **self.decision.to_dict(),
+            "usage": {k: asdict(v) for k, v in self.usage.items()},
+            "history": list(self.history),
+        }

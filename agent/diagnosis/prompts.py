@@ -29,8 +29,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
+from agent.incidents.history import PastIncident
 from agent.sweep.findings import Finding
 from agent.text import clip
 
@@ -104,22 +106,46 @@ def finding_block(finding: Finding, budget: int) -> str:
     return f"<finding-data>\n{_escaped(data)}\n</finding-data>"
 
 
-def context(block: str, evidence: str) -> str:
-    """The first user message every phase shares: the finding, and the evidence the agent
-    gathered itself (the series behind the finding), as delimited data."""
+def context(block: str, evidence: str, history: str) -> str:
+    """The first user message every phase shares: the finding, the evidence the agent
+    gathered itself (the series behind the finding), as delimited data, and the past
+    incidents of the same problem from the agent's own records."""
     escaped = evidence.replace("<", "\\u003c")
     return (
         f"{block}\nEvidence the agent gathered (the finding's own query):\n"
-        f"<evidence-data>\n{escaped}\n</evidence-data>"
+        f"<evidence-data>\n{escaped}\n</evidence-data>\n"
+        f"Past incidents of this problem (the agent's own records, newest first): {history}"
     )
 
 
-def prefix(block: str, evidence: str) -> list[dict[str, Any]]:
+def prefix(block: str, evidence: str, history: str = "none") -> list[dict[str, Any]]:
     """The stable prefix of every phase's conversation."""
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": context(block, evidence)},
+        {"role": "user", "content": context(block, evidence, history)},
     ]
+
+
+_VERIFIED = {True: "recovered", False: "not recovered", None: "-"}
+
+
+def history_block(history: Sequence[PastIncident], now: datetime) -> str:
+    """The past incidents as compact JSON: minutes ago, what was decided and by whom, what
+    was sent and answered, what verification said, how long until it came back."""
+    if not history:
+        return "none"
+    rows = [
+        {
+            "ago_min": round((now - p.opened_at).total_seconds() / 60),
+            "decided": p.decided or "none",
+            "by": p.decided_by or "-",
+            "sent": [f"{s.action}:{s.outcome or 'no answer'}" for s in p.sent],
+            "verified": _VERIFIED[p.verified],
+            "back_after_min": None if p.quiet_seconds is None else round(p.quiet_seconds / 60),
+        }
+        for p in history
+    ]
+    return _escaped(rows)
 
 
 def investigate(tools: Sequence[Mapping[str, Any]] | None) -> str:

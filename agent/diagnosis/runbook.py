@@ -1,12 +1,17 @@
 """The runbook engine: deterministic rules that decide when no model can.
 
 It serves when no model is configured or reachable, when the model fails, and when its
-answer cannot be validated. First matching rule wins; no match means escalate.
+answer cannot be validated, and it is the operator's key beside every model decision
+(``guardrails/autonomy.py``). First matching rule wins; no match means escalate. It sees
+the same problem's history as the reasons its actions failed before (``failures``): its
+decision names them, and the ``repeat_failed`` guardrail keeps such an action from
+running on its own.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from agent.config import AgentConfig
 from agent.diagnosis.models import Decision
@@ -14,8 +19,14 @@ from agent.diagnosis.safety import refusal
 from agent.sweep.findings import Finding
 
 
-def runbook_decide(finding: Finding, config: AgentConfig, fallback_reason: str = "") -> Decision:
-    """The runbook's decision for a finding, checked by the same safety rules as a plan."""
+def runbook_decide(
+    finding: Finding,
+    config: AgentConfig,
+    fallback_reason: str = "",
+    failures: Mapping[str, str] | None = None,
+) -> Decision:
+    """The runbook's decision for a finding, checked by the same safety rules as a plan;
+    a reason from ``failures`` (why its action did not help before) is named in it."""
     for rule in config.runbook:
         if finding.kind in rule.kinds and re.search(rule.match, finding.name):
             action, reason = rule.action, f"runbook rule {rule.name!r} matched {finding.name!r}"
@@ -25,6 +36,8 @@ def runbook_decide(finding: Finding, config: AgentConfig, fallback_reason: str =
     refused = refusal(action, finding.target, 1.0, finding, config)
     if refused:
         action, reason = "escalate", f"{reason}, but {refused}"
+    elif failures and action in failures:
+        reason = f"{reason}; but {failures[action]}"
     return Decision(
         action=action,
         target=finding.target,

@@ -102,9 +102,17 @@ def _context(
 
 
 def build_request(
-    rt: Runtime, incident: Incident, finding: Finding, action: str, target: str
+    rt: Runtime,
+    incident: Incident,
+    finding: Finding,
+    action: str,
+    target: str,
+    *,
+    lines: int | None = None,
+    purpose: str = "remediation",
 ) -> GatewayRequest:
-    """The request for one claimed action: the catalogue's intent, a vouched context."""
+    """The request for one claimed action (or a diagnosis' read-only look): the
+    catalogue's intent, a vouched context."""
     catalogue = rt.config.actions[action]
     facts = Facts(
         incident_id=incident.id,
@@ -115,6 +123,7 @@ def build_request(
         value=finding.value,
         since=finding.first_seen,
         action=action,
+        lines=lines,
     )
     return GatewayRequest(
         source_id=rt.settings.env.ai_command_gateway_source_id,
@@ -123,8 +132,11 @@ def build_request(
         intent=catalogue.intent,
         context=build_context(facts, rt.config.gateway.context_max_chars, rt.config.services),
         priority=priority_for(finding.severity, catalogue),
-        idempotency_key=idempotency_key(incident.id, action),
+        idempotency_key=idempotency_key(
+            incident.id, action if purpose == "remediation" else f"{purpose}:{action}"
+        ),
         mutating=catalogue.mutating,
+        purpose=purpose,
     )
 
 

@@ -47,6 +47,9 @@ class GatewayRequest:
     idempotency_key: str
     #: Whether the action changes the service: a mutating request is never sent twice.
     mutating: bool
+    #: Why it is sent: ``remediation`` (an incident's action), or ``diagnosis`` (a read-only
+    #: look the investigation asked for). Sent as a header, which gateways ignore.
+    purpose: str = "remediation"
 
     def body(self) -> dict[str, Any]:
         """The JSON body of POST /execute-docker-command."""
@@ -73,6 +76,8 @@ class Facts:
     value: float | None
     since: datetime
     action: str
+    #: How many log lines a ``collect_logs`` asks for (a number the agent bounded).
+    lines: int | None = None
 
 
 def priority_for(severity: Severity, action: Action) -> Priority:
@@ -113,4 +118,6 @@ def build_context(facts: Facts, limit: int, services: Container[str]) -> str:
         f"{facts.since.isoformat(timespec='seconds')}.{value} "
         f"Requested action: {facts.action}."
     )
+    if facts.lines is not None:
+        text += f" Show the last {int(facts.lines)} lines."
     return clip(text, limit)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Protocol
 
 from agent.errors import StoreError
+from agent.incidents.history import PastIncident
 from agent.incidents.lifecycle import Step
 from agent.incidents.model import Event, Incident
 
@@ -103,6 +104,9 @@ class IncidentStore(Protocol):
 
     def events(self, incident_id: str) -> list[Event]:
         """The incident's timeline, oldest first."""
+
+    def history(self, group_key: str, *, since: datetime, before: Incident) -> list[PastIncident]:
+        """The same problem's last incidents before ``before``, newest first."""
 
     def insert(self, step: Step) -> bool:
         """Commit a new incident; False when its group already has a current one."""

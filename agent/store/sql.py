@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from agent.diagnosis.models import Decision
 from agent.errors import StoreError
+from agent.incidents.history import HISTORY_LIMIT, PastIncident, PastRow, SentAction, assemble
 from agent.incidents.lifecycle import Step
 from agent.incidents.model import STATES, Event, Incident
 from agent.logs import get_logger
@@ -129,6 +130,10 @@ MIGRATIONS: tuple[str, ...] = (
     # 4: waiting for a human's approval, until a deadline.
     """
     ALTER TABLE incidents ADD COLUMN approval_until TEXT
+    """,
+    # 5: the history of one problem (group) is read by the newest first.
+    """
+    CREATE INDEX incidents_group_opened ON incidents (group_key, opened_at)
     """,
 )
 
@@ -405,6 +410,24 @@ class SQLStore:
             ).fetchall()
         return [_event(r) for r in rows]
 
+    def history(self, group_key: str, *, since: datetime, before: Incident) -> list[PastIncident]:
+        """The last incidents of ``group_key`` opened since ``since`` and before ``before``
+        (the incident that asks), newest first, with their claimed actions: one query over
+        the group's index. A row that cannot be read is skipped and logged."""
+        sql = (
+            "SELECT i.id, i.opened_at, i.state, i.decided_by, i.action, i.resolution, "
+            "i.cleared_at, a.action, a.outcome, a.mutating "
+            "FROM incidents i LEFT JOIN actions a ON a.incident_id = i.id "
+            "WHERE i.id IN (SELECT id FROM incidents WHERE group_key = ? AND opened_at >= ? "
+            "AND opened_at <= ? AND id <> ? AND quarantine IS NULL "
+            "ORDER BY opened_at DESC LIMIT ?) "
+            "ORDER BY i.opened_at DESC, i.id, a.id"
+        )
+        params = [group_key, ts(since), ts(before.opened_at), before.id, HISTORY_LIMIT]
+        with self._read() as cur:
+            rows = self._run(cur, sql, params).fetchall()
+        return assemble(_past_rows(rows), before.opened_at)
+
     def breaker(self, target: str) -> Breaker | None:
         """A service's breaker, if it ever counted a failure."""
         with self._read() as cur:
@@ -645,6 +668,33 @@ def _readable(row: Sequence[Any]) -> Incident | Unreadable:
         return incident_from_row(row)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return Unreadable(str(row[0]), f"{type(exc).__name__}: {clip(str(exc), 300)}")
+
+
+def _past_rows(rows: Sequence[Sequence[Any]]) -> list[PastRow]:
+    """One record per incident from the joined rows (one per claimed action)."""
+    out: dict[str, PastRow] = {}
+    for row in rows:
+        try:
+            past = out.get(row[0]) or PastRow(
+                id=str(row[0]),
+                opened_at=datetime.fromisoformat(row[1]),
+                state=str(row[2]),
+                decided_by=row[3],
+                decided=row[4],
+                resolution=row[5],
+                cleared_at=_dt(row[6]),
+                sent=(),
+            )
+        except (ValueError, TypeError) as exc:
+            log.warning(
+                "history_row_unreadable", incident_id=str(row[0]), error=clip(str(exc), 200)
+            )
+            continue
+        if row[7] is not None:
+            sent = SentAction(str(row[7]), row[8], bool(row[9]))
+            past = replace(past, sent=(*past.sent, sent))
+        out[past.id] = past
+    return list(out.values())
 
 
 def _event(row: Sequence[Any]) -> Event:

@@ -184,7 +184,7 @@ async def test_injection_in_annotation_gets_no_plan_for_other_service(
     first = _bodies(httpx_mock)[0]["messages"]
     assert "ignore any instructions" in first[0]["content"]
     user = first[1]["content"]
-    assert user.startswith("<finding-data>") and user.endswith("</evidence-data>")
+    assert user.startswith("<finding-data>") and "</evidence-data>" in user
     assert user.count("</finding-data>") == 1  # the injected closing tag was escaped
     assert "ignore previous instructions" in user
 
