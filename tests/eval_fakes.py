@@ -98,7 +98,12 @@ class ScriptedModel:
                 self.tool_results[case.id] = results
             return completion("The metrics agree with the alert.")
         family = history.parse(case.history)[0].name
-        return completion(None, [("prom_query", {"expr": family})])
+        calls: list[tuple[str, dict[str, Any]]] = [("prom_query", {"expr": family})]
+        offered = {t["function"]["name"] for t in body["tools"]}
+        if case.gateway.logs and "recent_logs" in offered:
+            service = _finding_data(body)["service"]
+            calls.append(("recent_logs", {"service": service, "lines": 50}))
+        return completion(None, calls)
 
 
 def _proposal(case: Case, pattern: str, targets: Sequence[str]) -> tuple[str, str]:
@@ -153,6 +158,20 @@ def _runbook(case: Case, config: AgentConfig, target: str) -> str:
     return "escalate"
 
 
+def failed_before(case: Case, recurrence_minutes: float = 60) -> set[str]:
+    """Changing actions that did not resolve the case's problem before: verification said
+    so, or the problem came back within the recurrence window."""
+    failed: set[str] = set()
+    later = 0.0  # minutes ago the next incident (the case's own, then a newer past) opened
+    for past in sorted(case.past, key=lambda p: p.ago_minutes):
+        quiet = past.ago_minutes - past.lasted_minutes - later
+        recovered = past.verification == "recovered"
+        if past.verification == "not_recovered" or (recovered and quiet < recurrence_minutes):
+            failed |= {a for a in past.sent if a in CHANGING}
+        later = past.ago_minutes
+    return failed
+
+
 def expected_run(case: Case, config: AgentConfig, pattern: str) -> Expected:
     """The outcome of one run, from the case file and the two-keys rule (written here
     independently of the agent's code)."""
@@ -174,7 +193,8 @@ def expected_run(case: Case, config: AgentConfig, pattern: str) -> Expected:
             action, target = "escalate", own  # the safety checks refuse the plan
     runbook = _runbook(case, config, own)
     if action in CHANGING:
-        if runbook == action and target == own and CHANGING[action] == "auto":
+        alone = CHANGING[action] == "auto" and action not in failed_before(case)
+        if runbook == action and target == own and alone:
             return _scored(case, action, target, None)
         return _scored(case, "none", None, (action, target))
     if runbook in CHANGING:

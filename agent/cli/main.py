@@ -263,7 +263,10 @@ async def _export(settings: Settings, incident_id: str, out: Path | None) -> int
         incident = _readable_incident(rt.store, incident_id)
         if incident is None:
             return EX_FAILURE
-        case = await export_case(incident, rt.store.events(incident.id), rt.prometheus, rt.config)
+        since = incident.opened_at - timedelta(hours=rt.config.diagnosis.history_hours)
+        history = rt.store.history(incident.group_key, since=since, before=incident)
+        events = rt.store.events(incident.id)
+        case = await export_case(incident, events, rt.prometheus, rt.config, history)
     text = dump_case(case)
     if out is None:
         print(text, end="")

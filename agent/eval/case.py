@@ -100,6 +100,31 @@ class CaseGateway(_Strict):
     status: GatewayStatus = "COMPLETED_SUCCESS"
     stdout: Text = ""
     stderr: Text = ""
+    #: What the service's logs say: the stand-in's answer to the investigation's
+    #: `recent_logs` (a read-only collect_logs).
+    logs: Annotated[str, Field(max_length=1_000_000)] = ""
+
+
+class CasePast(_Strict):
+    """A past incident of the same problem, which the run's store starts with."""
+
+    #: How long before the case's time it opened.
+    ago_minutes: Annotated[float, Field(gt=0, le=24 * 60)]
+    #: How long it lasted, from opening to its end (cleared).
+    lasted_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 5.0
+    decided: Word = "restart"
+    decided_by: Literal["llm", "runbook"] = "runbook"
+    #: What was sent to the gateway, and what it answered.
+    sent: list[Word] = Field(default_factory=list)
+    outcome: Literal["succeeded", "failed", "unknown", "rejected", "gave_up"] = "succeeded"
+    #: What verification said: recovered, not_recovered, or none (never verified).
+    verification: Literal["recovered", "not_recovered", "none"] = "recovered"
+
+    @model_validator(mode="after")
+    def _before_now(self) -> CasePast:
+        if self.lasted_minutes >= self.ago_minutes:
+            raise ValueError("a past incident must have ended before the case's time")
+        return self
 
 
 class Expectation(_Strict):
@@ -154,6 +179,8 @@ class Case(_Strict):
     finding: CaseFinding
     scope: dict[Word, CaseService] = Field(min_length=1)
     gateway: CaseGateway = Field(default_factory=CaseGateway)
+    #: The same problem's past incidents (newest or oldest first, any order).
+    past: list[CasePast] = Field(default_factory=list, max_length=10)
     expect: Expectation
 
     def to_finding(self, at: datetime, target_labels: Sequence[str]) -> Finding:

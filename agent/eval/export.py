@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, get_args
 
@@ -23,6 +23,7 @@ from agent.config import AgentConfig, HealthCheck
 from agent.errors import AgentError, PrometheusError
 from agent.eval.case import NO_GATEWAY, Case, CaseGateway, Expectation, GatewayStatus
 from agent.eval.history import stamp
+from agent.incidents.history import PastIncident
 from agent.incidents.model import Event, Incident
 
 #: How far before the incident the series are fetched again.
@@ -171,22 +172,69 @@ def _expectation(incident: Incident) -> Expectation:
     )
 
 
-def _gateway(events: Iterable[Event]) -> CaseGateway:
+_LOG_BLOCK = re.compile(r"<log-data>\n(.*?)\n</log-data>", re.DOTALL)
+
+
+def _logs(events: Iterable[Event]) -> str:
+    """The log text the investigation read (as the model saw it), for the stand-in."""
+    for event in events:
+        if event.kind != "llm_transcript":
+            continue
+        for message in event.data.get("messages", []):
+            found = _LOG_BLOCK.search(str(message.get("content") or ""))
+            if found:
+                return found.group(1).replace("\\u003c", "<")[:1_000_000]
+    return ""
+
+
+def _gateway(events: list[Event]) -> CaseGateway:
+    answer: dict[str, Any] = {"logs": _logs(events)}
     for event in events:
         if event.kind == "gateway_request":
             result = event.data.get("result", {})
             status = str(result.get("status", ""))
             if status in get_args(GatewayStatus):
-                return CaseGateway.model_validate(
-                    {"status": status, "stdout": str(result.get("output", ""))[:20_000]}
-                )
-    return CaseGateway()
+                answer.update(status=status, stdout=str(result.get("output", ""))[:20_000])
+                break
+    return CaseGateway.model_validate(answer)
+
+
+_VERIFICATION = {True: "recovered", False: "not_recovered", None: "none"}
+
+
+def _past(history: Sequence[PastIncident], at: datetime) -> list[dict[str, Any]]:
+    """The same problem's earlier incidents as the case's ``past``."""
+    out = []
+    for past in history:
+        if past.ended_at is None or past.decided_by not in ("llm", "runbook"):
+            continue
+        ago = (at - past.opened_at).total_seconds() / 60
+        lasted = (past.ended_at - past.opened_at).total_seconds() / 60
+        if not 0 < lasted < ago:
+            continue
+        out.append(
+            {
+                "ago_minutes": round(ago, 2),
+                "lasted_minutes": round(lasted, 2),
+                "decided": past.decided or "none",
+                "decided_by": past.decided_by,
+                "sent": [s.action for s in past.sent],
+                "outcome": next((s.outcome for s in past.sent if s.outcome), "succeeded"),
+                "verification": _VERIFICATION[past.verified],
+            }
+        )
+    return out
 
 
 async def export_case(
-    incident: Incident, events: list[Event], prometheus: PrometheusClient, config: AgentConfig
+    incident: Incident,
+    events: list[Event],
+    prometheus: PrometheusClient,
+    config: AgentConfig,
+    history: Sequence[PastIncident] = (),
 ) -> Case:
-    """The case for a finished incident."""
+    """The case for a finished incident, with the logs its investigation read and the
+    earlier incidents of the same problem (``history``)."""
     if incident.state not in ("resolved", "escalated", "skipped"):
         raise ExportError(
             f"incident {incident.id} is {incident.state}: only finished incidents "
@@ -234,6 +282,7 @@ async def export_case(
             },
             "scope": scope,
             "gateway": _gateway(events),
+            "past": _past(history, at),
             "expect": _expectation(incident),
         }
     )

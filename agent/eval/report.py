@@ -63,6 +63,8 @@ def as_json(
                         "target": outcome.target,
                         "held_for_approval": outcome.held,
                         "awaiting": outcome.awaiting,
+                        "autonomy": outcome.autonomy,
+                        "read_logs": [list(r) for r in outcome.reads],
                         "sent": [list(s) for s in outcome.sent],
                         "decided_by": outcome.decided_by,
                         "state": outcome.final_state,

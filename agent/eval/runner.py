@@ -23,33 +23,36 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from agent.clients.gateway import GatewayClient, build_http_client
+from agent.clients.gateway import PURPOSE_HEADER, GatewayClient, build_http_client
 from agent.clients.llm import LLMClient
 from agent.clients.prometheus import PrometheusClient
-from agent.config import Service
+from agent.config import AgentConfig, Service
 from agent.daemon.cycle import CycleReport, carry
 from agent.diagnosis.engine import DiagnosisDeps
+from agent.diagnosis.models import Decision
 from agent.dispatch.dispatcher import FleetView
 from agent.errors import AgentError
 from agent.eval import history
 from agent.eval.case import Case, CaseError, CaseGateway, Loaded
 from agent.eval.scoring import Outcome, Score, Tally, score
+from agent.incidents.history import NOT_RECOVERED
 from agent.incidents.lifecycle import on_finding
-from agent.incidents.model import Incident
+from agent.incidents.model import Incident, State, group_of
 from agent.local import LocalPrometheus, MissingBinary, find_binary
 from agent.metrics import AgentMetrics
 from agent.runtime import Runtime, build_llm, build_prometheus
 from agent.settings import Settings
 from agent.store import open_store
-from agent.store.base import Unreadable
+from agent.store.base import ActionRecord, StateCopy, Unreadable
 from agent.sweep.collector import SweepDeps, SweepReport
+from agent.sweep.findings import Finding
 
 #: How far back a case's history reaches (the investigation tools look back at most 6 h).
 HISTORY = timedelta(hours=6)
@@ -73,17 +76,25 @@ class StandIn:
     #: The catalogue's intents and their actions: the wire carries the intent only.
     intents: dict[str, str]
     sent: list[tuple[str, str]] = field(default_factory=list)
+    #: The investigation's reads of the logs (not actions of the agent), and every
+    #: context that went on the wire.
+    reads: list[tuple[str, str]] = field(default_factory=list)
+    contexts: list[str] = field(default_factory=list)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         target = str(body.get("target_resource", {}).get("name", ""))
         intent = str(body.get("action_request", {}).get("intent", ""))
         action = self.intents.get(intent, f"unknown intent {intent[:80]!r}")
+        self.contexts.append(str(body.get("action_request", {}).get("context", "")))
+        if request.headers.get(PURPOSE_HEADER) == "diagnosis":
+            self.reads.append((action, target))
+            return httpx.Response(200, json=self._body(action, target, self.answer.logs))
         self.sent.append((action, target))
         return httpx.Response(200, json=self._body(action, target))
 
-    def _body(self, action: str, target: str) -> dict[str, Any]:
-        status = self.answer.status
+    def _body(self, action: str, target: str, logs: str | None = None) -> dict[str, Any]:
+        status = "COMPLETED_SUCCESS" if logs is not None else self.answer.status
         body: dict[str, Any] = {
             "request_id": f"eval-{uuid.uuid4().hex[:8]}",
             "timestamp_processed_utc": datetime.now(UTC).isoformat(),
@@ -98,7 +109,7 @@ class StandIn:
                 "execution_result": {
                     "status": "SUCCESS" if ok else "FAILURE",
                     "exit_code": 0 if ok else 1,
-                    "stdout": self.answer.stdout,
+                    "stdout": self.answer.stdout if logs is None else logs,
                     "stderr": self.answer.stderr,
                 },
             }
@@ -340,10 +351,61 @@ async def run_case(
         store.close()
 
 
+def past_state(case: Case, finding: Finding, at: datetime, config: AgentConfig) -> StateCopy:
+    """The store's start for a case: its past incidents of the same problem, each with
+    what was decided, sent and answered, and what verification said."""
+    incidents: list[Incident] = []
+    actions: list[ActionRecord] = []
+    for i, past in enumerate(case.past):
+        opened = at - timedelta(minutes=past.ago_minutes)
+        ended = opened + timedelta(minutes=past.lasted_minutes)
+        state, resolution = _ending(past.verification, past.decided)
+        target = finding.target or ""
+        decision = Decision(past.decided, target, past.decided_by, past.decided != "none")
+        incidents.append(
+            Incident(
+                id=f"past{i:02d}{uuid.uuid4().hex[:6]}",
+                group_key=group_of(finding),
+                state=state,
+                opened_at=opened,
+                updated_at=ended,
+                finding=replace(finding, first_seen=opened),
+                decision=decision,
+                action_target=target if past.sent else None,
+                dispatch_outcome=past.outcome if past.sent else None,
+                acted_at=opened + timedelta(minutes=1) if past.sent else None,
+                cleared_at=ended,
+                resolution=resolution,
+            )
+        )
+        actions += [
+            ActionRecord(
+                incidents[-1].id,
+                target,
+                action,
+                opened + timedelta(minutes=1),
+                past.outcome,
+                action in config.actions and config.actions[action].mutating,
+            )
+            for action in past.sent
+        ]
+    return StateCopy(incidents, actions, [])
+
+
+def _ending(verification: str, decided: str) -> tuple[State, str]:
+    if verification == "recovered":
+        return "resolved", f"recovered after {decided}"
+    if verification == "not_recovered":
+        return "escalated", f"{NOT_RECOVERED} after {decided}"
+    return "skipped", "ended without verification"
+
+
 async def _carry(
     rt: Runtime, case: Case, at: datetime, stand_in: StandIn, iteration: int
 ) -> Outcome:
     finding = case.to_finding(at, rt.config.prometheus.target_labels)
+    if case.past:
+        rt.store.import_state(past_state(case, finding, at, rt.config))
     step = on_finding(finding, uuid.uuid4().hex[:12], at)
     rt.store.insert(step)
     cycle = CycleReport(sweep=SweepReport(sweep_id=f"eval-{case.id}", started_at=at))
@@ -379,6 +441,8 @@ async def _carry(
         error=error,
         awaiting=final.awaiting if isinstance(final, Incident) else None,
         awaiting_target=(decision.get("approval_target") or None),
+        autonomy=str(decision.get("autonomy", "")),
+        reads=tuple(stand_in.reads),
     )
 
 

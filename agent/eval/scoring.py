@@ -38,6 +38,10 @@ class Outcome:
     #: The changing action left waiting for a human's approval, and its target.
     awaiting: str | None = None
     awaiting_target: str | None = None
+    #: Why it acted alone or asked (the autonomy verdict).
+    autonomy: str = ""
+    #: The investigation's reads of the logs: (action, service) of each.
+    reads: tuple[tuple[str, str], ...] = ()
 
     @property
     def held(self) -> bool:
