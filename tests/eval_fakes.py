@@ -57,7 +57,9 @@ class ScriptedModel:
         self.by_key: dict[str, Case] = {}
         for case in cases:
             f = case.to_finding(case.at, config.prometheus.target_labels)
-            key = _key(f.kind, f.name, f.target or "", dict(f.labels), f.value)
+            # the prompt leaves out labels that only repeat the name, service or severity
+            shown = {k: v for k, v in f.labels.items() if v not in (f.name, f.target, f.severity)}
+            key = _key(f.kind, f.name, f.target or "", shown, f.value)
             assert key not in self.by_key, f"{case.id} and {self.by_key[key].id} look alike"
             self.by_key[key] = case
         self.tool_results: dict[str, list[str]] = {}

@@ -117,13 +117,13 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
     elif phase == "investigation":
         used_tools = any(m.get("role") == "tool" for m in body["messages"])
         if "tools" in body and not used_tools:
-            reply = completion(
-                None,
-                [
-                    ("prom_query", {"expr": "bench_memory_bytes"}),
-                    ("prom_range", {"expr": "bench_memory_bytes", "minutes": 30}),
-                ],
-            )
+            calls: list[tuple[str, dict[str, Any]]] = [
+                ("prom_query", {"expr": "bench_memory_bytes"}),
+                ("prom_range", {"expr": "bench_memory_bytes", "minutes": 30}),
+            ]
+            if "recent_logs" in {t["function"]["name"] for t in body["tools"]}:
+                calls.append(("recent_logs", {"service": "market-predictor", "lines": 100}))
+            reply = completion(None, calls)
         else:
             reply = completion(
                 "Working-set memory rose from 210 MB to 480 MB over 25 minutes with no "

@@ -203,9 +203,8 @@ class _Run:
         targets = allowed_targets(self.finding, config)
         service = config.services[targets[0]]
         allowed = list(dict.fromkeys([*service.actions, "escalate", "none"]))
-        actions = {a: config.actions[a].intent or a for a in allowed}
         schema = plan_schema(allowed, targets)
-        ask = {"role": "user", "content": prompts.plan_request(actions, targets)}
+        ask = {"role": "user", "content": prompts.plan_request(allowed, targets)}
         said = clip(summary, SUMMARY_MAX) or "none"
         concluded = [self._instruction(), {"role": "assistant", "content": said}]
         messages: list[dict[str, Any]] = [*prefix, *concluded, ask]

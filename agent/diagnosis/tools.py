@@ -64,7 +64,7 @@ TOOLS: list[dict[str, Any]] = [
         "type": "function",
         "function": {
             "name": "prom_query",
-            "description": "Instant PromQL query; returns up to 5 series with their values.",
+            "description": "Instant PromQL query: up to 5 series.",
             "parameters": {
                 "type": "object",
                 "properties": {"expr": {"type": "string"}},
@@ -76,13 +76,10 @@ TOOLS: list[dict[str, Any]] = [
         "type": "function",
         "function": {
             "name": "prom_range",
-            "description": "PromQL over the last N minutes; returns min/max/mean/first/last.",
+            "description": "PromQL over N minutes (1-360): min, max, mean, first, last.",
             "parameters": {
                 "type": "object",
-                "properties": {
-                    "expr": {"type": "string"},
-                    "minutes": {"type": "integer", "minimum": 1, "maximum": 360},
-                },
+                "properties": {"expr": {"type": "string"}, "minutes": {"type": "integer"}},
                 "required": ["expr", "minutes"],
             },
         },
@@ -91,7 +88,7 @@ TOOLS: list[dict[str, Any]] = [
         "type": "function",
         "function": {
             "name": "alert_rule",
-            "description": "The alerting rule (expr, for, labels) behind an alert name.",
+            "description": "The alerting rule behind an alert name.",
             "parameters": {
                 "type": "object",
                 "properties": {"alertname": {"type": "string"}},
@@ -103,7 +100,7 @@ TOOLS: list[dict[str, Any]] = [
         "type": "function",
         "function": {
             "name": "service_alerts",
-            "description": "Other alerts firing now for a service.",
+            "description": "Alerts firing now for a service.",
             "parameters": {
                 "type": "object",
                 "properties": {"service": {"type": "string"}},
@@ -119,12 +116,12 @@ LOGS_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "recent_logs",
-        "description": "The service's recent container log lines (once per diagnosis).",
+        "description": "Recent log lines (1-200) of a service, once.",
         "parameters": {
             "type": "object",
             "properties": {
                 "service": {"type": "string"},
-                "lines": {"type": "integer", "minimum": 1, "maximum": 200},
+                "lines": {"type": "integer"},
             },
             "required": ["service", "lines"],
         },
@@ -134,8 +131,12 @@ LOG_LINES_MAX = 200
 TOOL_NAMES = frozenset(t["function"]["name"] for t in [*TOOLS, LOGS_TOOL])
 #: Reads recent log lines of a service: the text, or "error: ..." (``dispatch/logs.py``).
 LogReader = Callable[[str, int], Awaitable[str]]
-#: How far back the evidence the agent gathers itself reaches.
+#: How far back the evidence the agent gathers itself reaches, and how much of it every
+#: phase's prompt carries (a summary of a few series).
 EVIDENCE_MINUTES = 30
+EVIDENCE_MAX_CHARS = 800
+#: How much of a service's logs the model is shown (the gateway's answer is capped too).
+LOGS_MAX_CHARS = 1000
 _CALL_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 
 
@@ -341,7 +342,7 @@ class Toolbox:
             text = f"error: {exc}"
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             text = f"error: unexpected answer from Prometheus: {type(exc).__name__}"
-        return clip(text, self._limit)
+        return clip(text, min(self._limit, EVIDENCE_MAX_CHARS))
 
     async def _finding_expr(
         self, finding: Finding, checks: Sequence[HealthCheck | AnomalyCheck]
@@ -390,7 +391,7 @@ class Toolbox:
         text = await self._logs(service, int(raw))
         if text.startswith("error: "):
             return text
-        return untrusted_logs(text, self._limit)
+        return untrusted_logs(text, min(self._limit, LOGS_MAX_CHARS))
 
     async def _service_alerts(self, service: str) -> list[dict[str, Any]]:
         alerts = alerts_from_payload(await self._prometheus.alerts_payload())

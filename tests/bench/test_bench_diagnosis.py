@@ -1,22 +1,26 @@
 """Benchmark of the diagnosis: prompt tokens per diagnosis.
 
-Median prompt tokens per whole diagnosis (all phases) over representative findings,
-target <= 6,000, with tool calls answered by a real Prometheus. (How diagnoses run
-concurrently is measured through the daemon's cycle in ``test_bench_replicas.py``.)
+Median prompt tokens per whole diagnosis (all phases) over representative findings, with
+tool calls answered by a real Prometheus: target <= 6,000; and with the same problem's
+history (three past incidents) and one read of the logs (4,000 characters from the
+gateway): target <= 2,500. (How diagnoses run concurrently is measured through the
+daemon's cycle in ``test_bench_replicas.py``.)
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from agent.clients.llm import LLMOptions, build_llm_client
 from agent.clients.prometheus import PrometheusClient
 from agent.clients.prometheus import build_http_client as prometheus_http
 from agent.config import Severity
 from agent.diagnosis.engine import DiagnosisDeps, diagnose
+from agent.incidents.history import PastIncident, SentAction
 from agent.local import LocalPrometheus, MetricsTarget
 from agent.sweep.findings import Finding, fingerprint
 from tests.conftest import make_config
@@ -87,8 +91,33 @@ FINDINGS = [
 ]
 
 
+def _history() -> list[PastIncident]:
+    return [
+        PastIncident(
+            id=f"past{i:08x}",
+            opened_at=NOW - timedelta(hours=i + 1),
+            state="resolved" if i else "escalated",
+            decided_by="llm",
+            decided="restart",
+            sent=(SentAction("restart", "succeeded", True),),
+            verified=bool(i),
+            ended_at=NOW - timedelta(hours=i + 1) + timedelta(minutes=6),
+            quiet_seconds=3000.0 + i,
+        )
+        for i in range(3)
+    ]
+
+
+async def _logs(service: str, lines: int) -> str:
+    return "\n".join(
+        f"2026-11-23T12:0{i % 10}:00Z WARN cache size {200 + i} MB, gc pause {i * 3} ms"
+        for i in range(80)
+    )[:4000]
+
+
 def test_prompt_tokens_per_diagnosis(tmp_path: Path) -> None:
-    """Print the median prompt tokens of a whole diagnosis over five findings."""
+    """Print the median prompt tokens of a whole diagnosis over five findings, without and
+    with history and a log read."""
     import asyncio
 
     target = MetricsTarget().start()
@@ -98,20 +127,25 @@ def test_prompt_tokens_per_diagnosis(tmp_path: Path) -> None:
     model = FakeModel()
     try:
         time.sleep(3)  # a few scrapes, so the tools see data
-        tokens = asyncio.run(_diagnose_all(model.base_url, prometheus.url))
+        plain = asyncio.run(_diagnose_all(model.base_url, prometheus.url))
+        fuller = asyncio.run(_diagnose_all(model.base_url, prometheus.url, evidence=True))
     finally:
         model.stop()
         prometheus.stop()
         target.stop()
-    median = statistics.median(tokens)
+    median = statistics.median(plain)
+    with_both = statistics.median(fuller)
     print(
-        f"\nprompt_tokens_per_diagnosis={tokens}"
+        f"\nprompt_tokens_per_diagnosis={plain}"
         f"\nmedian_prompt_tokens={median:.0f} (target <= 6000: {'met' if median <= 6000 else 'NOT met'})"
+        f"\nprompt_tokens_with_history_and_logs={fuller}"
+        f"\nmedian_prompt_tokens_with_history_and_logs={with_both:.0f} (target <= 2500: "
+        f"{'met' if with_both <= 2500 else 'NOT met'}; the last round measured 1,663 without either)"
     )
-    assert len(tokens) == len(FINDINGS)
+    assert len(plain) == len(fuller) == len(FINDINGS)
 
 
-async def _diagnose_all(base_url: str, prom_url: str) -> list[int]:
+async def _diagnose_all(base_url: str, prom_url: str, *, evidence: bool = False) -> list[int]:
     options = LLMOptions(model="gpt-4o", temperature=0, max_tokens=800)
     llm, http = build_llm_client(api_key="sk-bench-000000", base_url=base_url, options=options)
     prom_http = prometheus_http(prom_url, timeout=5, bearer_token=None, verify=True)
@@ -120,7 +154,8 @@ async def _diagnose_all(base_url: str, prom_url: str) -> list[int]:
     try:
         results = []
         for finding in FINDINGS:
-            result = await diagnose(finding, deps, datetime.now(UTC))
+            extra: dict[str, Any] = {"history": _history(), "logs": _logs} if evidence else {}
+            result = await diagnose(finding, deps, datetime.now(UTC), **extra)
             assert result.decision.decided_by == "llm", result.decision.fallback_reason
             results.append(result.prompt_tokens)
         return results

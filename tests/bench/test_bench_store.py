@@ -116,3 +116,64 @@ def test_sweep_cost_with_history(
         f"\nsweep_ms_empty={medians['empty'] * 1e3:.1f} sweep_ms_history={medians['history'] * 1e3:.1f}"
         f"\nsweep_cost_with_history={ratio:.2f} (target <= 1.5: {'met' if ratio <= 1.5 else 'NOT met'})"
     )
+
+
+def _group(n: int, now: datetime) -> list:  # type: ignore[type-arg]
+    """``n`` past incidents of one problem, an hour apart, each with its restart."""
+    labels = {"alertname": "HistoryMemoryLeak", "service": "market-predictor"}
+    finding = Finding(
+        kind="alert",
+        name="HistoryMemoryLeak",
+        target="market-predictor",
+        severity=Severity.critical,
+        labels=labels,
+        annotations={},
+        value=1.0,
+        first_seen=now,
+        fingerprint=fingerprint("alert", "HistoryMemoryLeak", labels, ()),
+    )
+    out = []
+    for i in range(n):
+        opened = now - timedelta(minutes=30 * (i + 1))
+        step = on_finding(replace(finding, first_seen=opened), f"grp{i:08d}", opened)
+        out.append(
+            replace(step.incident, state="resolved", cleared_at=opened + timedelta(minutes=5))
+        )
+    return out
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_history_query_ratio(backend: str, tmp_path: Path) -> None:
+    """Print history_query_ratio = the history query of one problem with 10,000 incidents
+    in the store (its own 50 and 9,950 of other problems) / with 10 in all."""
+    now = datetime.now(UTC)
+    medians = {}
+    for label, mine, others in (("small", 10, 0), ("large", 50, HISTORY - 50)):
+        if backend == "sqlite":
+            url, drop = f"sqlite:///{tmp_path / label / 'agent.db'}", (lambda: None)
+        else:
+            url, drop = postgres_schema(f"histq_{label}")
+        try:
+            store = open_store(url)
+            group = _group(mine, now)
+            store.import_state(StateCopy(group + _past(others), [], []))
+            current = on_finding(group[0].finding, "current0001", now).incident
+            since = now - timedelta(hours=24)
+            for _ in range(20):  # warm the caches of both backends alike
+                store.history(current.group_key, since=since, before=current)
+            times = []
+            for _ in range(300):
+                started = time.perf_counter()
+                found = store.history(current.group_key, since=since, before=current)
+                times.append(time.perf_counter() - started)
+            assert len(found) == 10
+            medians[label] = statistics.median(times)
+            store.close()
+        finally:
+            drop()
+    ratio = medians["large"] / medians["small"]
+    print(
+        f"\nbackend={backend} history_query_us_10={medians['small'] * 1e6:.0f} "
+        f"history_query_us_10000={medians['large'] * 1e6:.0f}"
+        f"\nhistory_query_ratio={ratio:.2f} (target <= 1.5: {'met' if ratio <= 1.5 else 'NOT met'})"
+    )
