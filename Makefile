@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBS := prometheus prometheus-alertmanager
+DEBS := prometheus prometheus-alertmanager chromium chromium-driver
 # Where demo and test runs keep their temporary files; `make clean` removes it.
 RUNDIR := .run
 
@@ -18,11 +18,13 @@ help: ## list the targets
 
 install: system-deps $(STAMP) ## virtualenv, the package (editable, with dev extras), Debian packages
 
-system-deps: ## install prometheus, prometheus-alertmanager (and systemd-analyze) with apt-get when missing
+system-deps: ## install prometheus, prometheus-alertmanager, systemd-analyze, chromium and chromedriver with apt-get when missing
 	@missing=""; \
 	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
 	  echo "installing Debian packages:$$missing"; \

@@ -49,6 +49,7 @@ def secret_values(env: EnvSettings) -> list[str]:
         env.prometheus_bearer_token,
         env.webhook_token,
         env.approval_token,
+        env.console_token,
     )
     secrets = [v.get_secret_value() for v in values if v is not None]
     password = urlsplit(env.agent_state_url).password if env.agent_state_url else None
@@ -145,6 +146,8 @@ class EnvSettings(BaseSettings):
     #: Bearer token of the approval API (and the console's approving login); without it
     #: the API is off.
     approval_token: SecretStr | None = None
+    #: The console's read-only login (APPROVAL_TOKEN also logs in, and may approve).
+    console_token: SecretStr | None = None
     #: Where humans reach METRICS_ADDR (a reverse proxy, a tunnel): links to the console.
     public_url: HttpUrl | None = None
 
@@ -214,8 +217,11 @@ def _path_problems(env: EnvSettings, config: AgentConfig) -> list[str]:
         if not os.access(probe, os.W_OK):
             problems.append(f"AGENT_STATE_URL: state directory {state_dir} cannot be created")
     approval, webhook = reveal(env.approval_token), reveal(env.webhook_token)
+    console = reveal(env.console_token)
     if approval is not None and approval == webhook:
         problems.append("APPROVAL_TOKEN: must differ from WEBHOOK_TOKEN")
+    if console is not None and console in (approval, webhook):
+        problems.append("CONSOLE_TOKEN: must differ from APPROVAL_TOKEN and WEBHOOK_TOKEN")
     if "alertmanager" in config.sweep.sources and not env.alertmanager_url:
         problems.append(f'{env.agent_config}: sweep.sources: "alertmanager" needs ALERTMANAGER_URL')
     bundle = config.prometheus.ca_bundle

@@ -1,5 +1,5 @@
-"""The agent's own HTTP endpoint: ``/metrics``, ``/healthz``, the Alertmanager webhook and
-the approval API.
+"""The agent's own HTTP endpoint: ``/metrics``, ``/healthz``, the Alertmanager webhook, the
+approval API and the console (``/ui/``).
 
 One Starlette app served by uvicorn inside the daemon's event loop (no thread). The
 daemon owns SIGTERM and SIGINT, so the embedded server installs no signal handlers of its
@@ -16,14 +16,14 @@ import contextlib
 import ipaddress
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from agent.daemon.api import ApprovalApi
 from agent.daemon.webhook import WebhookIntake
@@ -68,9 +68,10 @@ def build_app(
     liveness: Liveness,
     webhook: WebhookIntake,
     api: ApprovalApi | None = None,
+    console: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The app: metrics for Prometheus, health for probes, the webhook for Alertmanager,
-    the approval API for humans."""
+    the approval API and the console (``console``: its routes) for humans."""
 
     async def metrics_page(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -93,6 +94,7 @@ def build_app(
                 if api is not None
                 else []
             ),
+            *console,
         ]
     )
 

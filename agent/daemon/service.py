@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from agent.console.access import Access
+from agent.console.app import Console
 from agent.daemon.api import ApprovalApi
 from agent.daemon.cycle import run_cycle
 from agent.daemon.http import HttpEndpoint, Liveness, build_app, is_loopback
@@ -202,8 +204,15 @@ def _endpoint(settings: Settings, rt: Runtime, liveness: Liveness, daemon: Daemo
         body_timeout=options.body_timeout_seconds,
         run=daemon.track,
     )
+    access = Access(
+        console_token=reveal(settings.env.console_token),
+        approval_token=reveal(settings.env.approval_token),
+        loopback=is_loopback(host),
+        secure_cookie=(settings.env.public_url or "").startswith("https://"),
+    )
+    console = Console(rt, access, run=daemon.track).routes()
     try:
-        return HttpEndpoint(build_app(rt.metrics, liveness, intake, api), host, port)
+        return HttpEndpoint(build_app(rt.metrics, liveness, intake, api, console), host, port)
     except OSError as exc:
         raise AgentError(
             f"METRICS_ADDR {settings.env.metrics_addr}: cannot listen: {exc.strerror}"

@@ -275,6 +275,22 @@ def untrusted_logs(text: str, limit: int) -> str:
     return f"{head}{body}{tail}"
 
 
+async def finding_query(
+    prometheus: PrometheusClient, finding: Finding, checks: Sequence[HealthCheck | AnomalyCheck]
+) -> str | None:
+    """The PromQL behind a finding: its alerting rule's expression (from Prometheus), its
+    health check's expression, or its anomaly check's selector; None when none is known.
+    Raises PrometheusError when the rules cannot be read."""
+    if finding.kind == "alert":
+        rule = _find_rule(await prometheus.rules_payload(), finding.name)
+        expr = rule.get("expr") if isinstance(rule, dict) else None
+        return expr if isinstance(expr, str) and expr.strip() else None
+    check = next((c for c in checks if c.name == finding.name), None)
+    if isinstance(check, HealthCheck):
+        return check.expr
+    return check.selector if check is not None else None
+
+
 class Toolbox:
     """Executes tool calls for one investigation; remembers calls to refuse repeats.
 
@@ -330,7 +346,7 @@ class Toolbox:
         itself: the alert rule's expression, the health check's, or the anomaly check's
         selector. Never raises: a failure is the evidence's text."""
         try:
-            expr = await self._finding_expr(finding, checks)
+            expr = await finding_query(self._prometheus, finding, checks)
             if expr is None:
                 return f"no query behind {clip(finding.name, 200)!r} is known here"
             start = self._now - timedelta(minutes=EVIDENCE_MINUTES)
@@ -343,18 +359,6 @@ class Toolbox:
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             text = f"error: unexpected answer from Prometheus: {type(exc).__name__}"
         return clip(text, min(self._limit, EVIDENCE_MAX_CHARS))
-
-    async def _finding_expr(
-        self, finding: Finding, checks: Sequence[HealthCheck | AnomalyCheck]
-    ) -> str | None:
-        if finding.kind == "alert":
-            rule = _find_rule(await self._prometheus.rules_payload(), finding.name)
-            expr = rule.get("expr") if isinstance(rule, dict) else None
-            return expr if isinstance(expr, str) and expr.strip() else None
-        check = next((c for c in checks if c.name == finding.name), None)
-        if isinstance(check, HealthCheck):
-            return check.expr
-        return check.selector if check is not None else None
 
     async def _dispatch(self, name: str, args: dict[str, Any]) -> str:
         if name == "prom_query":

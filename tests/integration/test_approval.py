@@ -33,7 +33,7 @@ from agent.runtime import Runtime, open_runtime
 from agent.settings import Settings, load_settings
 from tests.conftest import postgres_schema, run_cli
 from tests.integration.daemon_support import agent_env, write_config
-from tests.llm_fakes import CHAT_URL, LLM_BASE, triage
+from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, phase_of, plan, triage
 
 pytestmark = [
     pytest.mark.integration,
@@ -93,10 +93,20 @@ async def _waiting(rt: Runtime, timeout: float = 45.0) -> Incident:
     pytest.fail("no incident came to wait for approval")
 
 
+def _says_none(request: httpx.Request) -> httpx.Response:
+    """A model that sees nothing to do: triage says no, the plan says none."""
+    phase = phase_of(json.loads(request.read()))
+    if phase == "triage":
+        return httpx.Response(200, json=triage(actionable=False))
+    if phase == "investigation":
+        return httpx.Response(200, json=completion("Nothing unusual."))
+    return httpx.Response(200, json=plan(action="none"))
+
+
 def _firing(target: MetricsTarget, httpx_mock: HTTPXMock) -> None:
-    """The leak fires; the model's triage says there is nothing to do."""
+    """The leak fires; the model says there is nothing to do."""
     target.set("e2e_memory_bytes", 5000, service=SERVICE)
-    httpx_mock.add_response(url=CHAT_URL, json=triage(actionable=False), is_reusable=True)
+    httpx_mock.add_callback(_says_none, url=CHAT_URL, is_reusable=True)
 
 
 def _am_alerts(am: LocalAlertmanager, name: str) -> list[dict[str, Any]]:
@@ -198,8 +208,6 @@ async def test_both_keys_heal_with_nobody_asked(
     gateway: GatewaySimulator,
 ) -> None:
     """The model and the runbook both call a restart: it goes out at once, no approval."""
-    from tests.llm_fakes import completion, plan
-
     services_target.set("e2e_memory_bytes", 5000, service=SERVICE)
     for answer in (triage(), completion("Memory at 5000 bytes: a leak."), plan()):
         httpx_mock.add_response(url=CHAT_URL, json=answer)

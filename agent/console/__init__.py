@@ -1,0 +1,1 @@
+"""The operator console: incidents, their evidence as a plot, and approval (``/ui/``)."""
