@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from agent.console import view
 from agent.console.access import COOKIE, SESSION_SECONDS, Access
-from agent.console.plot import Series, render, series_from_matrix, threshold_of
+from agent.console.plot import Series, plotted, render, series_from_matrix, threshold_of
 from agent.daemon.approvals import BadAnswer, Reply, answer_approval, make_answer
 from agent.daemon.bodies import BodyTooLarge, read_body
 from agent.diagnosis.tools import finding_query
@@ -167,14 +167,17 @@ class Console:
             return self._page(request, "missing.html", status=404, reason=reason)
         events = self.rt.store.events(found.id)
         plot = await self._plot(found, events)
-        decision = view.decision_of(events)
+        recorded = view.decision_of(events) or {}
+        # The decision as it stands (an approval makes the approved action the decided one),
+        # with the history the decision saw when it was made.
+        decision = found.decision.to_dict() if found.decision else (recorded or None)
         return self._page(
             request,
             "incident.html",
             incident=found,
             finding=found.finding,
             decision=decision,
-            history=(decision or {}).get("history") or [],
+            history=recorded.get("history") or [],
             timeline=view.timeline(events),
             transcript=view.transcript(events),
             exchanges=view.exchanges(events),
@@ -193,11 +196,11 @@ class Console:
             expr = await finding_query(self.rt.prometheus, finding, self.rt.config.checks.all())
             if expr is None:
                 return {"svg": None, "why": f"no data: no query behind {finding.name} is known"}
-            series = await self._series(expr, start, end)
+            series = await self._series(plotted(expr), start, end)
         except PrometheusError as exc:
             return {"svg": None, "why": f"no data: {exc}"}
         if not series:
-            return {"svg": None, "why": f"no data: {expr} has no samples in the window"}
+            return {"svg": None, "why": f"no data: {plotted(expr)} has no samples in the window"}
         svg = render(
             series,
             threshold=threshold_of(expr) if finding.kind == "alert" else None,
@@ -206,7 +209,7 @@ class Console:
             end=end,
             title=f"{finding.name}: {expr}",
         )
-        return {"svg": svg, "why": "", "expr": expr, "legend": series}
+        return {"svg": svg, "why": "", "expr": plotted(expr), "legend": series}
 
     async def _series(self, expr: str, start: datetime, end: datetime) -> list[Series]:
         """The series over the window, at about ``POINTS`` points: asked again from the

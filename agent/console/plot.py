@@ -48,6 +48,14 @@ def threshold_of(expr: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def plotted(expr: str) -> str:
+    """What to draw for an alerting expression: without its final comparison, so the
+    series shows below the threshold too (the drop after a fix), not only above it."""
+    found = _COMPARISON.search(expr.strip())
+    head = expr.strip()[: found.start()].strip() if found else ""
+    return head or expr
+
+
 def series_from_matrix(result: object) -> list[Series]:
     """Prometheus' range answer (``data.result``) as series; malformed entries skipped."""
     out: list[Series] = []
@@ -129,9 +137,12 @@ def render(
             'class="grid"/>'
             f'<text x="{LEFT - 6}" y="{y(tick) + 4:.1f}" class="ylabel">{_short(tick)}</text>'
         )
-    for tick in _ticks(t0, t1):
+    ticks = _ticks(t0, t1)
+    for i, tick in enumerate(ticks):
+        anchor = "start" if i == 0 else "end" if i == len(ticks) - 1 else "middle"
         parts.append(
-            f'<text x="{x(tick):.1f}" y="{HEIGHT - 12}" class="xlabel">{_time(tick)}</text>'
+            f'<text x="{x(tick):.1f}" y="{HEIGHT - 12}" class="xlabel" '
+            f'text-anchor="{anchor}">{_time(tick)}</text>'
         )
     if threshold is not None:
         parts.append(

@@ -49,6 +49,9 @@ VERIFY_SECONDS = 5
 # ~25 MB at 5 MB/s it crosses 100 MB after ~15 s (+3 s `for`), while verification runs
 # 5 s after the restart plus at most one 5 s verification tick.
 LEAK_MB_PER_SECOND = 5
+#: After the resolution, the demo waits this long for samples after the drop, then
+#: screenshots the console's incident page.
+SCREENSHOT_AFTER = 4.0
 
 RULES = f"""
 groups:
@@ -214,6 +217,7 @@ class Demo:
         self.env: dict[str, str] = {}
         self.model_url: str | None = None
         self.approved: set[str] = set()
+        self.incident_id: str | None = None
 
     def _agent_env(self, prometheus: str, alertmanager: str, gateway: str) -> dict[str, str]:
         key = os.environ.get("OPENAI_API_KEY", "")
@@ -319,6 +323,8 @@ class Demo:
             say(text)
         if event.get("event") == "approval_requested":
             self.approve(str(event.get("incident_id")))
+        if event.get("event") == "incident_opened" and self.incident_id is None:
+            self.incident_id = str(event.get("incident_id"))
         if event.get("event") == "incident_resolved":
             self.outcome = "resolved"
         elif event.get("event") == "incident_escalated":
@@ -354,6 +360,41 @@ class Demo:
         for line in (done.stdout + done.stderr).splitlines():
             if line.strip() and not line.startswith("{"):
                 say(f"[on-call]  {line.strip()}")
+
+    def screenshot(self) -> None:
+        """The console's page of the incident, as a picture: the leak rising, the restart
+        and the drop (the daemon serves the console read-only on loopback)."""
+        chromium = shutil.which("chromium")
+        if chromium is None or self.incident_id is None or self.outcome != "resolved":
+            say("[demo]     no screenshot of the console (chromium missing, or no resolution)")
+            return
+        time.sleep(SCREENSHOT_AFTER)  # a few more samples after the drop
+        page = f"http://{self.env['METRICS_ADDR']}/ui/incidents/{self.incident_id}"
+        shot = self.workdir / "incident.png"
+        done = subprocess.run(
+            [
+                chromium,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={self.workdir / 'chromium'}",
+                "--window-size=1280,1100",
+                f"--screenshot={shot}",
+                page,
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode == 0 and shot.exists():
+            say(f"[demo]     the console's incident page: {page} (screenshot {shot})")
+        else:
+            say(f"[demo]     chromium could not take the screenshot (exit {done.returncode})")
 
     def summary(self) -> None:
         """Print the incident's timeline from the store."""
@@ -398,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.start()
         demo.follow()
+        demo.screenshot()
         demo.stop()
         demo.summary()
     except MissingBinary as exc:
