@@ -108,8 +108,9 @@ def estimate_tokens(body: dict[str, Any]) -> int:
     return math.ceil(len(text) / 4)
 
 
-def answer(body: dict[str, Any]) -> dict[str, Any]:
-    """The canned answer for the phase the request belongs to."""
+def answer(body: dict[str, Any], *, read_logs: bool = False) -> dict[str, Any]:
+    """The canned answer for the phase the request belongs to; ``read_logs`` also asks
+    for the service's logs where the tool is offered."""
     phase = phase_of(body)
     tokens = estimate_tokens(body)
     if phase == "triage":
@@ -121,7 +122,7 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
                 ("prom_query", {"expr": "bench_memory_bytes"}),
                 ("prom_range", {"expr": "bench_memory_bytes", "minutes": 30}),
             ]
-            if "recent_logs" in {t["function"]["name"] for t in body["tools"]}:
+            if read_logs and "recent_logs" in {t["function"]["name"] for t in body["tools"]}:
                 calls.append(("recent_logs", {"service": "market-predictor", "lines": 100}))
             reply = completion(None, calls)
         else:
@@ -136,6 +137,11 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
         reply = plan(target=targets[0])
     reply["usage"]["prompt_tokens"] = tokens
     return reply
+
+
+def answer_reading_logs(body: dict[str, Any]) -> dict[str, Any]:
+    """``answer``, with one read of the logs in the investigation."""
+    return answer(body, read_logs=True)
 
 
 class FakeModel:

@@ -24,7 +24,7 @@ from agent.incidents.history import PastIncident, SentAction
 from agent.local import LocalPrometheus, MetricsTarget
 from agent.sweep.findings import Finding, fingerprint
 from tests.conftest import make_config
-from tests.llm_fakes import FakeModel
+from tests.llm_fakes import FakeModel, answer_reading_logs
 
 NOW = datetime.now(UTC)
 
@@ -124,7 +124,7 @@ def test_prompt_tokens_per_diagnosis(tmp_path: Path) -> None:
     for i in range(4):
         target.set("bench_memory_bytes", 2.1e8 + i * 7e7, service="market-predictor", pod=f"p{i}")
     prometheus = LocalPrometheus(tmp_path / "prom", targets={"bench": target.address}).start()
-    model = FakeModel()
+    model = FakeModel(responder=answer_reading_logs)
     try:
         time.sleep(3)  # a few scrapes, so the tools see data
         plain = asyncio.run(_diagnose_all(model.base_url, prometheus.url))

@@ -225,3 +225,54 @@ def test_no_log_reader_means_no_log_tool(make_prometheus: MakePrometheus) -> Non
 
     toolbox = Toolbox(client, 10, NOW, logs=read, log_services=[])
     assert "recent_logs" not in {t["function"]["name"] for t in toolbox.tools}
+
+
+def test_the_approval_alert_links_to_the_console_and_says_how_to_answer() -> None:
+    """Labels from the catalogue only; the annotations carry the commands and, with
+    PUBLIC_URL, the incident's console page."""
+    from agent.daemon.escalation import approval_alert
+
+    waiting = on_finding(FINDING, "waiting0001", NOW).incident
+    until = NOW + timedelta(minutes=15)
+    alert = approval_alert(
+        waiting,
+        "restart",
+        "market-predictor",
+        until,
+        NOW,
+        console_url="https://agent.example.org/ui/incidents/waiting0001",
+    )
+    assert alert["labels"] == {
+        "alertname": "DevopsAgentApprovalRequired",
+        "service": "market-predictor",
+        "action": "restart",
+        "incident_id": "waiting0001",
+    }
+    notes = alert["annotations"]
+    assert isinstance(notes, dict)
+    assert notes["console"] == "https://agent.example.org/ui/incidents/waiting0001"
+    assert notes["approve"] == "devops-agent incidents approve waiting0001 --by YOUR_NAME"
+    assert "ignore previous" not in json.dumps(alert)  # alert text never reaches the ask
+    ended = approval_alert(waiting, "restart", "market-predictor", until, NOW, ends=True)
+    assert ended["endsAt"] == NOW.isoformat() and "startsAt" not in ended
+
+
+def test_export_writes_the_logs_read_and_the_past() -> None:
+    """An exported case keeps the log text its investigation read and the earlier
+    incidents of its problem."""
+    from agent.eval.export import _gateway, _past
+    from agent.incidents.model import Event
+
+    shown = untrusted_logs("disk full <here>", 500)
+    events = [Event(NOW, "llm_transcript", {"messages": [{"role": "tool", "content": shown}]})]
+    assert _gateway(events).logs == "disk full <here>"
+    [past] = _past([_record(False, 50)], NOW)
+    assert past == {
+        "ago_minutes": 60.0,
+        "lasted_minutes": 10.0,
+        "decided": "restart",
+        "decided_by": "runbook",
+        "sent": ["restart"],
+        "outcome": "succeeded",
+        "verification": "not_recovered",
+    }
