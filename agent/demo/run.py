@@ -38,6 +38,7 @@ from agent.local import (
     free_port,
     wait_http,
 )
+from agent.local.browser import headless_flags
 from agent.local.model import ALIAS
 from agent.store import open_store
 
@@ -364,8 +365,8 @@ class Demo:
     def screenshot(self) -> None:
         """The console's page of the incident, as a picture: the leak rising, the restart
         and the drop (the daemon serves the console read-only on loopback)."""
-        chromium = shutil.which("chromium")
-        if chromium is None or self.incident_id is None or self.outcome != "resolved":
+        browser = shutil.which("chromium")
+        if browser is None or self.incident_id is None or self.outcome != "resolved":
             say("[demo]     no screenshot of the console (chromium missing, or no resolution)")
             return
         time.sleep(SCREENSHOT_AFTER)  # a few more samples after the drop
@@ -373,17 +374,8 @@ class Demo:
         shot = self.workdir / "incident.png"
         done = subprocess.run(
             [
-                chromium,
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={self.workdir / 'chromium'}",
-                "--window-size=1280,1100",
+                browser,
+                *headless_flags(self.workdir / "chromium", 1280, 1100),
                 f"--screenshot={shot}",
                 page,
             ],

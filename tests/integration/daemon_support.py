@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -78,6 +79,22 @@ def write_config(path: Path, **sections: dict[str, Any] | list[Any]) -> Path:
     path.write_text("\n".join(_toml(data)) + "\n")
     tomllib.loads(path.read_text())  # the writer must produce valid TOML
     return path
+
+
+async def until_waiting(rt: Any, timeout: float = 45.0) -> Any:
+    """Run cycles until an incident waits for approval; that incident."""
+    from datetime import UTC, datetime
+
+    from agent.daemon.cycle import run_cycle
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await run_cycle(rt, datetime.now(UTC))
+        found = [i for i in rt.store.current() if i.state == "awaiting_approval"]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.3)
+    raise AssertionError("no incident came to wait for approval")
 
 
 def wait_firing(prom_url: str, timeout: float = 30.0) -> float:

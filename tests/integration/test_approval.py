@@ -32,7 +32,7 @@ from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget, free_
 from agent.runtime import Runtime, open_runtime
 from agent.settings import Settings, load_settings
 from tests.conftest import postgres_schema, run_cli
-from tests.integration.daemon_support import agent_env, write_config
+from tests.integration.daemon_support import agent_env, until_waiting, write_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, phase_of, plan, triage
 
 pytestmark = [
@@ -79,18 +79,6 @@ def _settings(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return load_settings(env_file=None)
-
-
-async def _waiting(rt: Runtime, timeout: float = 45.0) -> Incident:
-    """Run cycles until the leak's incident waits for approval."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await run_cycle(rt, datetime.now(UTC))
-        found = [i for i in rt.store.current() if i.state == "awaiting_approval"]
-        if found:
-            return found[0]
-        await asyncio.sleep(0.3)
-    pytest.fail("no incident came to wait for approval")
 
 
 def _says_none(request: httpx.Request) -> httpx.Response:
@@ -142,7 +130,7 @@ async def test_model_says_none_restart_waits_then_cli_approval_heals(
         tmp_path, monkeypatch, e2e_prometheus, gateway, ALERTMANAGER_URL=alertmanager.url
     )
     async with open_runtime(settings) as rt:
-        waiting = await _waiting(rt)
+        waiting = await until_waiting(rt)
         await run_cycle(rt, datetime.now(UTC))  # a second sweep asks nobody again
     assert waiting.awaiting == "restart" and gateway.executions() == []
     assert waiting.decision is not None and waiting.decision.keys == ("model",)
@@ -243,7 +231,7 @@ async def test_expiry_denial_and_clearing_end_the_wait(
         tmp_path, monkeypatch, e2e_prometheus, gateway, ttl=1, ALERTMANAGER_URL=alertmanager.url
     )
     async with open_runtime(settings) as rt:
-        first = await _waiting(rt)
+        first = await until_waiting(rt)
         await asyncio.sleep(1.2)
         await run_cycle(rt, datetime.now(UTC))
         expired = rt.store.get(first.id)
@@ -271,7 +259,7 @@ async def test_expiry_denial_and_clearing_end_the_wait(
 
         await _until(cleared, "the expired incident to clear")
         services_target.set("e2e_memory_bytes", 5000, service=SERVICE)
-        second = await _waiting(rt)
+        second = await until_waiting(rt)
         assert second.id != first.id
         no = make_answer(approve=False, by="dave", reason="deploy running", at=datetime.now(UTC))
         reply = await answer_approval(rt, second.id, no)
@@ -286,7 +274,7 @@ async def test_expiry_denial_and_clearing_end_the_wait(
         services_target.set("e2e_memory_bytes", 100, service=SERVICE)
         await _until(cleared, "the denied incident to clear")
         services_target.set("e2e_memory_bytes", 5000, service=SERVICE)
-        third = await _waiting(rt)
+        third = await until_waiting(rt)
         services_target.set("e2e_memory_bytes", 100, service=SERVICE)
 
         async def skipped() -> bool:
@@ -335,7 +323,7 @@ async def test_approval_over_http_and_every_bad_answer(
     _firing(services_target, httpx_mock)
     settings = _settings(tmp_path, monkeypatch, e2e_prometheus, gateway)
     async with open_runtime(settings) as rt:
-        waiting = await _waiting(rt)
+        waiting = await until_waiting(rt)
         url = f"/api/incidents/{waiting.id}/approve"
         auth = {"Authorization": "Bearer approve-token"}
         async with _api(rt) as client:
@@ -410,7 +398,7 @@ async def test_a_lease_held_by_another_replica_refuses_the_answer(
     _firing(services_target, httpx_mock)
     settings = _settings(tmp_path, monkeypatch, e2e_prometheus, gateway)
     async with open_runtime(settings) as rt:
-        waiting = await _waiting(rt)
+        waiting = await until_waiting(rt)
         leased = waiting.update(
             datetime.now(UTC),
             lease_owner="other-replica",
@@ -445,7 +433,7 @@ async def test_two_replicas_racing_an_approval_on_postgresql_send_one_request(
         _firing(services_target, httpx_mock)
         settings = _settings(tmp_path, monkeypatch, e2e_prometheus, gateway, AGENT_STATE_URL=url)
         async with open_runtime(settings) as one, open_runtime(settings) as two:
-            waiting = await _waiting(one)
+            waiting = await until_waiting(one)
             answers = [
                 answer_approval(
                     rt,

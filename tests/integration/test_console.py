@@ -20,17 +20,15 @@ from pytest_httpx import HTTPXMock
 from agent.config import Severity
 from agent.console.access import Access
 from agent.console.app import Console
-from agent.daemon.cycle import run_cycle
 from agent.daemon.http import Liveness, build_app
 from agent.daemon.webhook import WebhookIntake
 from agent.demo.gateway_sim import GatewaySimulator
 from agent.incidents.lifecycle import on_finding
-from agent.incidents.model import Incident
 from agent.local import LocalPrometheus, MetricsTarget, free_port
 from agent.runtime import Runtime, open_runtime
 from agent.settings import load_settings
 from agent.sweep.findings import Finding, fingerprint
-from tests.integration.daemon_support import agent_env, write_config
+from tests.integration.daemon_support import agent_env, until_waiting, write_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, phase_of, plan, triage
 
 pytestmark = [
@@ -59,17 +57,6 @@ async def _client(rt: Runtime, access: Access) -> AsyncIterator[httpx.AsyncClien
         transport=httpx.ASGITransport(app=app), base_url="http://agent.test"
     ) as client:
         yield client
-
-
-async def _waiting(rt: Runtime) -> Incident:
-    deadline = time.monotonic() + 45
-    while time.monotonic() < deadline:
-        await run_cycle(rt, datetime.now(UTC))
-        found = [i for i in rt.store.current() if i.state == "awaiting_approval"]
-        if found:
-            return found[0]
-        await asyncio.sleep(0.3)
-    pytest.fail("no incident came to wait for approval")
 
 
 async def _page_with_points(client: httpx.AsyncClient, page: str, points: int) -> str:
@@ -108,7 +95,7 @@ async def test_console_access_plot_escaping_and_approval(
     access = Access(console_token=VIEW, approval_token=APPROVE, loopback=False)
     try:
         async with open_runtime(load_settings(env_file=None)) as rt:
-            waiting = await _waiting(rt)
+            waiting = await until_waiting(rt)
             page = f"/ui/incidents/{waiting.id}"
             async with _client(rt, access) as client:
                 assert (await client.get("/ui/")).status_code == 303  # to the login form

@@ -22,6 +22,7 @@ from selenium.webdriver.common.by import By
 
 from agent.demo.gateway_sim import GatewaySimulator
 from agent.local import LocalPrometheus, MetricsTarget, free_port
+from agent.local.browser import chromium, headless_flags
 from tests.conftest import REPO
 from tests.integration.daemon_support import DaemonProcess, agent_env, write_config
 from tests.llm_fakes import FakeModel, completion, phase_of, plan, triage
@@ -42,31 +43,15 @@ def _none(body: dict[str, Any]) -> dict[str, Any]:
     return plan(action="none")
 
 
-def browser_paths() -> tuple[str, str]:
-    """Debian's chromium and chromedriver; the test fails without them (make install)."""
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, "chromium and chromium-driver are missing: run `make install`"
-    return chromium, driver
-
-
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    """A headless Chromium with a fresh profile and no background network."""
-    chromium, driver = browser_paths()
+    """A headless Chromium with a fresh profile and no background network; Debian's
+    chromium and chromedriver, or the test fails (make install)."""
+    driver = shutil.which("chromedriver")
+    assert driver, "chromium-driver is missing: run `make install`"
     options = Options()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,2200",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ):
+    options.binary_location = chromium()
+    for flag in headless_flags(tmp_path / "chromium", 1280, 2200):
         options.add_argument(flag)
     chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
     chrome.set_page_load_timeout(60)
