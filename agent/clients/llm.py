@@ -144,9 +144,7 @@ def _refused_feature(exc: openai.APIStatusError, *, structured: bool, tools: boo
         return "structured"
     if tools and "tool" in text:
         return "tools"
-    if exc.status_code == 400 and structured and not tools:
-        return "structured"  # a bare 400 to a schema request: the schema, most likely
-    return None
+    return None  # e.g. a context too long: not a feature, and nothing to remember
 
 
 @dataclass

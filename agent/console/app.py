@@ -14,10 +14,9 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -33,6 +32,9 @@ from agent.incidents.model import STATES, Incident
 from agent.logs import get_logger
 from agent.runtime import Runtime
 from agent.store.base import Unreadable
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 log = get_logger("agent.console")
 
@@ -54,11 +56,20 @@ class Console:
         self.rt = rt
         self.access = access
         self.run = run
-        self.env = Environment(
-            loader=FileSystemLoader(HERE / "templates"),
-            autoescape=select_autoescape(["html"], default=True),
-        )
-        self.css = (HERE / "static" / "console.css").read_bytes()
+        self._env: Environment | None = None
+
+    @property
+    def env(self) -> Environment:
+        """The templates, loaded when the first page is asked for: a daemon nobody looks
+        at never holds them (nor Jinja2)."""
+        if self._env is None:
+            from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+            self._env = Environment(
+                loader=FileSystemLoader(HERE / "templates"),
+                autoescape=select_autoescape(["html"], default=True),
+            )
+        return self._env
 
     def routes(self) -> list[Route]:
         """The console's routes (none when it is off)."""
@@ -114,7 +125,8 @@ class Console:
 
     async def stylesheet(self, _: Request) -> Response:
         """The console's one stylesheet."""
-        return Response(self.css, media_type="text/css", headers={"Cache-Control": "max-age=300"})
+        css = (HERE / "static" / "console.css").read_bytes()
+        return Response(css, media_type="text/css", headers={"Cache-Control": "max-age=300"})
 
     async def index(self, request: Request) -> Response:
         """GET /ui/: recent incidents, filtered by state and service."""

@@ -72,9 +72,13 @@ def test_console_page_while_sweeping(tmp_path: Path) -> None:
             "incident_opened", timeout=60, where=lambda e: e.get("target") == "market-predictor"
         )
         page = f"{base}/ui/incidents/{opened['incident_id']}"
-        time.sleep(5)  # some samples for the plot
-        with urllib.request.urlopen(page, timeout=10) as response:
-            assert "<svg" in response.read().decode()
+        deadline = time.monotonic() + 60
+        while True:  # some samples for the plot first
+            with urllib.request.urlopen(page, timeout=10) as response:
+                if "<svg" in response.read().decode():
+                    break
+            assert time.monotonic() < deadline, "the incident page never had its plot"
+            time.sleep(1)
         quiet = _mean_sweep(base, PHASE_SECONDS)
         latencies: list[float] = []
         stop = threading.Event()

@@ -257,3 +257,15 @@ async def test_phase_answers_are_capped(httpx_mock: HTTPXMock, deps: DiagnosisDe
         httpx_mock.add_response(url=CHAT_URL, json=answer)
     await diagnose(_finding(), deps, NOW)
     assert [b["max_tokens"] for b in _chat_bodies(httpx_mock)] == [120, 200, 400]
+
+
+async def test_a_refusal_that_names_no_feature_is_not_learned(
+    httpx_mock: HTTPXMock, deps: DiagnosisDeps
+) -> None:
+    """A 400 for a prompt over the context window is an error, not a refused feature: the
+    runbook decides, and the endpoint keeps its structured output."""
+    too_long = {"error": {"message": "This model's maximum context length is 8192 tokens."}}
+    httpx_mock.add_response(url=CHAT_URL, status_code=400, json=too_long)
+    decision = (await diagnose(_finding(), deps, NOW)).decision
+    assert decision.decided_by == "runbook" and "maximum context length" in decision.fallback_reason
+    assert deps.llm is not None and deps.llm.features.structured == "json_schema"
