@@ -91,8 +91,8 @@ def approval_alert(
     )
     if decision is not None:
         keys = " and ".join(decision.keys) or "no key"
-        evidence += f"; decided by {decision.decided_by} ({keys}), runbook: "
-        evidence += decision.runbook_action or "no rule"
+        evidence += f"; decided by {decision.decided_by}; keys for the {action}: {keys}; "
+        evidence += f"runbook: {decision.runbook_action or 'no rule'}"
     annotations = {
         "summary": f"devops-agent asks to {action} {target} (incident {incident.id})",
         "evidence": one_line(evidence, 500),

@@ -6,11 +6,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from agent.config import validation_problems
+from agent.text import clip
 
 DecidedBy = Literal["prefilter", "llm", "runbook"]
+#: One evidence item of a plan, at most (a longer one is clipped, not refused).
+EVIDENCE_ITEM_MAX = 500
 
 
 class RecoveryPlan(BaseModel):
@@ -25,6 +28,12 @@ class RecoveryPlan(BaseModel):
     rationale: str = Field(max_length=2000)
     evidence: list[str] = Field(max_length=20)
     verification: str = Field(max_length=1000)
+
+    @field_validator("evidence")
+    @classmethod
+    def _no_blank_evidence(cls, items: list[str]) -> list[str]:
+        """Blank items are dropped (small models send ``[""]``); each is clipped."""
+        return [clip(item.strip(), EVIDENCE_ITEM_MAX) for item in items if item.strip()]
 
 
 class TriageAnswer(BaseModel):
@@ -117,7 +126,9 @@ class Decision:
     fallback_reason: str = ""
     #: What the runbook's matching rule says for this finding: the operator's key.
     runbook_action: str = ""
-    #: Which keys turned for the action that runs on its own: "model", "runbook".
+    #: Which keys turned for the changing action that runs or waits ("model", "runbook"),
+    #: or for the passive or read-only one when nothing changing is proposed; "human" is
+    #: added when an approval is granted.
     keys: tuple[str, ...] = ()
     #: A changing action that waits for a human's approval, and its target ("" if none).
     approval_action: str = ""

@@ -77,21 +77,21 @@ def _model_acts(
     model: Decision, runbook: Decision, config: AgentConfig, failures: Mapping[str, str]
 ) -> Decision:
     """The model proposes a changing action: it runs alone only with the runbook's key."""
-    model = replace(model, keys=("model",))
     action, target = model.action, model.target
+    agree = runbook.action == action and runbook.target == target
+    model = replace(model, keys=("model", "runbook") if agree else ("model",))
     tier = autonomy_of(config, target, action)
     if tier == "never":
         return _refused(model, action, target)
     said = _runbook_said(runbook)
     if action in failures:
         return _ask(model, action, target, f"repeat_failed: {failures[action]}")
-    if runbook.action != action or runbook.target != target:
+    if not agree:
         why = f"the model proposes {action} on {target}, the runbook {said}: a human decides"
         return _ask(model, action, target, why)
     if tier == "approve":
         return _ask(model, action, target, f"{action} on {target} needs approval (autonomy)")
-    why = f"two keys: the model and the runbook ({said}) agree"
-    return replace(model, keys=("model", "runbook"), autonomy=why)
+    return replace(model, autonomy=f"two keys: the model and the runbook ({said}) agree")
 
 
 def _model_holds_back(
@@ -114,7 +114,8 @@ def _model_holds_back(
     step = now.action if now.action not in PASSIVE and not now.approval_action else "none"
     # The model's verification expression belongs to its own proposal, not to the
     # runbook's action: once that is approved, the finding's own presence decides.
-    held = replace(now, keys=("model",), verification="")
+    # What waits is the runbook's action: its key is the one that turned for it.
+    held = replace(now, keys=("runbook",), verification="")
     return _ask(held, wanted, where, why, now=step)
 
 
@@ -145,7 +146,7 @@ def judge(
     failures: Mapping[str, str] = NO_FAILURES,
 ) -> Decision:
     """The decision with its autonomy verdict: what runs alone now (``action``), what waits
-    for a human (``approval_action``), which keys turned and why.
+    for a human (``approval_action``), which keys turned for it (``keys``) and why.
 
     ``runbook`` is the runbook's decision for the same finding; ``failures`` maps an action
     to why it did not resolve this problem recently (the ``repeat_failed`` guardrail).

@@ -426,6 +426,7 @@ def on_approval_granted(
         approval_action="",
         approval_target="",
         approved_by=answer.by,
+        keys=(*decision.keys, "human"),
     )
     target = approved.target or ""
     claim = on_claim(

@@ -133,7 +133,7 @@ async def test_model_says_none_restart_waits_then_cli_approval_heals(
         waiting = await until_waiting(rt)
         await run_cycle(rt, datetime.now(UTC))  # a second sweep asks nobody again
     assert waiting.awaiting == "restart" and gateway.executions() == []
-    assert waiting.decision is not None and waiting.decision.keys == ("model",)
+    assert waiting.decision is not None and waiting.decision.keys == ("runbook",)
     assert "the runbook would restart market-predictor" in waiting.decision.autonomy
     [alert] = _am_alerts(alertmanager, "DevopsAgentApprovalRequired")
     assert alert["labels"] == {
@@ -180,10 +180,11 @@ async def test_model_says_none_restart_waits_then_cli_approval_heals(
         final = rt.store.get(waiting.id)
     assert isinstance(final, Incident) and final.decision is not None
     assert final.decision.approved_by == "alice" and final.action == "restart"
+    assert final.decision.keys == ("runbook", "human")
     answers = [e.data for e in events if e.kind == "approval"]
     assert answers == [{"result": "granted", "by": "alice", "reason": "checked"}]
     shown = run_cli("incidents", "show", waiting.id, env=env, cwd=tmp_path).stdout
-    assert "approved by alice" in shown and "keys: model" in shown
+    assert "approved by alice" in shown and "keys: runbook + human" in shown
     assert len(gateway.executions()) == 1
 
 

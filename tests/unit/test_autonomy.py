@@ -55,10 +55,11 @@ def _judge(
         ("restart", "DiskFull", "none", "restart", ("model",)),
         ("restart", "SomethingOdd", "none", "restart", ("model",)),
         ("start", "TargetDown", "none", "start", ("model",)),
-        # the model proposes less: the runbook's restart waits, a read-only step runs
-        ("none", "MemoryLeak", "none", "restart", ("model",)),
-        ("escalate", "MemoryLeak", "none", "restart", ("model",)),
-        ("collect_logs", "MemoryLeak", "collect_logs", "restart", ("model",)),
+        # the model proposes less: the runbook's restart waits (its key alone turned for
+        # it), a read-only step runs
+        ("none", "MemoryLeak", "none", "restart", ("runbook",)),
+        ("escalate", "MemoryLeak", "none", "restart", ("runbook",)),
+        ("collect_logs", "MemoryLeak", "collect_logs", "restart", ("runbook",)),
         # nothing changing anywhere: read-only and passive run alone
         ("none", "DiskFull", "none", "", ("model",)),
         ("escalate", "DiskFull", "escalate", "", ("model",)),
@@ -125,7 +126,7 @@ def test_stop_needs_approval_even_with_two_keys() -> None:
     config = make_config(runbook=[{"name": "halt", "match": "Runaway", "action": "stop"}])
     verdict = _judge(_model("stop"), "RunawayJob", config)
     assert (verdict.action, verdict.approval_action) == ("none", "stop")
-    assert "needs approval" in verdict.autonomy
+    assert "needs approval" in verdict.autonomy and verdict.keys == ("model", "runbook")
 
 
 @pytest.mark.parametrize("decided_by", ["llm", "runbook"])

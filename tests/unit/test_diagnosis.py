@@ -104,6 +104,19 @@ async def test_three_phases_without_tools(httpx_mock: HTTPXMock, deps: Diagnosis
     assert {"triage", "investigation"} <= set(phases)
 
 
+async def test_blank_evidence_is_dropped_and_long_evidence_clipped(
+    httpx_mock: HTTPXMock, deps: DiagnosisDeps
+) -> None:
+    """A small model's ``[""]`` is no evidence; an item of 1,500 characters is clipped."""
+    answer = json.loads(plan()["choices"][0]["message"]["content"])
+    answer["evidence"] = ["", "   ", "memory +38%", "x" * 1500]
+    _add(httpx_mock, triage(), completion("leak"), completion(json.dumps(answer)))
+    decision = (await diagnose(_finding(), deps, NOW)).decision
+    assert decision.action == "restart"
+    assert decision.evidence[0] == "memory +38%" and len(decision.evidence) == 2
+    assert len(decision.evidence[1]) == 500 and decision.evidence[1].endswith("chars]")
+
+
 async def test_not_actionable_stops_after_triage(
     httpx_mock: HTTPXMock, deps: DiagnosisDeps
 ) -> None:

@@ -253,6 +253,11 @@ def test_the_approval_alert_links_to_the_console_and_says_how_to_answer() -> Non
     assert notes["console"] == "https://agent.example.org/ui/incidents/waiting0001"
     assert notes["approve"] == "devops-agent incidents approve waiting0001 --by YOUR_NAME"
     assert "ignore previous" not in json.dumps(alert)  # alert text never reaches the ask
+    held = Decision("none", "market-predictor", "llm", True, runbook_action="restart")
+    decided = replace(waiting, decision=replace(held, keys=("runbook",)))
+    asked = approval_alert(decided, "restart", "market-predictor", until, NOW)["annotations"]
+    assert isinstance(asked, dict)
+    assert "decided by llm; keys for the restart: runbook; runbook: restart" in asked["evidence"]
     ended = approval_alert(waiting, "restart", "market-predictor", until, NOW, ends=True)
     assert ended["endsAt"] == NOW.isoformat() and "startsAt" not in ended
 

@@ -506,6 +506,7 @@ ASKING = Decision(
     approval_action="restart",
     approval_target="market-predictor",
     autonomy="the runbook would restart market-predictor, but the model proposes none",
+    keys=("runbook",),
 )
 
 
@@ -554,6 +555,7 @@ def test_an_approval_is_a_claim_of_the_waiting_action() -> None:
     assert step.incident.state == "acting" and step.incident.action == "restart"
     assert step.incident.decision is not None
     assert step.incident.decision.approved_by == "alice"
+    assert step.incident.decision.keys == ("runbook", "human")
     assert step.incident.awaiting is None
     assert step.claim == Claim("inc0001", "market-predictor", "restart", NOW, True)
     assert step.effects == (
