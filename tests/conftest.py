@@ -7,7 +7,8 @@ import subprocess
 import sys
 import tomllib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,8 @@ import structlog
 from agent.clients.alertmanager import AlertmanagerClient
 from agent.clients.prometheus import PrometheusClient
 from agent.clients.prometheus import build_http_client as prometheus_http
-from agent.config import AgentConfig, parse_config
+from agent.config import AgentConfig, Severity, parse_config
+from agent.sweep.findings import Finding, fingerprint
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config" / "agent.toml"
@@ -60,6 +62,30 @@ def base_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for key, value in BASE_ENV.items():
         monkeypatch.setenv(key, value)
     return dict(BASE_ENV)
+
+
+def alert_finding(
+    name: str = "MemoryLeak",
+    service: str = "market-predictor",
+    *,
+    first_seen: datetime,
+    annotations: Mapping[str, str] | None = None,
+    value: float = 1.0,
+    extra_labels: Mapping[str, str] | None = None,
+) -> Finding:
+    """A critical alert finding on ``service``, fingerprinted as the sweep would."""
+    labels = {"alertname": name, "service": service, **(extra_labels or {})}
+    return Finding(
+        kind="alert",
+        name=name,
+        target=service,
+        severity=Severity.critical,
+        labels=labels,
+        annotations=dict(annotations or {}),
+        value=value,
+        first_seen=first_seen,
+        fingerprint=fingerprint("alert", name, labels, ()),
+    )
 
 
 def make_config(**sections: object) -> AgentConfig:

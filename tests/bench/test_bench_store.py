@@ -26,7 +26,7 @@ from agent.settings import load_settings
 from agent.store import open_store
 from agent.store.base import StateCopy
 from agent.sweep.findings import Finding, fingerprint
-from tests.conftest import postgres_schema
+from tests.conftest import alert_finding, postgres_schema
 from tests.integration.daemon_support import agent_env, write_config
 
 HISTORY = 10_000
@@ -120,18 +120,7 @@ def test_sweep_cost_with_history(
 
 def _group(n: int, now: datetime) -> list:  # type: ignore[type-arg]
     """``n`` past incidents of one problem, an hour apart, each with its restart."""
-    labels = {"alertname": "HistoryMemoryLeak", "service": "market-predictor"}
-    finding = Finding(
-        kind="alert",
-        name="HistoryMemoryLeak",
-        target="market-predictor",
-        severity=Severity.critical,
-        labels=labels,
-        annotations={},
-        value=1.0,
-        first_seen=now,
-        fingerprint=fingerprint("alert", "HistoryMemoryLeak", labels, ()),
-    )
+    finding = alert_finding("HistoryMemoryLeak", first_seen=now)
     out = []
     for i in range(n):
         opened = now - timedelta(minutes=30 * (i + 1))

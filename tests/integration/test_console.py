@@ -17,7 +17,6 @@ import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
-from agent.config import Severity
 from agent.console.access import Access
 from agent.console.app import Console
 from agent.daemon.http import Liveness, build_app
@@ -27,7 +26,8 @@ from agent.incidents.lifecycle import on_finding
 from agent.local import LocalPrometheus, MetricsTarget, free_port
 from agent.runtime import Runtime, open_runtime
 from agent.settings import load_settings
-from agent.sweep.findings import Finding, fingerprint
+from agent.sweep.findings import Finding
+from tests.conftest import alert_finding
 from tests.integration.daemon_support import agent_env, until_waiting, write_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, phase_of, plan, triage
 
@@ -145,17 +145,10 @@ async def test_console_access_plot_escaping_and_approval(
 
 
 def _hostile_finding() -> Finding:
-    labels = {"alertname": "MemoryLeak", "service": "market-predictor", "x": HOSTILE_IMG}
-    return Finding(
-        kind="alert",
-        name="MemoryLeak",
-        target="market-predictor",
-        severity=Severity.critical,
-        labels=labels,
-        annotations={"summary": HOSTILE_IMG},
-        value=1.0,
+    return alert_finding(
         first_seen=datetime.now(UTC),
-        fingerprint=fingerprint("alert", "MemoryLeak", labels, ()),
+        annotations={"summary": HOSTILE_IMG},
+        extra_labels={"x": HOSTILE_IMG},
     )
 
 

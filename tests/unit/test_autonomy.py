@@ -8,30 +8,19 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agent.config import AgentConfig, Severity, autonomy_of
+from agent.config import AgentConfig, autonomy_of
 from agent.diagnosis.models import Decision
 from agent.diagnosis.runbook import runbook_decide
 from agent.guardrails.autonomy import judge
-from agent.sweep.findings import Finding, fingerprint
-from tests.conftest import make_config
+from agent.sweep.findings import Finding
+from tests.conftest import alert_finding, make_config
 
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
 SERVICE = "market-predictor"
 
 
 def _finding(name: str, service: str = SERVICE) -> Finding:
-    labels = {"alertname": name, "service": service}
-    return Finding(
-        kind="alert",
-        name=name,
-        target=service,
-        severity=Severity.critical,
-        labels=labels,
-        annotations={},
-        value=1.0,
-        first_seen=NOW,
-        fingerprint=fingerprint("alert", name, labels, ()),
-    )
+    return alert_finding(name, service, first_seen=NOW)
 
 
 def _model(action: str, target: str = SERVICE, reason: str = "") -> Decision:

@@ -14,10 +14,9 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from agent.clients.llm import LLMOptions, build_llm_client
-from agent.config import Severity
 from agent.diagnosis.engine import DiagnosisDeps, diagnose
-from agent.sweep.findings import Finding, fingerprint
-from tests.conftest import MakePrometheus, Sleeps, make_config
+from agent.sweep.findings import Finding
+from tests.conftest import MakePrometheus, Sleeps, alert_finding, make_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, phase_of, plan, triage
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -55,18 +54,7 @@ OLLAMA_NO_TOOLS = {
 
 
 def _finding() -> Finding:
-    labels = {"alertname": "MemoryLeak", "service": "market-predictor"}
-    return Finding(
-        kind="alert",
-        name="MemoryLeak",
-        target="market-predictor",
-        severity=Severity.critical,
-        labels=labels,
-        annotations={"summary": "memory grows"},
-        value=5.1e8,
-        first_seen=NOW,
-        fingerprint=fingerprint("alert", "MemoryLeak", labels, []),
-    )
+    return alert_finding(first_seen=NOW, annotations={"summary": "memory grows"}, value=5.1e8)
 
 
 @pytest.fixture
