@@ -50,6 +50,12 @@ def printable(text: str) -> str:
     return _ESCAPE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def in_block(text: str) -> str:
+    """Text to put inside a delimited data block of a prompt (``<finding-data>``, tool
+    results, logs): ``<`` written as ``\\u003c``, so the text cannot close its block."""
+    return text.replace("<", "\\u003c")
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***``, for messages and summaries."""
     parts = urlsplit(url)

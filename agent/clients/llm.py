@@ -375,20 +375,26 @@ def build_llm_client(
     return client, http
 
 
-def parse_json_object(text: str) -> dict[str, Any]:
-    """The JSON object in a model answer (code fences and text around it tolerated);
-    ValueError otherwise."""
+def json_in(text: str) -> object:
+    """The JSON value in a model answer: the whole text (code fences tolerated), else its
+    outermost ``{...}`` (text around it tolerated); ValueError otherwise."""
     stripped = text.strip()
     if stripped.startswith("```"):
         stripped = stripped.strip("`")
         stripped = stripped.removeprefix("json").strip()
     try:
-        value = json.loads(stripped)
+        return json.loads(stripped)
     except ValueError:
         start, end = stripped.find("{"), stripped.rfind("}")
         if not 0 <= start < end:
             raise
-        value = json.loads(stripped[start : end + 1])
+        return json.loads(stripped[start : end + 1])
+
+
+def parse_json_object(text: str) -> dict[str, Any]:
+    """The JSON object in a model answer (code fences and text around it tolerated);
+    ValueError otherwise."""
+    value = json_in(text)
     if not isinstance(value, dict):
         raise ValueError("answer is JSON but not an object")
     return value
