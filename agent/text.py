@@ -56,6 +56,11 @@ def in_block(text: str) -> str:
     return text.replace("<", "\\u003c")
 
 
+def from_block(text: str) -> str:
+    """The text ``in_block`` was given back (what a human or a case file keeps)."""
+    return text.replace("\\u003c", "<")
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***``, for messages and summaries."""
     parts = urlsplit(url)

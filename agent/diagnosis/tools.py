@@ -137,6 +137,8 @@ EVIDENCE_MINUTES = 30
 EVIDENCE_MAX_CHARS = 800
 #: How much of a service's logs the model is shown (the gateway's answer is capped too).
 LOGS_MAX_CHARS = 1000
+#: What reading a malformed Prometheus answer raises: a tool result, never a crash.
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 _CALL_BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 
 
@@ -323,7 +325,7 @@ class Toolbox:
             result = f"error: {exc}"
         except ToolArgumentError as exc:
             result = f"error: bad arguments for {clip(name, 64)}: {exc}"
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        except MALFORMED as exc:
             result = f"error: unexpected answer from Prometheus: {type(exc).__name__}"
         return clip(result, self._limit)
 
@@ -342,7 +344,7 @@ class Toolbox:
             text = _dump({"expr": expr, "series": summarize_matrix(result)})
         except PrometheusError as exc:
             text = f"error: {exc}"
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        except MALFORMED as exc:
             text = f"error: unexpected answer from Prometheus: {type(exc).__name__}"
         return clip(text, min(self._limit, EVIDENCE_MAX_CHARS))
 

@@ -25,6 +25,7 @@ from agent.eval.case import NO_GATEWAY, Case, CaseGateway, Expectation, GatewayS
 from agent.eval.history import stamp
 from agent.incidents.history import PastIncident
 from agent.incidents.model import Event, Incident
+from agent.text import from_block
 
 #: How far before the incident the series are fetched again.
 LOOKBACK = timedelta(hours=1)
@@ -183,7 +184,7 @@ def _logs(events: Iterable[Event]) -> str:
         for message in event.data.get("messages", []):
             found = _LOG_BLOCK.search(str(message.get("content") or ""))
             if found:
-                return found.group(1).replace("\\u003c", "<")[:1_000_000]
+                return from_block(found.group(1))[:1_000_000]
     return ""
 
 
