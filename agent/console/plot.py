@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
-from typing import Any
 
 WIDTH, HEIGHT = 760, 260
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 36
@@ -166,11 +165,3 @@ def render(
         )
     parts.append("</svg>")
     return "".join(parts)
-
-
-def legend(series: Sequence[Series]) -> list[dict[str, Any]]:
-    """The colour and label of each line, for the page to list beside the plot."""
-    return [
-        {"colour": COLOURS[i % len(COLOURS)], "label": s.label, "points": len(s.points)}
-        for i, s in enumerate(series)
-    ]

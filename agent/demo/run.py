@@ -38,7 +38,7 @@ from agent.local import (
     free_port,
     wait_http,
 )
-from agent.local.browser import headless_flags
+from agent.local.browser import chromium, headless_flags
 from agent.local.model import ALIAS
 from agent.store import open_store
 
@@ -365,7 +365,10 @@ class Demo:
     def screenshot(self) -> None:
         """The console's page of the incident, as a picture: the leak rising, the restart
         and the drop (the daemon serves the console read-only on loopback)."""
-        browser = shutil.which("chromium")
+        try:
+            browser = chromium()
+        except MissingBinary:
+            browser = None
         if browser is None or self.incident_id is None or self.outcome != "resolved":
             say("[demo]     no screenshot of the console (chromium missing, or no resolution)")
             return
