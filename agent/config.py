@@ -58,6 +58,10 @@ Autonomy = Literal["auto", "approve", "never"]
 #: The shipped tiers of changing actions; any other changing action needs approval.
 MUTATING_AUTONOMY: dict[str, Autonomy] = {"restart": "auto", "start": "auto", "stop": "approve"}
 FindingKind = Literal["alert", "health", "anomaly", "storm"]
+#: Which source reported a finding: Prometheus (its alerts and the checks the agent runs
+#: there), or Alertmanager only (an alert no queried Prometheus reports).
+FindingSource = Literal["prometheus", "alertmanager"]
+ModelFailure = Literal["approve", "runbook"]
 ALL_KINDS: tuple[FindingKind, ...] = ("alert", "health", "anomaly")
 
 
@@ -150,6 +154,9 @@ def _prometheus_only() -> list[SweepSource]:
 
 class SweepOptions(_Section):
     sources: list[SweepSource] = Field(default_factory=_prometheus_only, min_length=1)
+    #: Anyone who can reach Alertmanager's API can post an alert: a changing action for a
+    #: finding that only Alertmanager reports waits for a human unless this says otherwise.
+    trust_alertmanager: bool = False
 
 
 class HealthCheck(_Section):
@@ -194,10 +201,17 @@ class Policy(_Section):
     approval_ttl_seconds: Seconds = 900.0
     #: A problem back this soon after an action resolved it: that action did not help.
     recurrence_seconds: WaitSeconds = 3600.0
+    #: With a model configured, a diagnosis whose model failed has one key, not two:
+    #: ``approve`` holds the runbook's changing action for a human, ``runbook`` runs it
+    #: within its tier as when no model is configured.
+    model_failure: ModelFailure = "approve"
 
 
 class Diagnosis(_Section):
     use_llm: bool = True
+    #: One whole diagnosis (every phase, retry, tool call and log read) ends by then, as a
+    #: model failure.
+    deadline_seconds: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 90.0
     max_concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     max_steps: Annotated[int, Field(ge=1, le=50)] = 5
     token_budget: Count = 12000

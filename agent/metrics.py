@@ -22,7 +22,27 @@ class AgentMetrics:
             registry=r,
         )
         self.sweep_duration = Histogram(
-            "devops_agent_sweep_duration_seconds", "Time one sweep took", registry=r
+            "devops_agent_sweep_duration_seconds",
+            "Time one sweep's collection took (the sources, not the work after it)",
+            registry=r,
+        )
+        self.cycle_duration = Histogram(
+            "devops_agent_cycle_duration_seconds",
+            "Time one cycle took: collection, clearing, dispatch, and diagnoses unless they "
+            "run in the background (the daemon's do)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.diagnosis_duration = Histogram(
+            "devops_agent_diagnosis_duration_seconds",
+            "Time one diagnosis took, every phase and tool call together",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 300),
+            registry=r,
+        )
+        self.diagnoses_running = Gauge(
+            "devops_agent_diagnoses_running",
+            "Diagnoses running in the background now (at most diagnosis.max_concurrency)",
+            registry=r,
         )
         self.source_failures = Counter(
             "devops_agent_sweep_source_failures",
@@ -80,7 +100,7 @@ class AgentMetrics:
         self.approvals = Counter(
             "devops_agent_approvals",
             "Waits for a human's approval that ended, by result (granted, denied, expired, "
-            "cleared)",
+            "cleared, blocked: approved but refused by a guardrail or not sent in time)",
             ["result"],
             registry=r,
         )

@@ -30,7 +30,7 @@ from agent.cli.render import (
     unreadable_row,
 )
 from agent.clients.gateway import GatewayClient, GatewayProbe, build_http_client
-from agent.daemon.approvals import BadAnswer, answer_approval, make_answer
+from agent.daemon.approvals import BadAnswer, Pin, answer_approval, make_answer
 from agent.daemon.cycle import CycleReport, run_cycle
 from agent.daemon.service import serve
 from agent.daemon.verify import run_verifications
@@ -216,9 +216,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
             print(f"circuit breaker for {show(args.service)} reset")
             return EX_OK
         if args.action == "pending":
-            found: list[Incident | Unreadable] = [
-                i for i in store.current() if i.state == "awaiting_approval"
-            ]
+            found: list[Incident | Unreadable] = [i for i in store.current() if i.asks]
         else:
             found = store.recent(args.limit)
     finally:
@@ -238,14 +236,15 @@ async def _answer(settings: Settings, args: argparse.Namespace) -> int:
     approve = args.action == "approve"
     try:
         answer = make_answer(approve=approve, by=args.by, reason=args.reason, at=datetime.now(UTC))
+        pin = Pin.checked(args.approve_action, args.approve_target)
     except BadAnswer as exc:
         _fail(str(exc))
         return EX_FAILURE
     async with open_runtime(settings) as rt:
-        reply = await answer_approval(rt, args.id, answer, action=args.approve_action)
+        reply = await answer_approval(rt, args.id, answer, pin=pin)
     if args.json:
         print(json.dumps(reply.to_dict(), indent=2, ensure_ascii=False))
-    if not reply.ok:
+    if not reply.accepted:
         _fail(show(f"incident {args.id}: {reply.reason}", 600))
         return EX_FAILURE
     incident = reply.incident
@@ -254,6 +253,7 @@ async def _answer(settings: Settings, args: argparse.Namespace) -> int:
         print(
             f"incident {incident.id} {what} by {show(answer.by)}: now {incident.state}"
             + (f" ({show(incident.resolution)})" if incident.resolution else "")
+            + (f"; {show(reply.reason, 400)}" if reply.status == 202 else "")
         )
     return EX_OK
 
@@ -539,6 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
             dest="approve_action",
             default=None,
             help="the action you mean; refused when the incident waits for another",
+        )
+        answer.add_argument(
+            "--target",
+            dest="approve_target",
+            default=None,
+            help="the service you mean the action to run on; refused when it waits for another",
         )
         answer.add_argument("--json", action="store_true", help="print the answer as JSON")
     incidents.set_defaults(func=cmd_incidents, action=None)

@@ -44,8 +44,9 @@ def render_incidents(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _cell(row: dict[str, Any], column: str) -> object:
-    if column == "action" and row.get("awaiting_approval"):
-        return f"{row['awaiting_approval']}? (approve)"
+    if column == "action" and row.get("approval_action"):
+        held = "approved, not sent" if row.get("state") == "approved" else "approve"
+        return f"{row['approval_action']} {row.get('approval_target')}? ({held})"
     return row.get(column)
 
 
@@ -70,7 +71,8 @@ def render_timeline(incident: Incident, events: Sequence[Event]) -> str:
     """One incident and its timeline."""
     head = [
         f"incident {incident.id}  {incident.state}",
-        f"  {incident.kind} {show(incident.name)} on {show(incident.target)} ({show(incident.severity)})",
+        f"  {incident.kind} {show(incident.name)} on {show(incident.target)} "
+        f"({show(incident.severity)}), reported by {incident.finding.source}",
         f"  fingerprint {incident.fingerprint}",
         f"  action {show(incident.action)} decided by {show(incident.decided_by)}",
     ]
@@ -78,16 +80,31 @@ def render_timeline(incident: Incident, events: Sequence[Event]) -> str:
     if decision is not None and decision.decided_by != "prefilter":
         keys = " + ".join(decision.keys) or "none"
         head.append(f"  keys: {keys}; runbook: {show(decision.runbook_action)}")
+        if decision.model_failure:
+            head.append(f"  the model failed: {show(decision.model_failure)}")
         if decision.autonomy:
             head.append(f"  autonomy: {show(decision.autonomy)}")
         if decision.approved_by:
             head.append(f"  approved by {show(decision.approved_by)}")
-    if incident.state == "awaiting_approval":
+    if incident.asks:
         until = incident.approval_until.isoformat() if incident.approval_until else "-"
-        head.append(
-            f"  WAITING for approval of {show(incident.awaiting)} until {until}: "
-            f"devops-agent incidents approve {incident.id} --by NAME"
-        )
+        action, target = show(incident.awaiting), show(incident.awaiting_target)
+        if incident.state == "approved":
+            by = show(incident.decision.approved_by if incident.decision else "")
+            head.append(
+                f"  APPROVED by {by}, not sent yet ({show(incident.blocked_reason)}): "
+                f"{action} on {target}, until {until}"
+            )
+        else:
+            head.append(
+                f"  WAITING for approval of {action} on {target} until {until}: devops-agent "
+                f"incidents approve {incident.id} --action {action} --target {target} --by NAME"
+            )
+        if incident.awaiting_target != incident.target:
+            head.append(
+                f"  note: {action} would run on {target}, not on {show(incident.target)} "
+                "(the finding's service)"
+            )
     if incident.resolution:
         head.append(f"  resolution: {show(incident.resolution)}")
     head += _history_lines(events)
@@ -158,11 +175,20 @@ def render_pending(rows: Sequence[dict[str, Any]]) -> str:
         return "no incident waits for approval"
     lines = []
     for r in rows:
-        lines.append(
-            f"{show(r.get('id'))}  {show(r.get('awaiting_approval'))} {show(r.get('target'))}"
-            f"  ({show(r.get('name'))}, until {show(r.get('approval_until'))})"
+        held = (
+            f", approved by {show(r.get('approved_by'))}, not sent yet"
+            if r.get("state") == "approved"
+            else ""
         )
-    lines.append("answer with: devops-agent incidents approve|deny ID --by NAME [--reason TEXT]")
+        lines.append(
+            f"{show(r.get('id'))}  {show(r.get('approval_action'))} on "
+            f"{show(r.get('approval_target'))}  ({show(r.get('name'))} on "
+            f"{show(r.get('target'))}, until {show(r.get('approval_until'))}{held})"
+        )
+    lines.append(
+        "answer with: devops-agent incidents approve|deny ID --action ACTION --target SERVICE "
+        "--by NAME [--reason TEXT]"
+    )
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from agent.console import view
 from agent.console.access import COOKIE, SESSION_SECONDS, Access
 from agent.console.plot import Series, plotted, render, series_from_matrix, threshold_of
-from agent.daemon.approvals import BadAnswer, Reply, answer_approval, make_answer
+from agent.daemon.approvals import BadAnswer, Pin, Reply, answer_approval, make_answer
 from agent.daemon.bodies import BodyTooLarge, read_body
 from agent.diagnosis.tools import finding_query
 from agent.errors import PrometheusError
@@ -156,7 +156,7 @@ class Console:
         if (denied := self._denied(request)) is not None:
             return denied
         now = self.rt.clock()
-        waiting = [i for i in self.rt.store.current() if i.state == "awaiting_approval"]
+        waiting = [i for i in self.rt.store.current() if i.asks]
         rows = [
             {
                 **view.row(i, now),
@@ -195,7 +195,7 @@ class Console:
             exchanges=view.exchanges(events),
             plot=plot,
             message=request.query_params.get("message", ""),
-            waiting=found.state == "awaiting_approval",
+            waiting=found.asks,
         )
 
     async def _plot(self, incident: Incident, events: list[Any]) -> dict[str, Any]:
@@ -292,10 +292,11 @@ class Console:
                 reason=form.get("reason", ""),
                 at=self.rt.clock(),
             )
+            pin = Pin.checked(form.get("action"), form.get("target"))
         except BadAnswer as exc:
             return self._back(incident_id, str(exc))
         reply = await asyncio.shield(
-            self.run(answer_approval(self.rt, incident_id, answer, action=form.get("action")))
+            self.run(answer_approval(self.rt, incident_id, answer, pin=pin))
         )
         log.info(
             "approval_answered",
@@ -306,6 +307,8 @@ class Console:
             via="console",
         )
         done = "approved" if answer.approve else "denied"
+        if reply.status == 202:
+            return self._back(incident_id, reply.reason)
         return self._back(incident_id, done if reply.ok else f"not {done}: {reply.reason}")
 
     def _back(self, incident_id: str, message: str) -> Response:

@@ -37,7 +37,9 @@ def row(incident: Incident, now: datetime) -> dict[str, Any]:
         "name": incident.name,
         "age": age(incident.opened_at, now),
         "action": incident.action or "-",
-        "awaiting": incident.awaiting if incident.state == "awaiting_approval" else None,
+        "awaiting": incident.awaiting if incident.asks else None,
+        "approval_target": incident.awaiting_target if incident.asks else None,
+        "approved_by": (incident.decision.approved_by or None) if incident.decision else None,
         "outcome": incident.resolution or incident.dispatch_outcome or "-",
     }
 

@@ -5,11 +5,13 @@ goes through ``daemon/approvals.py``, exactly as ``devops-agent incidents approv
 
 Authorised by its own bearer token, ``APPROVAL_TOKEN`` (never the webhook's: a token that
 only wakes sweeps must not be able to restart anything); without it the API is off (404).
-The body is JSON ``{"by": NAME, "reason": TEXT}`` (``"action"`` optionally, to refuse an
-approval meant for another action), at most 64 KB, received within the webhook's body
-timeout. Answers, each with a JSON reason: 401 missing or wrong token, 400 malformed body,
-413 too large, 404 unknown incident, 409 not waiting (or held back), 410 expired, 200 with
-the incident's new state.
+The body is JSON ``{"by": NAME, "reason": TEXT}``, with ``"action"`` and ``"target"``
+optionally pinning what the human means to approve (a pin that differs from what waits is
+refused, naming what waits), at most 64 KB, received within the webhook's body timeout.
+Answers, each with a JSON body naming the action and the service it runs on: 401 missing
+or wrong token, 400 malformed body, 413 too large, 404 unknown incident, 409 not waiting
+(another action or target, or refused), 410 expired, 202 approved but held back by a
+passing guardrail (sent by the first cycle that can), 200 with the incident's new state.
 
 The work of a granted approval (the claim, the gateway request, its result) runs as the
 daemon's own task: a client that gives up does not abandon a request half-sent.
@@ -27,7 +29,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from agent.clients.http import decode_json
-from agent.daemon.approvals import BadAnswer, Reply, answer_approval, make_answer
+from agent.daemon.approvals import BadAnswer, Pin, Reply, answer_approval, make_answer
 from agent.daemon.bodies import BodyTooLarge, read_body
 from agent.logs import get_logger
 from agent.runtime import Runtime
@@ -75,9 +77,6 @@ class ApprovalApi:
             return _error(400, f"the body is not JSON: {clip(str(exc), 200)}")
         if not isinstance(body, dict):
             return _error(400, 'the body must be a JSON object like {"by": "alice"}')
-        action = body.get("action")
-        if action is not None and not isinstance(action, str):
-            return _error(400, "'action' must be a string")
         return body
 
     async def _answer(self, request: Request, approve: bool) -> JSONResponse:
@@ -95,10 +94,11 @@ class ApprovalApi:
                 reason=fields.get("reason"),
                 at=self.rt.clock(),
             )
+            pin = Pin.checked(fields.get("action"), fields.get("target"))
         except BadAnswer as exc:
             return _error(400, str(exc))
         incident_id = str(request.path_params["incident_id"])
-        work = self.run(answer_approval(self.rt, incident_id, answer, action=fields.get("action")))
+        work = self.run(answer_approval(self.rt, incident_id, answer, pin=pin))
         reply = await asyncio.shield(work)
         log.info(
             "approval_answered",

@@ -1,15 +1,20 @@
 """A human's answer to an approval request: one path for the CLI, the HTTP API and the console.
 
 ``answer_approval`` turns "yes" or "no" for one incident into a step, whoever asks. A yes
-is for this incident, this action and this target only, and goes through the dispatcher
-like any decided action: the guardrails are checked again now, and again under the
-fleet-wide claim lock, where the claim of (incident, action) is committed before anything
-is sent, so two approvals, or one seen by two replicas, send one request. Every answer
-that cannot be carried out is a clear refusal with nothing sent and nothing lost:
+is for this incident, this action and this target only (an answer may pin both: a pinned
+action or target that differs from what waits is refused, naming what waits), and goes
+through the dispatcher like any decided action: the guardrails are checked again now,
+and again under the fleet-wide claim lock, where the claim of (incident, action) is
+committed before anything is sent, so two approvals, or one seen by two replicas, send one
+request. A yes that a passing guardrail holds back (cooldown, an action in flight, an
+unhealthy Prometheus, a failed re-check) is remembered and sent by the first cycle that
+can, until the approval's deadline. Every answer that cannot be carried out is a clear
+refusal with nothing sent and nothing lost:
 
-- 404 no such incident; 409 not waiting (any more), another action, another replica
-  working on it, or a guardrail holding the action back; 410 the wait expired;
-- 200 with the incident's new state.
+- 404 no such incident; 409 not waiting (any more), another action or target, another
+  replica working on it, already approved, or a guardrail refusing the action for good;
+  410 the wait expired;
+- 202 approved, not sent yet (held back, remembered); 200 with the incident's new state.
 
 What approvers write (``by``, ``reason``) is kept in the timeline and shown escaped; it is
 never sent to the gateway or to the model.
@@ -21,9 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from agent.daemon.cycle import commit
 from agent.daemon.effects import run_effects
-from agent.dispatch.dispatcher import FleetView, dispatch
+from agent.daemon.steps import commit
+from agent.dispatch.dispatcher import dispatch, fleet_now
 from agent.errors import AgentError
 from agent.incidents.lifecycle import (
     APPROVAL_EXPIRED,
@@ -41,6 +46,8 @@ log = get_logger("agent.approval")
 
 BY_MAX = 200
 REASON_MAX = 2000
+#: A pinned action or target longer than this is not a name the agent could have asked for.
+PIN_MAX = 200
 
 
 class BadAnswer(AgentError):
@@ -65,6 +72,30 @@ def make_answer(*, approve: bool, by: object, reason: object, at: datetime) -> A
 
 
 @dataclass(frozen=True)
+class Pin:
+    """What the human means to approve: the action and the service it runs on (None:
+    whatever waits). A pin that differs from what waits refuses the answer."""
+
+    action: str | None = None
+    target: str | None = None
+
+    @classmethod
+    def checked(cls, action: object, target: object) -> Pin:
+        """A pin from untrusted input; BadAnswer naming what is wrong."""
+        for name, value in (("action", action), ("target", target)):
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value.strip():
+                raise BadAnswer(f"'{name}' must be a non-empty string")
+            if len(value) > PIN_MAX:
+                raise BadAnswer(f"'{name}' is over {PIN_MAX} characters")
+        return cls(
+            action.strip() if isinstance(action, str) else None,
+            target.strip() if isinstance(target, str) else None,
+        )
+
+
+@dataclass(frozen=True)
 class Reply:
     """How an answer went: an HTTP-like status, a reason, and the incident as it now stands."""
 
@@ -77,8 +108,14 @@ class Reply:
         """The answer was carried out."""
         return self.status == 200
 
+    @property
+    def accepted(self) -> bool:
+        """A yes was taken: sent (200) or remembered to send (202)."""
+        return self.status in (200, 202)
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON body of the API's answer."""
+        """The JSON body of the API's answer: the incident's state, what runs or waits and
+        on which service."""
         body: dict[str, Any] = {"reason": self.reason} if not self.ok else {}
         if self.incident is not None:
             i = self.incident
@@ -86,56 +123,64 @@ class Reply:
                 id=i.id,
                 state=i.state,
                 action=i.action,
-                target=i.action_target or i.target,
+                target=i.action_target or (i.decision.target if i.decision else None) or i.target,
+                approval_action=i.awaiting if i.asks else None,
+                approval_target=i.awaiting_target if i.asks else None,
+                finding_service=i.target,
                 resolution=i.resolution,
             )
         return body if self.ok else {"error": self.reason, **body}
 
 
-async def approval_view(rt: Runtime) -> FleetView:
-    """The fleet as the guardrails need it at approval time: Prometheus' health, whether
-    silences can be read, and how many services have a current incident."""
-    silences_known = True
-    if rt.alertmanager is not None:
-        try:
-            await rt.alertmanager.suppressed_alerts()
-        except AgentError:
-            silences_known = False
-    services = rt.config.services
-    firing = {i.target for i in rt.store.current() if i.kind != "storm" and i.target in services}
-    return FleetView(
-        prometheus_healthy=await rt.prometheus.healthy(),
-        silences_known=silences_known,
-        firing=len(firing),
+def _what_waits(incident: Incident) -> str:
+    return f"{incident.awaiting} on {incident.awaiting_target}"
+
+
+def _pinned_elsewhere(found: Incident, pin: Pin) -> Reply | None:
+    """The refusal of an answer pinned to another action or service than what waits."""
+    asked, where = found.awaiting or "", found.awaiting_target or ""
+    wrong = (pin.action is not None and pin.action != asked) or (
+        pin.target is not None and pin.target != where
     )
+    if not wrong:
+        return None
+    meant = f"{one_line(pin.action or asked, 64)} on {one_line(pin.target or where, 64)}"
+    return Reply(409, f"waiting for approval of {_what_waits(found)}, not {meant}", found)
 
 
 def _waiting(
-    rt: Runtime, found: Incident | Unreadable | None, action: str | None, now: datetime
+    rt: Runtime, found: Incident | Unreadable | None, pin: Pin, answer: Answer
 ) -> Reply | Incident:
     """The incident when it waits for this answer; otherwise the refusal."""
     if found is None:
         return Reply(404, "no such incident (or the id prefix is not unique)")
     if isinstance(found, Unreadable):
         return Reply(409, f"incident {found.id} cannot be read: {one_line(found.error, 200)}")
-    if found.state != "awaiting_approval":
+    if not found.asks:
         if (found.resolution or "").startswith(APPROVAL_EXPIRED):
             return Reply(410, f"the wait for approval expired: {found.resolution}", found)
         return Reply(409, f"not waiting for approval (state {found.state})", found)
-    asked = found.awaiting or ""
-    if action is not None and action != asked:
-        return Reply(409, f"waiting for approval of {asked}, not {one_line(action, 64)}", found)
-    if found.leased_by_other(rt.replica, now):
+    refused = _pinned_elsewhere(found, pin)
+    if refused is not None:
+        return refused
+    if found.state == "approved" and answer.approve:
+        by = found.decision.approved_by if found.decision else ""
+        held = found.blocked_reason or "a guardrail"
+        return Reply(
+            409, f"already approved by {by}; {_what_waits(found)} waits to be sent ({held})", found
+        )
+    if found.leased_by_other(rt.replica, answer.at):
         return Reply(409, f"replica {found.lease_owner} is working on it", found)
     return found
 
 
 async def answer_approval(
-    rt: Runtime, incident_id: str, answer: Answer, *, action: str | None = None
+    rt: Runtime, incident_id: str, answer: Answer, *, pin: Pin | None = None
 ) -> Reply:
-    """Carry out one human's answer to one incident's approval request."""
+    """Carry out one human's answer to one incident's approval request; ``pin`` is what
+    the human means to approve (refused when something else waits)."""
     now = answer.at
-    waiting = _waiting(rt, rt.store.get(incident_id), action, now)
+    waiting = _waiting(rt, rt.store.get(incident_id), pin or Pin(), answer)
     if isinstance(waiting, Reply):
         return waiting
     incident = waiting
@@ -154,7 +199,7 @@ async def answer_approval(
 
 
 async def _grant(rt: Runtime, incident: Incident, answer: Answer) -> Reply:
-    view = await approval_view(rt)
+    view = await fleet_now(rt)
     rt.working.add(incident.id)
     try:
         done = await dispatch(rt, incident, incident.finding, view, answer.at, answer)
@@ -163,6 +208,15 @@ async def _grant(rt: Runtime, incident: Incident, answer: Answer) -> Reply:
     for step, applied in done.steps:
         await run_effects(rt, step, applied)
     stands = done.steps[-1][1].incident if done.steps else incident
+    if done.block is not None and stands.state == "approved":
+        until = f"{stands.approval_until:%H:%M:%SZ}" if stands.approval_until else "its deadline"
+        log.info("approval_held", incident_id=incident.id, by=answer.by, reason=done.block.reason)
+        return Reply(
+            202,
+            f"approved; not sent yet: {done.block.reason}: {done.block.detail}; the first "
+            f"cycle that can sends {_what_waits(stands)}, until {until}",
+            stands,
+        )
     if done.block is not None:
         held = stands.state == "awaiting_approval"
         tail = "; still waiting for approval" if held else f"; the incident is {stands.state}"

@@ -12,37 +12,27 @@ each in its own transaction and runs its effects:
 4. in a fleet storm, open one storm incident and hold the open incidents; once it is
    over, resolve it and release them (``on_storm``, ``on_hold``, ``on_release``);
 5. work the incidents that wait for this replica: diagnose the open ones, dispatch the
-   decided ones, up to ``diagnosis.max_concurrency`` at a time. Each is taken under a
-   lease, so replicas sharing a store divide the work instead of doubling it.
+   decided and approved ones, up to ``diagnosis.max_concurrency`` at a time. Each is taken
+   under a lease, so replicas sharing a store divide the work instead of doubling it. In
+   the daemon diagnoses run in the background (``daemon/work.py``): the cycle does not
+   wait for a model.
 """
 
 from __future__ import annotations
 
-import asyncio
+import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
-from agent.config import AgentConfig
 from agent.daemon.effects import run_effects
-from agent.diagnosis.engine import diagnose
-from agent.diagnosis.models import Diagnosis
-from agent.diagnosis.runbook import runbook_decide
-from agent.dispatch.dispatcher import FleetView, dispatch
-from agent.dispatch.logs import log_reader
-from agent.errors import StoreError
-from agent.guardrails.autonomy import judge
+from agent.daemon.steps import commit, isolated
+from agent.daemon.work import Diagnoses, carry, with_verdict, work
 from agent.guardrails.policy import is_storm
-from agent.guardrails.repeat import repeat_failures
 from agent.incidents.lifecycle import (
     Step,
     on_approval_expired,
-    on_decision,
-    on_diagnosis_started,
-    on_failure,
     on_finding,
     on_gone,
     on_hold,
@@ -51,18 +41,17 @@ from agent.incidents.lifecycle import (
     on_storm,
     on_storm_end,
     storm_finding,
-    work_queue,
 )
 from agent.incidents.model import STATES, Incident, group_of
 from agent.logs import get_logger
 from agent.runtime import Runtime
-from agent.store.base import Applied, Conflict
+from agent.store.base import Applied
 from agent.sweep.collector import SweepReport, sweep
 from agent.sweep.findings import Finding
-from agent.text import clip
+
+__all__ = ["CycleReport", "carry", "commit", "isolated", "run_cycle", "with_verdict"]
 
 log = get_logger("agent.cycle")
-T = TypeVar("T")
 
 #: States in which an expired lease means abandoned work to take over.
 _LEASED_WORK = frozenset({"diagnosing", "acting"})
@@ -76,6 +65,10 @@ class CycleReport:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     dispatches: list[dict[str, Any]] = field(default_factory=list)
     skips: list[dict[str, Any]] = field(default_factory=list)
+    #: The whole cycle: collection, clearing, dispatch, and the diagnoses it waited for.
+    cycle_seconds: float = 0.0
+    #: Diagnoses this cycle started in the background (the daemon's), not waited for.
+    diagnosing: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document `devops-agent sweep --json` prints."""
@@ -83,41 +76,12 @@ class CycleReport:
         skipped = data.pop("skipped")
         return {
             **data,
+            "cycle_duration_seconds": round(self.cycle_seconds, 3),
+            "diagnosing_in_background": self.diagnosing,
             "decisions": self.decisions,
             "dispatches": self.dispatches,
             "skips": [*skipped, *self.skips],
         }
-
-
-async def isolated(rt: Runtime, incident: Incident, work: Awaitable[T]) -> T | None:
-    """Run one incident's work. If it raises, the failure stays that incident's: logged
-    once with its traceback, and the incident escalated with the reason (in ``acting`` it
-    is left to lease expiry and verification, so nothing is sent twice). The rest of the
-    sweep goes on. A store that fails is not one incident's fault: that stops the cycle."""
-    try:
-        return await work
-    except StoreError:
-        raise
-    except Exception as exc:
-        reason = f"{type(exc).__name__}: {clip(str(exc), 300)}"
-        log.exception("incident_failed", incident_id=incident.id, reason=reason)
-        fresh = rt.store.get(incident.id)
-        step = on_failure(fresh, reason, rt.clock()) if isinstance(fresh, Incident) else None
-        if step is not None and isinstance(fresh, Incident):
-            if await commit(rt, step, fresh.version) is None:
-                rt.poisoned.add(incident.id)
-        return None
-
-
-async def commit(rt: Runtime, step: Step, expected: int) -> Applied | None:
-    """Commit one step and run its effects; None when another replica got there first."""
-    try:
-        applied = rt.store.apply(step, expected_version=expected, owner=rt.replica, now=rt.clock())
-    except Conflict as exc:
-        log.info("step_dropped", incident_id=step.incident.id, reason=str(exc))
-        return None
-    await run_effects(rt, step, applied)
-    return applied
 
 
 def _abandoned(rt: Runtime, incident: Incident, now: datetime) -> bool:
@@ -131,9 +95,9 @@ def _abandoned(rt: Runtime, incident: Incident, now: datetime) -> bool:
 
 
 def _expired(incident: Incident, now: datetime) -> bool:
-    """A wait for a human that nobody answered in time."""
+    """A wait for a human that nobody answered in time, or a yes not sent in time."""
     until = incident.approval_until
-    return incident.state == "awaiting_approval" and until is not None and until <= now
+    return incident.asks and until is not None and until <= now
 
 
 def _free(rt: Runtime, incident: Incident, now: datetime) -> bool:
@@ -150,13 +114,14 @@ async def _settle(
 ) -> list[Incident]:
     """Take over abandoned work and clear what is gone; the incidents as they now stand."""
     verify_after = rt.config.schedule.verify_after_seconds
+    ttl = rt.config.policy.approval_ttl_seconds
     out: list[Incident] = []
     for incident in incidents:
         if incident.id in rt.poisoned:
             continue
         step: Step | None = None
         if _abandoned(rt, incident, now):
-            step = on_restart(incident, now, verify_after=verify_after)
+            step = on_restart(incident, now, verify_after=verify_after, approval_ttl=ttl)
         elif complete and incident.group_key not in current and _free(rt, incident, now):
             step = on_gone(incident, now)
         elif _expired(incident, now) and _free(rt, incident, now):
@@ -180,9 +145,13 @@ async def _open_new(
             await run_effects(rt, step, Applied(step.incident))
 
 
-async def run_cycle(rt: Runtime, now: datetime, *, trigger: str = "schedule") -> CycleReport:
+async def run_cycle(
+    rt: Runtime, now: datetime, *, trigger: str = "schedule", diagnoses: Diagnoses | None = None
+) -> CycleReport:
     """Sweep once and carry every incident as far as it can go now; ``trigger`` says what
-    asked for the sweep (schedule, webhook, command)."""
+    asked for the sweep (schedule, webhook, command). With ``diagnoses`` (the daemon's)
+    open incidents are diagnosed in the background instead of before this returns."""
+    clock = time.monotonic()
     report = await sweep(rt.sweep_deps, now)
     cycle = CycleReport(sweep=report)
     current: dict[str, Finding] = {}
@@ -191,17 +160,20 @@ async def run_cycle(rt: Runtime, now: datetime, *, trigger: str = "schedule") ->
     settled = await _settle(rt, rt.store.current(), current, not report.failed_sources, now)
     await _open_new(rt, {i.group_key for i in settled}, current, now)
     incidents = await _storm(rt, rt.store.current(), report, now)
-    await _work(rt, incidents, current, report, now, cycle)
-    _publish(rt, rt.store.current(), report, now, trigger)
+    cycle.diagnosing = await work(rt, incidents, current, report, now, cycle, diagnoses)
+    cycle.cycle_seconds = time.monotonic() - clock
+    _publish(rt, rt.store.current(), cycle, now, trigger)
     log.info(
         "sweep_finished",
         trigger=trigger,
         findings=len(report.findings),
         failed_sources=report.failed_sources,
         decisions=len(cycle.decisions),
+        diagnosing=cycle.diagnosing,
         dispatches=len(cycle.dispatches),
         skips=len(cycle.skips) + len(report.skipped),
         duration_seconds=round(report.duration_seconds, 3),
+        cycle_duration_seconds=round(cycle.cycle_seconds, 3),
     )
     return cycle
 
@@ -260,151 +232,10 @@ async def _release(
     return bool(steps)
 
 
-class FleetSource(Protocol):
-    """Where the guardrails get their view of the fleet from."""
-
-    async def view(self) -> FleetView:
-        """The view, as of this sweep."""
-        ...
-
-
-class _Fleet:
-    """The fleet view, built on first use: Prometheus' own health is asked only when
-    something may be acted on."""
-
-    def __init__(self, rt: Runtime, report: SweepReport) -> None:
-        self._rt, self._report = rt, report
-        self._view: FleetView | None = None
-        self._lock = asyncio.Lock()
-
-    async def view(self) -> FleetView:
-        async with self._lock:
-            if self._view is None:
-                failed = self._report.failed_sources
-                healthy = not [s for s in failed if s != "alertmanager"]
-                services = self._rt.config.services
-                self._view = FleetView(
-                    prometheus_healthy=healthy and await self._rt.prometheus.healthy(),
-                    silences_known="alertmanager" not in failed,
-                    firing=len({f.target for f in self._report.findings if f.target in services}),
-                )
-            return self._view
-
-
-async def _work(
-    rt: Runtime,
-    incidents: list[Incident],
-    current: dict[str, Finding],
-    report: SweepReport,
-    now: datetime,
-    cycle: CycleReport,
-) -> None:
-    busy = rt.working | rt.poisoned
-    waiting = deque(work_queue(incidents, current, replica=rt.replica, busy=busy, now=now))
-    fleet = _Fleet(rt, report)
-
-    async def worker() -> None:
-        while waiting:
-            incident = waiting.popleft()
-            rt.working.add(incident.id)
-            try:
-                work = carry(rt, incident, current[incident.group_key], fleet, now, cycle)
-                await isolated(rt, incident, work)
-            finally:
-                rt.working.discard(incident.id)
-
-    await asyncio.gather(*(worker() for _ in range(rt.config.diagnosis.max_concurrency)))
-
-
-async def carry(
-    rt: Runtime,
-    incident: Incident,
-    finding: Finding,
-    fleet: FleetSource,
-    now: datetime,
-    cycle: CycleReport,
-) -> None:
-    """Diagnose an open incident, then dispatch it if it was decided; what happened is
-    added to ``cycle``. The daemon's cycle and ``devops-agent eval`` both call this."""
-    if incident.state == "open":
-        decided = await _diagnose(rt, incident, finding, now, cycle)
-        if decided is None or decided.state != "decided":
-            return
-        incident = decided
-    done = await dispatch(rt, incident, finding, await fleet.view(), now)
-    for step, applied in done.steps:
-        await run_effects(rt, step, applied)
-    if done.block is not None:
-        cycle.skips.append(
-            {
-                "incident_id": incident.id,
-                "fingerprint": incident.fingerprint,
-                "name": incident.name,
-                "target": incident.target,
-                "reason": done.block.reason,
-                "detail": done.block.detail,
-            }
-        )
-    if done.request is not None and done.result is not None:
-        cycle.dispatches.append(
-            {
-                "incident_id": incident.id,
-                "target": done.request.target,
-                "action": done.request.action,
-                **done.result.to_dict(),
-            }
-        )
-
-
-async def _diagnose(
-    rt: Runtime, incident: Incident, finding: Finding, now: datetime, cycle: CycleReport
-) -> Incident | None:
-    started = await commit(
-        rt, on_diagnosis_started(incident, rt.replica, rt.lease_until(), now), incident.version
-    )
-    if started is None:
-        return None  # another replica took it first
-    history = rt.store.history(
-        incident.group_key,
-        since=now - timedelta(hours=rt.config.diagnosis.history_hours),
-        before=incident,
-    )
-    failures = repeat_failures(history, rt.config.policy.recurrence_seconds)
-    logs = log_reader(rt, incident, finding)
-    diagnosis = await diagnose(finding, rt.diagnosis, now, history=history, logs=logs)
-    diagnosis = with_verdict(diagnosis, finding, rt.config, failures)
-    ttl = rt.config.policy.approval_ttl_seconds
-    step = on_decision(started.incident, diagnosis, rt.clock(), approval_ttl=ttl)
-    applied = await commit(rt, step, started.incident.version)
-    if applied is None:
-        return None
-    cycle.decisions.append(
-        {"incident_id": incident.id, "fingerprint": incident.fingerprint, **diagnosis.summary()}
-    )
-    return applied.incident
-
-
-def with_verdict(
-    diagnosis: Diagnosis, finding: Finding, config: AgentConfig, failures: Mapping[str, str]
-) -> Diagnosis:
-    """The diagnosis with its autonomy verdict: the runbook's rule for the same finding is
-    the second key, the same problem's failed actions hold (``guardrails/autonomy.py``)."""
-    runbook = runbook_decide(finding, config, failures=failures)
-    decision = judge(diagnosis.decision, runbook, config, failures)
-    if decision.decided_by != "prefilter":
-        log.info(
-            "autonomy_verdict",
-            incident_action=decision.action,
-            awaiting_approval=decision.approval_action or None,
-            keys=list(decision.keys),
-            reason=decision.autonomy,
-        )
-    return replace(diagnosis, decision=decision)
-
-
 def _publish(
-    rt: Runtime, incidents: list[Incident], report: SweepReport, now: datetime, trigger: str
+    rt: Runtime, incidents: list[Incident], cycle: CycleReport, now: datetime, trigger: str
 ) -> None:
+    report = cycle.sweep
     counts = {state: 0 for state in STATES}
     for incident in incidents:
         counts[incident.state] += 1
@@ -413,4 +244,5 @@ def _publish(
     result = "partial" if report.failed_sources else "ok"
     rt.metrics.sweeps.labels(result=result, trigger=trigger).inc()
     rt.metrics.sweep_duration.observe(report.duration_seconds)
+    rt.metrics.cycle_duration.observe(cycle.cycle_seconds)
     rt.metrics.last_sweep.set(now.timestamp())

@@ -84,7 +84,8 @@ async def _approval(rt: Runtime, incident: Incident, effect: AskApproval | Appro
     else:
         action, target = effect.action, effect.target
         until = incident.approval_until or rt.clock()
-        rt.metrics.approvals.labels(result=effect.result).inc()
+        if effect.final:
+            rt.metrics.approvals.labels(result=effect.result).inc()
         log.info(
             "approval_ended",
             incident_id=incident.id,

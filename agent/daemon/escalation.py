@@ -93,11 +93,17 @@ def approval_alert(
         keys = " and ".join(decision.keys) or "no key"
         evidence += f"; decided by {decision.decided_by}; keys for the {action}: {keys}; "
         evidence += f"runbook: {decision.runbook_action or 'no rule'}"
+    elsewhere = (
+        f", for {plain_name(incident.name)} on {incident.target}"
+        if incident.target and target != incident.target
+        else ""
+    )
     annotations = {
-        "summary": f"devops-agent asks to {action} {target} (incident {incident.id})",
+        "summary": f"devops-agent asks to {action} {target} (incident {incident.id}{elsewhere})",
         "evidence": one_line(evidence, 500),
         "reason": one_line(decision.autonomy if decision else "", 500),
-        "approve": f"devops-agent incidents approve {incident.id} --by YOUR_NAME",
+        "approve": f"devops-agent incidents approve {incident.id} --action {action} "
+        f"--target {target} --by YOUR_NAME",
         "deny": f'devops-agent incidents deny {incident.id} --by YOUR_NAME --reason "..."',
         "expires": until.isoformat(timespec="seconds"),
     }

@@ -31,6 +31,7 @@ from agent.daemon.http import HttpEndpoint, Liveness, build_app, is_loopback
 from agent.daemon.notify import Notifier, watchdog_interval
 from agent.daemon.verify import run_verifications
 from agent.daemon.webhook import Notice, WebhookIntake
+from agent.daemon.work import Diagnoses
 from agent.errors import AgentError
 from agent.logs import get_logger
 from agent.runtime import Runtime, open_runtime
@@ -88,6 +89,8 @@ class Daemon:
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         self.waker = Waker(rt.config.webhook.coalesce_seconds)
         self._sweeping = asyncio.Lock()
+        #: Diagnoses run beside the schedule, never in its way (``daemon/work.py``).
+        self.diagnoses = Diagnoses(rt, rt.config.diagnosis.max_concurrency, self.track)
 
     async def _guarded(self, name: str, job: Callable[[], Awaitable[str | None]]) -> None:
         if self.stopping.is_set():
@@ -119,7 +122,7 @@ class Daemon:
 
         async def run() -> str:
             async with self._sweeping:
-                report = await run_cycle(self.rt, _now(), trigger=trigger)
+                report = await run_cycle(self.rt, _now(), trigger=trigger, diagnoses=self.diagnoses)
             self.liveness.sweep_finished()
             failed = (
                 f", failed: {','.join(report.sweep.failed_sources)}"

@@ -1,17 +1,22 @@
 """Verification: some time after an action, is the problem gone?
 
-Resolved when the finding is no longer seen and the plan's verification expression (if
-any) is empty; escalated otherwise. When Prometheus cannot tell, the verification waits
-for the next tick instead of deciding on a guess. Replicas may verify the same incident
-at once: the first commit wins, the other's step is dropped.
+Resolved when the finding is no longer seen by the source that reported it, escalated
+otherwise: the agent's own observation decides, never the model. The plan's verification
+expression (the model's idea of how to tell) is run too, and its answer kept in the
+timeline as evidence for humans; it cannot by itself fail a fix (a constant expression
+would otherwise fail every fix, open the breaker and stop every restart). When the source
+cannot tell, the verification waits for the next tick instead of deciding on a guess.
+Replicas may verify the same incident at once: the first commit wins, the other's step is
+dropped.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from agent.daemon.cycle import commit, isolated
-from agent.errors import PrometheusError, PrometheusPermanentError
+from agent.errors import PrometheusError
 from agent.incidents.lifecycle import on_verification
 from agent.incidents.model import Incident
 from agent.logs import get_logger
@@ -21,30 +26,23 @@ from agent.sweep.presence import still_present
 log = get_logger("agent.verify")
 
 
-async def verification_clean(rt: Runtime, incident: Incident) -> bool | None:
-    """Whether the plan's verification expression is empty (True when there is none)."""
+async def verification_evidence(rt: Runtime, incident: Incident) -> dict[str, Any]:
+    """What the plan's verification expression says now (empty when there is none): shown
+    to humans, never the verdict."""
     expr = (incident.decision.verification if incident.decision else "").strip()
     if not expr:
-        return True
+        return {}
     try:
-        return not await rt.prometheus.query(expr)
-    except PrometheusPermanentError as exc:
-        # The model wrote an expression Prometheus refuses: the finding's own presence decides.
-        log.warning("verification_query_invalid", incident_id=incident.id, error=str(exc))
-        return True
+        series = len(await rt.prometheus.query(expr))
     except PrometheusError as exc:
-        log.warning("verification_query_failed", incident_id=incident.id, error=str(exc))
-        return None
+        return {"verification_expr": expr, "verification_error": str(exc)}
+    return {"verification_expr": expr, "verification_series": series}
 
 
 async def recovered(rt: Runtime, incident: Incident, now: datetime) -> bool | None:
-    """Finding gone and the verification expression empty; None when Prometheus cannot tell."""
+    """Whether the finding is gone; None when its source cannot tell."""
     present = await still_present(rt.sweep_deps, incident.finding, now)
-    if present is None:
-        return None
-    if present:
-        return False
-    return await verification_clean(rt, incident)
+    return None if present is None else not present
 
 
 async def run_verifications(rt: Runtime, now: datetime) -> int:
@@ -74,7 +72,9 @@ async def _verify(rt: Runtime, incident: Incident, now: datetime) -> bool:
     outcome = await recovered(rt, incident, now)
     if outcome is None:
         log.info(
-            "verification_postponed", incident_id=incident.id, reason="Prometheus did not answer"
+            "verification_postponed",
+            incident_id=incident.id,
+            reason=f"{incident.finding.source} did not answer",
         )
         return False
     if not outcome:
@@ -85,5 +85,6 @@ async def _verify(rt: Runtime, incident: Incident, now: datetime) -> bool:
         rt.clock(),
         verify_after=rt.config.schedule.verify_after_seconds,
         breaker_open_at=rt.config.policy.circuit_breaker_failures,
+        evidence=await verification_evidence(rt, incident),
     )
     return await commit(rt, step, incident.version) is not None

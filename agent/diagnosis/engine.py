@@ -1,13 +1,19 @@
 """The diagnosis loop for one finding: prefilter, triage, investigation, plan, safety.
 
-Any model failure (after the client's own retries), a timeout, or a plan that does not
-validate after one repair hands the finding to the runbook engine; the decision records
-which path decided and why. Tokens and calls are counted per phase, and the whole
-conversation is kept as the transcript for the incident store.
+Any model failure (after the client's own retries), a timeout, a plan that does not
+validate after one repair, or the whole diagnosis running past
+``diagnosis.deadline_seconds`` hands the finding to the runbook engine; the decision
+records which path decided, why, and that the model failed (``model_failure``: then only
+the runbook's key turned, see ``guardrails/autonomy.py``). Triage may end a diagnosis only
+where the runbook's answer for the finding is ``none`` too: where the operator's runbook
+would act, escalate or look, the model looks and plans before it may disagree. Tokens and
+calls are counted per phase, and the whole conversation is kept as the transcript for the
+incident store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -249,8 +255,8 @@ class _Run:
         prefix = prompts.prefix(block, evidence, past)
         self.note("context", *prefix)
         verdict = await self.triage(prefix)
-        runbook_acts = cfg.actions[runbook_decide(self.finding, cfg).action].mutating
-        if not verdict.actionable and not runbook_acts:
+        runbook = runbook_decide(self.finding, cfg).action
+        if not verdict.actionable and runbook == "none":
             return Decision(
                 action="none",
                 target=self.finding.target,
@@ -259,9 +265,9 @@ class _Run:
                 reason=f"triage: not actionable: {verdict.reason}",
             )
         if not verdict.actionable:
-            # The operator's runbook would act: a "no" from triage alone would leave a
-            # human with a disagreement and no evidence, so the model looks and plans.
-            log.info("triage_overruled", reason=verdict.reason, why="the runbook would act")
+            # The operator's runbook would act, escalate or look: a "no" from triage alone
+            # would silence it with no evidence, so the model looks and plans.
+            log.info("triage_overruled", reason=verdict.reason, why=f"the runbook says {runbook}")
         summary = await self.investigate(prefix, toolbox)
         plan = await self.plan(prefix, summary)
         decision = Decision(
@@ -271,7 +277,7 @@ class _Run:
             actionable=True,
             reason=f"triage urgency {verdict.urgency}"
             if verdict.actionable
-            else f"triage: not actionable ({verdict.reason}), investigated as the runbook would act",
+            else f"triage: not actionable ({verdict.reason}), investigated as the runbook says {runbook}",
             confidence=plan.confidence,
             root_cause=plan.root_cause,
             rationale=plan.rationale,
@@ -318,13 +324,20 @@ async def diagnose(
         result = Diagnosis(decision, history=seen)
     else:
         run = _Run(finding, deps, now, history, logs)
+        deadline = deps.config.diagnosis.deadline_seconds
         try:
-            decision = await run.execute()
-        except LLMError as exc:
-            log.warning(
-                "diagnosis_fell_back_to_runbook", fingerprint=finding.fingerprint, reason=str(exc)
+            async with asyncio.timeout(deadline):
+                decision = await run.execute()
+        except (LLMError, TimeoutError) as exc:
+            failure = (
+                f"no decision within {deadline:g}s (diagnosis.deadline_seconds)"
+                if isinstance(exc, TimeoutError)
+                else str(exc)
             )
-            decision = runbook_decide(finding, deps.config, str(exc))
+            log.warning(
+                "diagnosis_fell_back_to_runbook", fingerprint=finding.fingerprint, reason=failure
+            )
+            decision = replace(runbook_decide(finding, deps.config, failure), model_failure=failure)
         result = Diagnosis(decision, dict(run.usage), tuple(run.transcript), seen)
     decision = result.decision
     log.info(

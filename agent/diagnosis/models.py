@@ -124,6 +124,9 @@ class Decision:
     verification: str = ""
     #: Why the LLM path was left for the runbook, if it was.
     fallback_reason: str = ""
+    #: How the configured model failed (error, unusable answer, token budget, deadline),
+    #: when it did: then only the runbook's key turned (``guardrails/autonomy.py``).
+    model_failure: str = ""
     #: What the runbook's matching rule says for this finding: the operator's key.
     runbook_action: str = ""
     #: Which keys turned for the changing action that runs or waits ("model", "runbook"),

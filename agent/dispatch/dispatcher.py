@@ -11,6 +11,12 @@
 4. Only after that commit is the request sent; its result is committed with the move to
    ``verifying`` (or ``escalated``). A crash between 3 and 4 leaves a claim whose result
    never came back: it is never sent again (see ``incidents.lifecycle.on_restart``).
+
+The claim, and the cooldowns and budgets it is checked against, are dated when the claim
+is made, not when the cycle began: a claim after a long diagnosis is not dated a minute
+early. A human's yes (``answer``) that a passing guardrail holds back is remembered
+(``approved``) and tried again by later cycles; one a final guardrail refuses ends the
+wait as ``blocked``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from agent.errors import AgentError
 from agent.gateway.request import (
     Facts,
     GatewayRequest,
@@ -28,10 +35,12 @@ from agent.gateway.request import (
 from agent.gateway.response import GatewayResult
 from agent.guardrails.policy import Block, GuardContext, check
 from agent.incidents.lifecycle import (
+    ESCALATING_BLOCKS,
     Answer,
     Step,
     ended_wait,
     on_approval_granted,
+    on_approval_held,
     on_block,
     on_claim,
     on_gateway_result,
@@ -56,6 +65,22 @@ class FleetView:
     prometheus_healthy: bool
     silences_known: bool
     firing: int
+
+
+async def fleet_now(rt: Runtime) -> FleetView:
+    """The fleet as the guardrails need it now, without a sweep (for an approval, or a
+    diagnosis that ended long after its sweep): Prometheus' health, whether silences can
+    be read, and how many services have a current incident."""
+    silences_known = True
+    if rt.alertmanager is not None:
+        try:
+            await rt.alertmanager.suppressed_alerts()
+        except AgentError:
+            silences_known = False
+    services = rt.config.services
+    firing = {i.target for i in rt.store.current() if i.kind != "storm" and i.target in services}
+    healthy: bool = await rt.prometheus.healthy()
+    return FleetView(prometheus_healthy=healthy, silences_known=silences_known, firing=len(firing))
 
 
 @dataclass
@@ -189,11 +214,15 @@ def _action_of(incident: Incident, answer: Answer | None) -> tuple[str, str]:
 
 
 def _blocked(incident: Incident, block: Block, now: datetime, answer: Answer | None) -> Step:
-    """The step of a block; one that ends a granted wait also withdraws the ask."""
+    """The step of a block. A human's yes held by a guardrail that passes is remembered
+    (``approved``); one refused for good ends the wait as ``blocked``."""
+    passing = not block.final and block.reason not in ESCALATING_BLOCKS
+    if answer is not None and passing and incident.state == "awaiting_approval":
+        return on_approval_held(incident, answer, block, now)
     step = on_block(incident, block, now)
-    if answer is None or step.incident.state == "awaiting_approval":
+    if answer is None or step.incident.asks:
         return step
-    return replace(step, effects=(ended_wait(incident, "granted"), *step.effects))
+    return replace(step, effects=(ended_wait(incident, "blocked"), *step.effects))
 
 
 async def dispatch(
@@ -225,7 +254,10 @@ async def dispatch(
         _commit(rt, out, _blocked(incident, out.block, now, answer), incident.version)
         return out
     mutating = rt.config.actions[action].mutating
-    claimed = _claim(rt, out, incident, action, target, view, now, mutating=mutating, answer=answer)
+    claim_at = rt.clock()
+    claimed = _claim(
+        rt, out, incident, action, target, view, claim_at, mutating=mutating, answer=answer
+    )
     if claimed is None:
         return out
     await _send(rt, out, claimed, finding, action, target, mutating=mutating)

@@ -3,22 +3,31 @@
 A model can be wrong, confused or steered by alert text, and inside the catalogue every
 action is "allowed". So a changing action (restart, start, stop) runs on its own only when
 two keys turn: the model's plan and the operator's runbook rule for the same finding name
-the same action and target, and the action's tier (``autonomy``) is ``auto``. Every
-disagreement goes to a human:
+the same action and target, and the action's tier (``autonomy``) is ``auto``. The more
+cautious answer wins every disagreement: acting alone needs both keys, telling humans
+needs only one.
 
 - the model proposes more than the runbook (another changing action, or one where no
   rule says to act): the model's proposal waits for approval;
 - the model proposes less (none, escalate, a read-only action) where the runbook would
   act: the read-only step runs, and the runbook's action waits for approval, with the
-  model's doubt in the record.
+  model's doubt in the record;
+- the model says ``none`` where the runbook escalates or takes a read-only step: the
+  runbook's step still happens (humans are told; the read-only step runs within its
+  tier), and the record says the model disagreed.
 
-A runbook-only decision (no model configured, or the model failed) is one key, the one the
-operator wrote: it runs within its tier. Read-only actions and escalations run alone (a
-read-only action set to ``approve`` waits too). ``never`` refuses and escalates. An action
-that did not resolve this problem recently (``repeat_failed``) never runs again on its own.
+A runbook-only decision with no model configured is one key, the one the operator wrote:
+it runs within its tier. With a model configured, a diagnosis whose model failed is one
+key missing, not a model that agreed: the runbook's changing action waits for a human
+(``policy.model_failure = "approve"``, the default; ``"runbook"`` runs it within its tier).
+A finding that only Alertmanager reports (anyone who can reach its API can post one) has
+no Prometheus behind it: a changing action for it waits for a human unless
+``[sweep] trust_alertmanager``. Read-only actions and escalations run alone (a read-only
+action set to ``approve`` waits too). ``never`` refuses and escalates. An action that did
+not resolve this problem recently (``repeat_failed``) never runs again on its own.
 
-Pure: a decision, the runbook's decision for the same finding, the configuration and the
-recent failures in; the decision with its verdict out.
+Pure: a decision, the runbook's decision for the same finding, the configuration, the
+recent failures and the finding's source in; the decision with its verdict out.
 """
 
 from __future__ import annotations
@@ -27,8 +36,9 @@ from collections.abc import Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
-from agent.config import AgentConfig, autonomy_of
+from agent.config import AgentConfig, FindingSource, autonomy_of
 from agent.diagnosis.models import Decision
+from agent.text import one_line
 
 PASSIVE = frozenset({"none", "escalate"})
 NO_FAILURES: Mapping[str, str] = MappingProxyType({})
@@ -68,8 +78,21 @@ def _one_key(decision: Decision, config: AgentConfig, failures: Mapping[str, str
         return _refused(decision, action, target)
     if action in failures and _changing(config, action):
         return _ask(decision, action, target, f"repeat_failed: {failures[action]}")
+    failed = decision.model_failure
+    if failed and _changing(config, action) and config.policy.model_failure == "approve":
+        why = (
+            f"the model failed ({one_line(failed, 200)}): only the runbook's key turned, "
+            f"so {action} on {target} waits for a human (policy.model_failure)"
+        )
+        return _ask(decision, action, target, why)
     if tier == "approve":
         return _ask(decision, action, target, f"{action} on {target} needs approval (autonomy)")
+    if failed:
+        return replace(
+            decision,
+            autonomy=f"the model failed; runbook only: {action} runs within its tier "
+            "(policy.model_failure = runbook)",
+        )
     return replace(decision, autonomy=f"runbook only: {action} runs within its tier (auto)")
 
 
@@ -103,7 +126,7 @@ def _model_holds_back(
     if now.action == "escalate" and action != "escalate":
         return now  # the read-only step itself is refused
     if not _changing(config, runbook.action):
-        return now
+        return _not_silenced(now, runbook, config)
     wanted, where = runbook.action, runbook.target
     if autonomy_of(config, where, wanted) == "never":
         return replace(now, autonomy=f"{now.autonomy}; the runbook's {wanted} is set to 'never'")
@@ -117,6 +140,42 @@ def _model_holds_back(
     # What waits is the runbook's action: its key is the one that turned for it.
     held = replace(now, keys=("runbook",), verification="")
     return _ask(held, wanted, where, why, now=step)
+
+
+def _not_silenced(now: Decision, runbook: Decision, config: AgentConfig) -> Decision:
+    """Where the runbook escalates or takes a read-only step and the model says ``none``,
+    the runbook's step happens: humans are told, or the step runs within its tier."""
+    if now.action != "none" or now.approval_action or runbook.action == "none":
+        return now
+    doubt = f"the model proposes none ({now.reason})" if now.reason else "the model proposes none"
+    if runbook.action == "escalate":
+        why = f"the runbook escalates, {doubt}: humans are told"
+        return replace(
+            now,
+            action="escalate",
+            actionable=True,
+            keys=("runbook",),
+            autonomy=why,
+            reason=f"{runbook.reason}; {doubt}",
+        )
+    step = _read_only(replace(now, action=runbook.action, target=runbook.target), config)
+    why = f"the runbook takes {runbook.action}, {doubt}: {step.autonomy}"
+    return replace(step, actionable=True, keys=("runbook",), autonomy=why)
+
+
+def _unconfirmed(decision: Decision, config: AgentConfig, source: FindingSource) -> Decision:
+    """A changing action for a finding only Alertmanager reports waits for a human."""
+    action, target = decision.action, decision.target
+    if source != "alertmanager" or config.sweep.trust_alertmanager:
+        return decision
+    if not _changing(config, action):
+        return decision
+    why = (
+        f"{action} on {target}: the finding rests on Alertmanager alone (no queried "
+        "Prometheus reports it, and anyone who reaches Alertmanager's API can post an "
+        "alert): a human decides (sweep.trust_alertmanager)"
+    )
+    return _ask(decision, action, target, why)
 
 
 def _read_only(model: Decision, config: AgentConfig) -> Decision:
@@ -144,18 +203,24 @@ def judge(
     runbook: Decision,
     config: AgentConfig,
     failures: Mapping[str, str] = NO_FAILURES,
+    *,
+    source: FindingSource = "prometheus",
 ) -> Decision:
     """The decision with its autonomy verdict: what runs alone now (``action``), what waits
     for a human (``approval_action``), which keys turned for it (``keys``) and why.
 
     ``runbook`` is the runbook's decision for the same finding; ``failures`` maps an action
-    to why it did not resolve this problem recently (the ``repeat_failed`` guardrail).
+    to why it did not resolve this problem recently (the ``repeat_failed`` guardrail);
+    ``source`` is who reported the finding.
     """
     if decision.decided_by == "prefilter":
         return decision
     if decision.decided_by == "runbook":
-        return _one_key(decision, config, failures)
-    decision = replace(decision, runbook_action=runbook.action)
-    if _changing(config, decision.action):
-        return _model_acts(decision, runbook, config, failures)
-    return _model_holds_back(decision, runbook, config, failures)
+        judged = _one_key(decision, config, failures)
+    else:
+        decision = replace(decision, runbook_action=runbook.action)
+        if _changing(config, decision.action):
+            judged = _model_acts(decision, runbook, config, failures)
+        else:
+            judged = _model_holds_back(decision, runbook, config, failures)
+    return _unconfirmed(judged, config, source)

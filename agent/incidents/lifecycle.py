@@ -16,6 +16,9 @@ Waiting for a human: a decision whose changing action may not run alone (two key
 (``on_approval_granted``, ``on_approval_denied``), the end of the wait
 (``on_approval_expired``) or the finding going away (``on_gone``) ends it with
 ``ApprovalEnded``. A granted approval is a claim like any other, committed before the send.
+A yes that a passing guardrail holds back is remembered (``on_approval_held``: the
+``approved`` state) and sent by the first cycle that can, until the approval's deadline; a
+yes that a final guardrail refuses ends the wait as ``blocked``, not ``granted``.
 """
 
 from __future__ import annotations
@@ -136,20 +139,19 @@ class AskApproval:
 
 @dataclass(frozen=True)
 class ApprovalEnded:
-    """The wait for a human ended: granted, denied, expired or cleared; withdraw the ask
-    (of ``action`` on ``target``)."""
+    """The wait for a human ended: granted, denied, expired, cleared or blocked; withdraw
+    the ask (of ``action`` on ``target``). ``final`` False: a yes is remembered but not yet
+    carried out (``approved``): the ask is withdrawn, the result is counted later."""
 
     result: str
     action: str
     target: str
+    final: bool = True
 
 
-def ended_wait(incident: Incident, result: str) -> ApprovalEnded:
+def ended_wait(incident: Incident, result: str, *, final: bool = True) -> ApprovalEnded:
     """The end of ``incident``'s wait for a human, with what it waited for."""
-    decision = incident.decision
-    action = decision.approval_action if decision else ""
-    target = (decision.approval_target if decision else "") or incident.target or ""
-    return ApprovalEnded(result, action, target)
+    return ApprovalEnded(result, incident.awaiting or "", incident.awaiting_target or "", final)
 
 
 @dataclass(frozen=True)
@@ -258,11 +260,11 @@ def _await_approval(
         moved,
         now,
         action=decision.approval_action,
-        target=decision.approval_target,
+        target=after.awaiting_target,
         reason=decision.autonomy,
         until=until.isoformat(),
     )
-    ask = AskApproval(decision.approval_action, decision.approval_target, until)
+    ask = AskApproval(decision.approval_action, after.awaiting_target or "", until)
     return Step(moved, (*events, event), (ask,))
 
 
@@ -383,10 +385,18 @@ def on_gateway_result(
 
 
 def on_verification(
-    incident: Incident, recovered: bool, now: datetime, *, verify_after: float, breaker_open_at: int
+    incident: Incident,
+    recovered: bool,
+    now: datetime,
+    *,
+    verify_after: float,
+    breaker_open_at: int,
+    evidence: Mapping[str, Any] | None = None,
 ) -> Step:
-    """The time to verify came: resolved if the problem is gone, escalated if not."""
+    """The time to verify came: resolved if the finding is gone, escalated if not.
+    ``evidence`` (what the plan's verification expression says) is kept in the record."""
     target = incident.action_target or incident.target or ""
+    seen = dict(evidence or {})
     if recovered:
         seconds = (now - incident.opened_at).total_seconds()
         moved = incident.move(
@@ -396,13 +406,17 @@ def on_verification(
             resolution=f"recovered after {incident.action}",
             **_RELEASED,
         )
-        event = _moved(incident, moved, now, time_to_recovery_seconds=round(seconds, 3))
+        event = _moved(incident, moved, now, time_to_recovery_seconds=round(seconds, 3), **seen)
         breaker = BreakerChange(target, failed=False, open_at=breaker_open_at)
         return Step(moved, (event,), (Resolved(seconds),), breaker=breaker)
     unknown = " (the gateway's answer was lost)" if incident.dispatch_outcome == "unknown" else ""
     reason = f"not recovered {verify_after:g}s after {incident.action}{unknown}"
     return _escalate(
-        incident, reason, now, breaker=BreakerChange(target, failed=True, open_at=breaker_open_at)
+        incident,
+        reason,
+        now,
+        (Event(now, "verification", seen),) if seen else (),
+        breaker=BreakerChange(target, failed=True, open_at=breaker_open_at),
     )
 
 
@@ -416,9 +430,11 @@ def on_approval_granted(
     now: datetime,
 ) -> Step:
     """A human approved the waiting action: it becomes the decided action, claimed now; the
-    caller sends it after the commit, as for any claim."""
+    caller sends it after the commit, as for any claim. From ``approved`` (a yes held back
+    earlier) the answer is already in the timeline."""
     decision = incident.decision
     assert decision is not None and decision.approval_action
+    held = incident.state == "approved"
     approved = replace(
         decision,
         action=decision.approval_action,
@@ -439,9 +455,25 @@ def on_approval_granted(
     )
     return replace(
         claim,
-        events=(answer.event(), *claim.events),
+        events=claim.events if held else (answer.event(), *claim.events),
         effects=(ended_wait(incident, "granted"), *claim.effects),
     )
+
+
+def on_approval_held(incident: Incident, answer: Answer, block: Block, now: datetime) -> Step:
+    """A human said yes, but a guardrail that passes (cooldown, an action in flight, an
+    unhealthy Prometheus, a failed re-check) holds the action back: the yes is remembered
+    and sent by the first cycle that can, until the approval's deadline. The ask is
+    withdrawn (a human answered); the result is counted when the wait really ends."""
+    decision = incident.decision
+    assert decision is not None and decision.approval_action
+    approved = replace(decision, approved_by=answer.by)
+    moved = incident.move(
+        "approved", now, decision=approved, blocked_reason=block.reason, **_RELEASED
+    )
+    event = _moved(incident, moved, now, reason=block.reason, detail=block.detail)
+    effects = (ended_wait(incident, "approved", final=False), Blocked(block))
+    return Step(moved, (answer.event(), event), effects)
 
 
 def on_approval_denied(incident: Incident, answer: Answer, now: datetime) -> Step:
@@ -456,8 +488,17 @@ APPROVAL_EXPIRED = "approval expired"
 
 
 def on_approval_expired(incident: Incident, now: datetime) -> Step:
-    """Nobody answered in time: escalate rather than act, or wait, forever."""
-    reason = f"{APPROVAL_EXPIRED}: nobody answered by {incident.approval_until or now:%H:%M:%SZ}"
+    """Nobody answered in time, or a yes could not be sent in time: escalate rather than
+    act late, or wait, forever."""
+    until = incident.approval_until or now
+    if incident.state == "approved":
+        by = incident.decision.approved_by if incident.decision else ""
+        reason = (
+            f"{APPROVAL_EXPIRED}: approved by {by} but not sent by {until:%H:%M:%SZ} "
+            f"(held by {incident.blocked_reason or 'a guardrail'})"
+        )
+        return _escalate(incident, reason, now, effects=(ended_wait(incident, "blocked"),))
+    reason = f"{APPROVAL_EXPIRED}: nobody answered by {until:%H:%M:%SZ}"
     return _escalate(incident, reason, now, effects=(ended_wait(incident, "expired"),))
 
 
@@ -520,8 +561,8 @@ def on_release(incident: Incident, now: datetime) -> Step:
 
 def on_gone(incident: Incident, now: datetime) -> Step | None:
     """The incident's findings are no longer seen; None when verification decides instead."""
-    if incident.state == "awaiting_approval":
-        reason = "finding cleared while waiting for approval"
+    if incident.asks:
+        reason = f"finding cleared while {incident.state.replace('_', ' ')}"
         moved = incident.move("skipped", now, cleared_at=now, resolution=reason, **_RELEASED)
         events = (_moved(incident, moved, now, reason=reason), Event(now, "cleared", {}))
         return Step(moved, events, (ended_wait(incident, "cleared"), Skipped(reason), Cleared()))
@@ -537,13 +578,33 @@ def on_gone(incident: Incident, now: datetime) -> Step | None:
     return None
 
 
-def on_restart(incident: Incident, now: datetime, *, verify_after: float) -> Step:
+def on_restart(
+    incident: Incident, now: datetime, *, verify_after: float, approval_ttl: float = 900.0
+) -> Step:
     """The replica that held the incident's lease stopped renewing it: take the work over.
 
     An action claimed in ``acting`` may have reached the gateway: it goes to verification
-    with an unknown outcome and is never sent again. A diagnosis is started over.
+    with an unknown outcome and is never sent again; when it was the read-only step before
+    a changing action that waits for a human, the wait (and its ask) is kept instead. A
+    diagnosis is started over.
     """
     who = incident.lease_owner or "unknown"
+    if incident.state == "acting" and incident.awaiting:
+        reason = f"replica {who} stopped during the read-only step; the approval still waits"
+        outcome = ActionOutcome(incident.id, incident.action or "none", "unknown")
+        step = _await_approval(
+            incident,
+            incident.update(now, dispatch_outcome="unknown"),
+            now,
+            (),
+            approval_ttl,
+        )
+        return replace(
+            step,
+            events=(Event(now, "taken_over", {"reason": reason}), *step.events),
+            effects=(TakenOver(reason), *step.effects),
+            outcome=outcome,
+        )
     if incident.state == "acting":
         reason = (
             f"replica {who} stopped while acting; the action may have run and is not sent again"
@@ -578,12 +639,12 @@ def work_queue(
     now: datetime,
 ) -> list[Incident]:
     """The incidents this replica should carry further now, most severe then oldest first:
-    open (to diagnose) or decided (to dispatch), still firing, not already being worked
+    open (to diagnose), decided or approved (to dispatch), still firing, not already being worked
     here, and not under another replica's live lease."""
     ready = [
         i
         for i in incidents
-        if i.state in ("open", "decided")
+        if i.state in ("open", "decided", "approved")
         and i.group_key in current
         and i.id not in busy
         and not i.leased_by_other(replica, now)

@@ -17,11 +17,16 @@ States::
     diagnosing ──▶ awaiting_approval ──▶ acting      (a human approved)
     acting ─────▶ awaiting_approval ──▶ escalated   (denied, expired)
       (a read-only step ran first)   ──▶ skipped     (the finding cleared first)
+    awaiting_approval ──▶ approved ──▶ acting        (a yes held by a passing guardrail,
+                                   ──▶ escalated      sent by the first cycle that can,
+                                   ──▶ skipped        until the approval's deadline)
 
 ``acting`` lasts from the committed claim of an action until its result is recorded; with
 ``verifying`` it is what "an action in flight" means. Terminal states never move again.
 ``awaiting_approval`` holds a changing action the agent may not run on its own (see
-``guardrails/autonomy.py``) until a human approves or denies it, or ``approval_until``.
+``guardrails/autonomy.py``) until a human approves or denies it, or ``approval_until``;
+``approved`` holds a yes that a passing guardrail (cooldown, an action in flight, an
+unhealthy Prometheus, a failed re-check) kept from being sent at once.
 
 A fleet storm (too many services firing at once) is one incident of kind ``storm``: it
 opens straight into ``watching`` (handed to humans, watched until the storm ends, then
@@ -46,6 +51,7 @@ State = Literal[
     "diagnosing",
     "decided",
     "awaiting_approval",
+    "approved",
     "acting",
     "verifying",
     "held",
@@ -63,7 +69,8 @@ TRANSITIONS: Mapping[State, frozenset[State]] = {
     "open": frozenset({"diagnosing", "skipped", "escalated", "held", "watching"}),
     "diagnosing": frozenset({"decided", "awaiting_approval", "skipped", "escalated", "open"}),
     "decided": frozenset({"acting", "skipped", "escalated"}),
-    "awaiting_approval": frozenset({"acting", "skipped", "escalated"}),
+    "awaiting_approval": frozenset({"acting", "approved", "skipped", "escalated"}),
+    "approved": frozenset({"acting", "skipped", "escalated"}),
     "acting": frozenset({"verifying", "awaiting_approval", "escalated"}),
     "verifying": frozenset({"resolved", "escalated"}),
     "held": frozenset({"open", "skipped", "escalated"}),
@@ -160,6 +167,19 @@ class Incident:
         return (self.decision.approval_action or None) if self.decision else None
 
     @property
+    def awaiting_target(self) -> str | None:
+        """The service the waiting action would run on (which may be a related service
+        rather than the finding's own), if an action waits."""
+        if self.decision is None or not self.decision.approval_action:
+            return None
+        return self.decision.approval_target or self.target
+
+    @property
+    def asks(self) -> bool:
+        """A human's answer is wanted or was given and not yet carried out."""
+        return self.state in ("awaiting_approval", "approved")
+
+    @property
     def decided_by(self) -> str | None:
         """prefilter, llm or runbook, once there is a decision."""
         return self.decision.decided_by if self.decision else None
@@ -203,6 +223,10 @@ class Incident:
             "dispatch_outcome": self.dispatch_outcome,
             "resolution": self.resolution,
             "cleared_at": self.cleared_at.isoformat() if self.cleared_at else None,
-            "awaiting_approval": self.awaiting if self.state == "awaiting_approval" else None,
+            "awaiting_approval": self.awaiting if self.asks else None,
+            "approval_action": self.awaiting if self.asks else None,
+            "approval_target": self.awaiting_target if self.asks else None,
+            "approved_by": (self.decision.approved_by or None) if self.decision else None,
             "approval_until": self.approval_until.isoformat() if self.approval_until else None,
+            "source": self.finding.source,
         }

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from agent.config import FindingSource
 from agent.sweep.findings import (
     Finding,
     fingerprint,
@@ -90,6 +91,7 @@ def alert_finding(
     target_labels: Sequence[str],
     volatile: frozenset[str],
     times: dict[object, datetime] | None = None,
+    source: FindingSource = "prometheus",
 ) -> Finding | None:
     """One firing alert entry as a finding; None when it has no usable labels or name."""
     labels = string_map(entry.get("labels"))
@@ -113,6 +115,7 @@ def alert_finding(
         value=parse_value(entry.get("value")),
         first_seen=first_seen,
         fingerprint=fingerprint("alert", name, labels, volatile),
+        source=source,
     )
 
 
@@ -188,7 +191,7 @@ def parse_alertmanager_alerts(
                 "annotations": entry.get("annotations"),
                 "activeAt": entry.get("startsAt"),
             }
-            finding = alert_finding(shaped, now, target_labels, volatile, times)
+            finding = alert_finding(shaped, now, target_labels, volatile, times, "alertmanager")
         if finding is None:
             out.malformed += state not in ("suppressed", "unprocessed")
         else:

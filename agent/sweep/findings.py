@@ -19,7 +19,7 @@ from datetime import datetime
 import orjson
 from xxhash import xxh3_128_hexdigest
 
-from agent.config import FindingKind, Severity
+from agent.config import FindingKind, FindingSource, Severity
 from agent.text import encodable
 
 _SEVERITIES = {s.value: s for s in Severity}
@@ -48,6 +48,9 @@ class Finding:
     value: float | None
     first_seen: datetime
     fingerprint: str
+    #: Who reported it, and so who is asked whether it is still there (not in the
+    #: fingerprint: one problem seen through both sources is one finding).
+    source: FindingSource = "prometheus"
 
     @property
     def queue_key(self) -> tuple[int, datetime]:
@@ -71,6 +74,9 @@ class Finding:
         if labels is None or annotations is None or severity not in _SEVERITIES:
             raise ValueError("finding.labels, annotations and severity are malformed")
         first_seen = datetime.fromisoformat(str(data.get("first_seen")))
+        source = data.get("source", "prometheus")
+        if source not in ("prometheus", "alertmanager"):
+            raise ValueError(f"finding.source {source!r} is not prometheus or alertmanager")
         return cls(
             kind=kind,
             name=name,
@@ -81,6 +87,7 @@ class Finding:
             value=parse_value(data.get("value")),
             first_seen=first_seen,
             fingerprint=fp,
+            source=source,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -96,6 +103,7 @@ class Finding:
             "value": value,
             "first_seen": self.first_seen.isoformat(),
             "fingerprint": self.fingerprint,
+            "source": self.source,
         }
 
 

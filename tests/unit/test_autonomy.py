@@ -49,8 +49,12 @@ def _judge(
         ("none", "MemoryLeak", "none", "restart", ("runbook",)),
         ("escalate", "MemoryLeak", "none", "restart", ("runbook",)),
         ("collect_logs", "MemoryLeak", "collect_logs", "restart", ("runbook",)),
+        # the model says none where the runbook escalates or looks: the runbook's step
+        # still happens (humans are told; the read-only step runs within its tier)
+        ("none", "DiskFull", "escalate", "", ("runbook",)),
+        ("none", "SomethingOdd", "escalate", "", ("runbook",)),
+        ("none", "LatencyHigh", "collect_logs", "", ("runbook",)),
         # nothing changing anywhere: read-only and passive run alone
-        ("none", "DiskFull", "none", "", ("model",)),
         ("escalate", "DiskFull", "escalate", "", ("model",)),
         ("collect_logs", "SomethingOdd", "collect_logs", "", ("model",)),
         ("collect_logs", "LatencyHigh", "collect_logs", "", ("model",)),

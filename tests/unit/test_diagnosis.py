@@ -22,6 +22,7 @@ from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, phase_of, plan, tria
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 CONFIG = make_config()
+_RUNBOOK = [rule.model_dump() for rule in CONFIG.runbook]
 
 
 def _finding(
@@ -117,26 +118,32 @@ async def test_blank_evidence_is_dropped_and_long_evidence_clipped(
     assert len(decision.evidence[1]) == 500 and decision.evidence[1].endswith("chars]")
 
 
-async def test_not_actionable_stops_after_triage(
+async def test_not_actionable_stops_after_triage_only_where_the_runbook_says_none(
     httpx_mock: HTTPXMock, deps: DiagnosisDeps
 ) -> None:
-    """A finding the runbook would not act on, triaged as not actionable, ends with action
+    """A finding whose runbook rule says none, triaged as not actionable, ends with action
     none and one call."""
+    informational = {"name": "informational", "match": "ConfigReloaded", "action": "none"}
+    deps.config = make_config(runbook=[informational, *_RUNBOOK])
     _add(httpx_mock, triage(actionable=False))
-    decision = (await diagnose(_finding(name="LatencyHigh"), deps, NOW)).decision
+    decision = (await diagnose(_finding(name="ConfigReloaded"), deps, NOW)).decision
     assert (decision.action, decision.actionable, decision.decided_by) == ("none", False, "llm")
     assert len(httpx_mock.get_requests(url=CHAT_URL)) == 1
 
 
-async def test_not_actionable_is_investigated_where_the_runbook_would_act(
-    httpx_mock: HTTPXMock, deps: DiagnosisDeps
+@pytest.mark.parametrize(
+    ("name", "runbook"),
+    [("MemoryLeak", "restart"), ("LatencyHigh", "collect_logs"), ("DiskFull", "escalate")],
+)
+async def test_not_actionable_is_investigated_where_the_runbook_says_more_than_none(
+    httpx_mock: HTTPXMock, deps: DiagnosisDeps, name: str, runbook: str
 ) -> None:
-    """Triage says no to a leak the runbook would restart: the model still investigates
-    and plans, so a human asked about it sees the model's evidence."""
+    """Triage says no where the runbook would act, look or escalate: the model still
+    investigates and plans, so its "no" comes with evidence and never silences the runbook."""
     _add(httpx_mock, triage(actionable=False), completion("It grows."), plan(action="none"))
-    result = await diagnose(_finding(), deps, NOW)
+    result = await diagnose(_finding(name=name), deps, NOW)
     assert result.decision.decided_by == "llm" and result.decision.action == "none"
-    assert "investigated as the runbook would act" in result.decision.reason
+    assert f"investigated as the runbook says {runbook}" in result.decision.reason
     assert {k: v.calls for k, v in result.usage.items()} == {
         "triage": 1,
         "investigation": 1,

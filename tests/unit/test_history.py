@@ -241,7 +241,10 @@ def test_the_approval_alert_links_to_the_console_and_says_how_to_answer() -> Non
     notes = alert["annotations"]
     assert isinstance(notes, dict)
     assert notes["console"] == "https://agent.example.org/ui/incidents/waiting0001"
-    assert notes["approve"] == "devops-agent incidents approve waiting0001 --by YOUR_NAME"
+    assert notes["approve"] == (
+        "devops-agent incidents approve waiting0001 --action restart --target market-predictor "
+        "--by YOUR_NAME"
+    )
     assert "ignore previous" not in json.dumps(alert)  # alert text never reaches the ask
     held = Decision("none", "market-predictor", "llm", True, runbook_action="restart")
     decided = replace(waiting, decision=replace(held, keys=("runbook",)))

@@ -239,7 +239,13 @@ def test_a_cycle_survives_whatever_the_peers_say(
     )
     config = write_config(
         tmp_path / "agent.toml",
-        policy={"storm_min_services": 1000, "max_actions_per_hour": 1000},
+        # A model that answers garbage leaves the runbook's restart to a human by default;
+        # here the runbook's restart runs within its tier, so the wire is checked.
+        policy={
+            "storm_min_services": 1000,
+            "max_actions_per_hour": 1000,
+            "model_failure": "runbook",
+        },
         diagnosis={"max_retries": 0, "max_steps": 3},
     )
     env = {
