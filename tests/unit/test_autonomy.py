@@ -186,3 +186,63 @@ def test_unknown_action_in_a_service_tier_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match=r"services.market-predictor.autonomy.reboot"):
         make_config(services={SERVICE: {"actions": ["restart"], "autonomy": {"reboot": "auto"}}})
+
+
+def _failed(action: str = "restart", reason: str = "HTTP 500 from the model") -> Decision:
+    decision = runbook_decide(_finding("MemoryLeak"), make_config(), reason)
+    return replace(decision, action=action, model_failure=reason)
+
+
+def test_a_failed_model_is_one_key_missing() -> None:
+    """With a model configured, a model that failed leaves the runbook's restart waiting for
+    a human, the failure named; with policy.model_failure = runbook it runs in its tier."""
+    config = make_config()
+    verdict = judge(_failed(), runbook_decide(_finding("MemoryLeak"), config), config)
+    assert (verdict.action, verdict.approval_action, verdict.keys) == (
+        "none",
+        "restart",
+        ("runbook",),
+    )
+    assert "the model failed (HTTP 500 from the model)" in verdict.autonomy
+    lenient = make_config(policy={"model_failure": "runbook"})
+    alone = judge(_failed(), runbook_decide(_finding("MemoryLeak"), lenient), lenient)
+    assert (alone.action, alone.approval_action) == ("restart", "")
+    assert "policy.model_failure = runbook" in alone.autonomy
+
+
+@pytest.mark.parametrize("action", ["escalate", "collect_logs"])
+def test_a_failed_model_never_holds_back_what_needs_no_second_key(action: str) -> None:
+    """Escalations and read-only runbook steps still run when the model failed."""
+    config = make_config()
+    verdict = judge(_failed(action), runbook_decide(_finding("X"), config), config)
+    assert (verdict.action, verdict.approval_action) == (action, "")
+
+
+@pytest.mark.parametrize("decided_by", ["llm", "runbook"])
+def test_a_finding_only_alertmanager_reports_cannot_act_alone(decided_by: str) -> None:
+    """Both keys turn, but the finding rests on Alertmanager alone: the restart waits for a
+    human unless sweep.trust_alertmanager; read-only steps still run."""
+    config = make_config()
+    runbook = runbook_decide(_finding("MemoryLeak"), config)
+    decision = _model("restart") if decided_by == "llm" else runbook
+    asked = judge(decision, runbook, config, source="alertmanager")
+    assert (asked.action, asked.approval_action) == ("none", "restart")
+    assert "rests on Alertmanager alone" in asked.autonomy
+    trusted = make_config(
+        sweep={"sources": ["prometheus", "alertmanager"], "trust_alertmanager": True}
+    )
+    alone = judge(
+        decision, runbook_decide(_finding("MemoryLeak"), trusted), trusted, source="alertmanager"
+    )
+    assert (alone.action, alone.approval_action) == ("restart", "")
+    looks = judge(_model("collect_logs"), runbook, config, source="alertmanager")
+    assert looks.action == "collect_logs"
+
+
+def test_the_runbooks_escalation_wins_over_a_models_none() -> None:
+    """The runbook escalates a full disk; the model says none: humans are told, and the
+    record says the model disagreed."""
+    verdict = _judge(_model("none", reason="disk usage looks normal"), "DiskFull")
+    assert verdict.action == "escalate" and verdict.actionable
+    assert "the model proposes none (disk usage looks normal)" in verdict.autonomy
+    assert verdict.keys == ("runbook",)

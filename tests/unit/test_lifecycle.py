@@ -33,6 +33,7 @@ from agent.incidents.lifecycle import (
     on_approval_denied,
     on_approval_expired,
     on_approval_granted,
+    on_approval_held,
     on_block,
     on_claim,
     on_decision,
@@ -591,3 +592,94 @@ def test_a_block_at_approval_time_keeps_it_waiting() -> None:
     waiting = _incident("awaiting_approval", decision=ASKING, approval_until=LATER)
     step = on_block(waiting, Block("cooldown", "restart 60s ago"), NOW)
     assert step.incident.state == "awaiting_approval" and step.incident.blocked_reason == "cooldown"
+
+
+def test_a_yes_held_by_a_passing_guardrail_is_remembered_then_sent() -> None:
+    """A cooldown when the human says yes: the yes is kept (approved), the ask withdrawn but
+    not counted; a later cycle's grant sends it without recording the answer twice."""
+    waiting = _incident("awaiting_approval", decision=ASKING, approval_until=LATER)
+    answer = Answer(True, "alice", "looked", NOW)
+    held = on_approval_held(waiting, answer, Block("cooldown", "restart 60s ago"), NOW)
+    assert held.incident.state == "approved" and held.incident.blocked_reason == "cooldown"
+    assert held.incident.decision is not None and held.incident.decision.approved_by == "alice"
+    assert held.incident.awaiting == "restart" and held.incident.asks
+    assert held.effects[0] == ApprovalEnded("approved", "restart", "market-predictor", final=False)
+    assert [e.kind for e in held.events] == ["approval", "transition"]
+    sent = on_approval_granted(
+        held.incident,
+        replace(answer, at=LATER),
+        mutating=True,
+        owner="r1",
+        lease_until=LATER,
+        now=LATER,
+    )
+    assert sent.incident.state == "acting" and sent.claim is not None
+    assert [e.kind for e in sent.events] == ["transition"]  # the answer is not recorded twice
+    assert sent.effects[0] == ApprovalEnded("granted", "restart", "market-predictor")
+
+
+def test_a_yes_not_sent_in_time_ends_blocked_and_a_cleared_one_skips() -> None:
+    """An approved action still held at the deadline escalates as blocked (not granted); if
+    the finding goes away first, it is skipped and cleared."""
+    approved = _incident(
+        "approved",
+        decision=replace(ASKING, approved_by="alice"),
+        approval_until=LATER,
+        blocked_reason="in_flight",
+    )
+    expired = on_approval_expired(approved, LATER)
+    assert expired.incident.state == "escalated"
+    assert "approved by alice but not sent" in (expired.incident.resolution or "")
+    assert "in_flight" in (expired.incident.resolution or "")
+    assert expired.effects[0] == ApprovalEnded("blocked", "restart", "market-predictor")
+    gone = on_gone(approved, LATER)
+    assert gone is not None and gone.incident.state == "skipped"
+    assert gone.effects[0] == ApprovalEnded("cleared", "restart", "market-predictor")
+
+
+def test_the_ask_names_a_related_service_as_its_target() -> None:
+    """A restart of a related service waits with that service named, in the row too."""
+    related = replace(ASKING, approval_target="coding-ai-agent")
+    step = on_decision(_incident("diagnosing"), Diagnosis(related), NOW, approval_ttl=60)
+    until = NOW + timedelta(seconds=60)
+    assert step.effects == (AskApproval("restart", "coding-ai-agent", until),)
+    row = step.incident.row()
+    assert (row["approval_action"], row["approval_target"], row["target"]) == (
+        "restart",
+        "coding-ai-agent",
+        "market-predictor",
+    )
+
+
+def test_a_replica_dying_during_the_read_only_step_keeps_the_ask() -> None:
+    """The read-only step's lease expired: the changing action still waits for a human and
+    is asked again; the read-only step is not repeated."""
+    acting = _incident(
+        "acting",
+        decision=replace(ASKING, action="collect_logs"),
+        action_target="market-predictor",
+        lease_owner="dead",
+        lease_until=NOW,
+    )
+    step = on_restart(acting, LATER, verify_after=60, approval_ttl=300)
+    until = LATER + timedelta(seconds=300)
+    assert step.incident.state == "awaiting_approval" and step.incident.approval_until == until
+    assert step.outcome == ActionOutcome("inc0001", "collect_logs", "unknown")
+    assert [type(e) for e in step.effects] == [TakenOver, AskApproval]
+    assert step.claim is None
+
+
+def test_verification_keeps_the_models_expression_as_evidence_only() -> None:
+    """The finding decides; what the plan's expression said is kept in the record."""
+    verifying = _incident("verifying", decision=RESTART, action_target="market-predictor")
+    evidence = {"verification_expr": "vector(1)", "verification_series": 1}
+    step = on_verification(
+        verifying, True, LATER, verify_after=60, breaker_open_at=3, evidence=evidence
+    )
+    assert step.incident.state == "resolved"
+    assert step.events[-1].data["verification_series"] == 1
+    failed = on_verification(
+        verifying, False, LATER, verify_after=60, breaker_open_at=3, evidence=evidence
+    )
+    assert failed.incident.state == "escalated"
+    assert failed.events[0].kind == "verification" and failed.events[0].data == evidence

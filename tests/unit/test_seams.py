@@ -1,0 +1,673 @@
+"""Where the safety features meet, as one stateful property: Hypothesis drives cycles of the
+real daemon code with random combinations of the things that used to break each other, and
+after every step checks the promises that must hold whatever happened.
+
+What varies: dry run or not; what the model does for each finding (agrees with the
+runbook, proposes more, holds back, fails, answers garbage, is slow past the deadline,
+targets a related service); where a finding comes from (Prometheus, or Alertmanager only);
+human answers (yes, yes pinned to the wrong action or service, no, twice, late); time
+passing (cooldowns, approval deadlines, leases); verification; cycles with the daemon's
+background diagnoses or inline; and replicas that restart, or crash in the middle of a
+diagnosis and are taken over.
+
+What must hold after every step:
+- nothing changing is sent without both keys (the model planned it, the runbook names the
+  same action and target, the finding rests on Prometheus) or a human's yes to exactly it;
+- what is sent after a yes is exactly the action and service that waited when it was given;
+- at most one request per incident and action;
+- a dry run sends nothing;
+- where the runbook says humans must see a finding, they are told (escalated or asked).
+
+Prometheus, Alertmanager, the model and the gateway are faked at the HTTP boundary with
+pytest-httpx; the clock is injected; the store is a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import Counter
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from pytest_httpx import HTTPXMock
+
+from agent.daemon.approvals import Pin, answer_approval, make_answer
+from agent.daemon.cycle import run_cycle
+from agent.daemon.verify import run_verifications
+from agent.daemon.work import Diagnoses
+from agent.incidents.model import Incident
+from agent.runtime import Runtime, open_runtime, replica_id
+from agent.settings import Settings, load_settings
+from agent.sweep.checks import PendingChecks
+from tests.conftest import BASE_ENV
+from tests.integration.daemon_support import write_config
+from tests.llm_fakes import completion, phase_of
+
+PROM, AM, GATEWAY, LLM = (
+    "http://prom.test",
+    "http://am.test",
+    "http://gw.test",
+    "http://llm.test/v1",
+)
+T0 = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+MP, CA = "market-predictor", "coding-ai-agent"
+#: The findings in play: alert name, service, and what the shipped runbook says.
+FINDINGS = {
+    "leak": ("ServiceMemoryLeak", MP, "restart"),
+    "disk": ("DiskAlmostFull", CA, "escalate"),
+    "latency": ("LatencyHigh", CA, "collect_logs"),
+}
+BEHAVIOURS = ("agrees", "more", "holds_back", "fails", "garbage", "slow", "related")
+#: Drawn more often: a model that agrees with the runbook (the path where the agent acts alone).
+DRAWN = ("agrees", "agrees", *BEHAVIOURS)
+INTENTS = {
+    "restart the service": "restart",
+    "start the service": "start",
+    "stop the service": "stop",
+    "show recent logs": "collect_logs",
+    "show memory and CPU usage": "inspect_resources",
+    "check if service is healthy": "health_check",
+}
+CHANGING = frozenset({"restart", "start", "stop"})
+CONTEXT_ID = re.compile(r"devops-agent incident ([0-9a-f]{12}):")
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One request the gateway received, and whether Prometheus had reported the finding
+    of the service it names by then (in the finding's current firing)."""
+
+    incident_id: str
+    action: str
+    target: str
+    purpose: str
+    prometheus_saw: frozenset[str]
+
+
+@dataclass
+class World:
+    """What the fake peers say and saw."""
+
+    firing: dict[str, str] = field(default_factory=dict)  # finding key -> source
+    behaviour: dict[str, str] = field(default_factory=dict)
+    sent: list[Sent] = field(default_factory=list)
+    planned: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    posts: list[dict[str, Any]] = field(default_factory=list)
+    #: (incident, action, target) a human said yes to while it waited.
+    approved: set[tuple[str, str, str]] = field(default_factory=set)
+    #: The findings Prometheus has reported since they last began to fire.
+    prometheus_saw: set[str] = field(default_factory=set)
+    #: Peers that answer 503 to everything for now.
+    down: set[str] = field(default_factory=set)
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    # -- Prometheus ---------------------------------------------------------------------
+    def prometheus(self, request: httpx.Request) -> httpx.Response:
+        if "prometheus" in self.down:
+            return httpx.Response(503, text="unavailable")
+        if request.url.path == "/-/healthy":
+            return httpx.Response(200, text="ok")
+        if request.url.path == "/api/v1/alerts":
+            alerts = [
+                {
+                    "labels": {"alertname": FINDINGS[k][0], "service": FINDINGS[k][1]},
+                    "annotations": {"summary": "it fires"},
+                    "state": "firing",
+                    "activeAt": T0.isoformat(),
+                    "value": "1e+00",
+                }
+                for k, source in sorted(self.firing.items())
+                if source == "prometheus"
+            ]
+            self.prometheus_saw |= {
+                k for k, source in self.firing.items() if source == "prometheus"
+            }
+            return httpx.Response(200, json={"status": "success", "data": {"alerts": alerts}})
+        data = {"groups": []} if request.url.path.endswith("rules") else {"result": []}
+        return httpx.Response(200, json={"status": "success", "data": data})
+
+    # -- Alertmanager -------------------------------------------------------------------
+    def alertmanager(self, request: httpx.Request) -> httpx.Response:
+        if "alertmanager" in self.down:
+            return httpx.Response(503, text="unavailable")
+        if request.method == "POST":
+            self.posts.extend(json.loads(request.read()))
+            return httpx.Response(200, json={})
+        if request.url.params.get("silenced") == "true":
+            return httpx.Response(200, json=[])
+        alerts = [
+            {
+                "labels": {
+                    "alertname": FINDINGS[k][0],
+                    "service": FINDINGS[k][1],
+                    "prometheus": "second",
+                },
+                "annotations": {},
+                "startsAt": T0.isoformat(),
+                "status": {"state": "active", "silencedBy": [], "inhibitedBy": []},
+            }
+            for k, source in sorted(self.firing.items())
+            if source == "alertmanager"
+        ]
+        return httpx.Response(200, json=alerts)
+
+    # -- the model ----------------------------------------------------------------------
+    async def model(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.read())
+        text = json.dumps(body["messages"])
+        key = next(k for k, (name, _, _) in FINDINGS.items() if name in text)
+        behaviour = self.behaviour.get(key, "agrees")
+        if behaviour == "fails":
+            return httpx.Response(500, json={"error": {"message": "the model is down"}})
+        if behaviour == "garbage":
+            return httpx.Response(200, json=completion("I am not JSON {"))
+        if behaviour == "slow":
+            await asyncio.Event().wait()  # past the diagnosis deadline
+        phase = phase_of(body)
+        if phase == "triage":
+            actionable = behaviour != "holds_back"
+            answer = {"actionable": actionable, "urgency": "high", "reason": "looked"}
+            return httpx.Response(200, json=completion(json.dumps(answer)))
+        if phase == "investigation":
+            return httpx.Response(200, json=completion("I looked at the series."))
+        action, target = self._plan(key, behaviour)
+        self.planned.setdefault(key, set()).add((action, target))
+        plan = {
+            "action": action,
+            "target": target,
+            "confidence": 0.9,
+            "root_cause": "x",
+            "rationale": "y",
+            "evidence": ["z"],
+            "verification": "vector(1)",
+        }
+        return httpx.Response(200, json=completion(json.dumps(plan)))
+
+    def end(self, key: str) -> None:
+        """The finding stops firing."""
+        self.firing.pop(key, None)
+        self.prometheus_saw.discard(key)
+
+    @staticmethod
+    def _plan(key: str, behaviour: str) -> tuple[str, str]:
+        _, service, runbook = FINDINGS[key]
+        if behaviour == "more":
+            return ("stop" if service == MP else "start"), service
+        if behaviour == "holds_back":
+            return "none", service
+        if behaviour == "related":
+            return "restart", (CA if service == MP else MP)
+        return runbook, service
+
+    # -- the gateway --------------------------------------------------------------------
+    def gateway(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.read())
+        found = CONTEXT_ID.search(body["action_request"]["context"])
+        assert found, body
+        action = INTENTS[body["action_request"]["intent"]]
+        target = body["target_resource"]["name"]
+        purpose = request.headers.get("X-Devops-Agent-Purpose", "remediation")
+        saw = frozenset(self.prometheus_saw)
+        self.sent.append(Sent(found.group(1), action, target, purpose, saw))
+        if action in ("restart", "start") and target == MP:
+            self.end("leak")  # the restart heals the leak
+        result = {"status": "SUCCESS", "exit_code": 0, "stdout": "ok", "stderr": ""}
+        return httpx.Response(
+            200,
+            json={
+                "request_id": "r",
+                "overall_status": "COMPLETED_SUCCESS",
+                "execution_details": {
+                    "command": f"docker {action} {target}",
+                    "execution_result": result,
+                },
+                "error_details": None,
+            },
+        )
+
+
+WORLD = World()
+#: What the examples did, over the whole run: a property that never reached a path proves
+#: nothing about it, so the test also asserts that each path was taken.
+SEEN: Counter[str] = Counter()
+
+
+def _settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    config = write_config(
+        tmp_path / "agent.toml",
+        schedule={"verify_after_seconds": 60, "lease_seconds": 30, "catch_up_window_seconds": 3600},
+        sweep={"sources": ["prometheus", "alertmanager"]},
+        policy={
+            "storm_min_services": 1000,
+            "approval_ttl_seconds": 300,
+            "action_cooldown_seconds": 120,
+            "max_actions_per_target_per_hour": 100,
+            "max_actions_per_hour": 100,
+        },
+        diagnosis={"max_retries": 0, "max_steps": 1, "deadline_seconds": 0.3},
+        services={
+            MP: {
+                "actions": ["restart", "start", "stop", "collect_logs", "inspect_resources"],
+                "related": [CA],
+            },
+            CA: {"actions": ["restart", "start", "collect_logs", "inspect_resources"]},
+        },
+    )
+    env = {
+        **BASE_ENV,
+        "PROMETHEUS_URL": PROM,
+        "ALERTMANAGER_URL": AM,
+        "AI_COMMAND_GATEWAY_URL": GATEWAY,
+        "OPENAI_BASE_URL": LLM,
+        "AGENT_CONFIG": str(config),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return load_settings(env_file=None)
+
+
+class Seams(RuleBasedStateMachine):
+    """One agent (and its successors after restarts) on one store, against the fakes."""
+
+    base: Settings
+    workdir: Path
+
+    def __init__(self) -> None:
+        super().__init__()
+        WORLD.reset()
+        self.loop = asyncio.new_event_loop()
+        self.now = T0
+        self.stack: AsyncExitStack | None = None
+        self.rt: Runtime | None = None
+        self.dry_run = False
+        self.store_url = ""
+        self.examples = 0
+
+    # -- plumbing -----------------------------------------------------------------------
+    def run(self, work: Any) -> Any:
+        return self.loop.run_until_complete(work)
+
+    def clock(self) -> datetime:
+        return self.now
+
+    def _open(self) -> None:
+        env = self.base.env.model_copy(update={"agent_state_url": self.store_url})
+        settings_ = Settings(env=env, config=self.base.config)
+
+        async def opened() -> tuple[AsyncExitStack, Runtime]:
+            stack = AsyncExitStack()
+            rt = await stack.enter_async_context(open_runtime(settings_, dry_run=self.dry_run))
+            rt.clock = self.clock
+            return stack, rt
+
+        self.stack, self.rt = self.run(opened())
+
+    def _close(self) -> None:
+        if self.stack is not None:
+            self.run(self.stack.aclose())
+        self.stack, self.rt = None, None
+
+    def _successor(self) -> None:
+        """The agent after a restart: a new replica with nothing in memory (no work in
+        hand, no pending checks), on the same store and peers."""
+        rt = self.agent
+        deps = replace(rt.sweep_deps, pending=PendingChecks())
+        self.rt = replace(rt, replica=replica_id(), working=set(), poisoned=set(), sweep_deps=deps)
+
+    def teardown(self) -> None:
+        self._tally()
+        self._close()
+
+        async def drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(drain())
+        self.run(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+    def _tally(self) -> None:
+        for sent in WORLD.sent:
+            approved = (sent.incident_id, sent.action, sent.target) in WORLD.approved
+            kind = "changing" if sent.action in CHANGING else "read_only"
+            SEEN[f"sent_{kind}_{'approved' if approved else 'alone'}"] += 1
+        if self.rt is None:
+            return
+        for incident in self.agent.store.recent(100):
+            if isinstance(incident, Incident):
+                SEEN[f"state_{incident.state}"] += 1
+                SEEN[f"source_{incident.finding.source}"] += 1
+                if incident.decision and incident.decision.model_failure:
+                    SEEN["model_failed"] += 1
+
+    @property
+    def agent(self) -> Runtime:
+        assert self.rt is not None
+        return self.rt
+
+    # -- rules --------------------------------------------------------------------------
+    @initialize(dry_run=st.booleans(), n=st.integers(0, 10**9))
+    def start(self, dry_run: bool, n: int) -> None:
+        self.dry_run = dry_run
+        self.store_url = f"sqlite:///{self.workdir / f'seams-{n}-{id(self)}.db'}"
+        self._open()
+
+    @rule(
+        key=st.sampled_from(sorted(FINDINGS)),
+        source=st.sampled_from(["prometheus", "alertmanager"]),
+        behaviour=st.sampled_from(DRAWN),
+        background=st.booleans(),
+    )
+    def fire(self, key: str, source: str, behaviour: str, background: bool) -> None:
+        """A finding begins to fire (the model will answer it so), and the daemon sweeps."""
+        WORLD.firing.setdefault(key, source)
+        WORLD.behaviour[key] = behaviour
+        self.cycle(background)
+
+    @rule(key=st.sampled_from(sorted(FINDINGS)))
+    def clear(self, key: str) -> None:
+        WORLD.end(key)
+
+    @rule(peer=st.sampled_from(["prometheus", "alertmanager"]), down=st.booleans())
+    def peer(self, peer: str, down: bool) -> None:
+        (WORLD.down.add if down else WORLD.down.discard)(peer)
+
+    @rule(key=st.sampled_from(sorted(FINDINGS)), behaviour=st.sampled_from(BEHAVIOURS))
+    def behave(self, key: str, behaviour: str) -> None:
+        WORLD.behaviour[key] = behaviour
+
+    @rule(background=st.booleans())
+    def cycle(self, background: bool) -> None:
+        rt = self.agent
+        started: list[asyncio.Future[None]] = []
+
+        def track(work: Any) -> asyncio.Future[None]:
+            started.append(asyncio.ensure_future(work))
+            return started[-1]
+
+        async def one() -> None:
+            diagnoses = Diagnoses(rt, 4, track) if background else None
+            await run_cycle(rt, self.now, diagnoses=diagnoses)
+            await asyncio.gather(*started)
+
+        self.run(one())
+
+    @rule()
+    def crash_while_diagnosing(self) -> None:
+        """A cycle starts background diagnoses and the replica dies before they end."""
+        rt = self.agent
+        started: list[asyncio.Future[None]] = []
+
+        def track(work: Any) -> asyncio.Future[None]:
+            started.append(asyncio.ensure_future(work))
+            return started[-1]
+
+        async def one() -> None:
+            await run_cycle(rt, self.now, diagnoses=Diagnoses(rt, 4, track))
+            for task in started:
+                task.cancel()
+            await asyncio.gather(*started, return_exceptions=True)
+
+        self.run(one())
+        self._successor()
+
+    @rule()
+    def restart(self) -> None:
+        self._successor()
+
+    @rule(seconds=st.sampled_from([5, 31, 61, 121, 301]), background=st.booleans())
+    def advance(self, seconds: int, background: bool) -> None:
+        """Time passes, and the daemon sweeps (and verifies) at the end of it."""
+        self.now += timedelta(seconds=seconds)
+        self.run(run_verifications(self.agent, self.now))
+        self.cycle(background)
+
+    @rule()
+    def verify(self) -> None:
+        self.now += timedelta(seconds=61)
+        self.run(run_verifications(self.agent, self.now))
+
+    @precondition(lambda self: self.rt is not None)
+    @rule(
+        which=st.integers(0, 3),
+        kind=st.sampled_from(
+            ["yes", "yes_unpinned", "wrong_target", "wrong_action", "no", "twice"]
+        ),
+    )
+    def answer(self, which: int, kind: str) -> None:
+        # By name, not by id: ids are random, and the run must not depend on them.
+        asking = sorted((i for i in self.agent.store.current() if i.asks), key=lambda i: i.name)
+        if not asking:
+            return
+        incident = asking[which % len(asking)]
+        action, target = incident.awaiting or "", incident.awaiting_target or ""
+        pins = {
+            "yes": Pin(action, target),
+            "twice": Pin(action, target),
+            "yes_unpinned": Pin(),
+            "wrong_target": Pin(action, "devops-ai-agent"),
+            "wrong_action": Pin("stop" if action != "stop" else "start", target),
+            "no": Pin(),
+        }
+        before = len(WORLD.sent)
+        for _ in range(2 if kind == "twice" else 1):
+            answer = make_answer(approve=kind != "no", by="alice", reason="r", at=self.now)
+            reply = self.run(answer_approval(self.agent, incident.id, answer, pin=pins[kind]))
+            if kind.startswith("wrong"):
+                assert reply.status == 409, reply
+                assert "waiting for approval of" in reply.reason
+                assert len(WORLD.sent) == before, "a wrongly pinned answer sent something"
+            elif reply.accepted and kind != "no":
+                WORLD.approved.add((incident.id, action, target))
+            SEEN[f"answer_{reply.status}"] += 1
+        self.cycle(background=False)
+
+    # -- invariants ---------------------------------------------------------------------
+    @invariant()
+    def nothing_changing_without_two_keys_or_a_yes(self) -> None:
+        for sent in WORLD.sent:
+            if sent.action not in CHANGING:
+                continue
+            if (sent.incident_id, sent.action, sent.target) in WORLD.approved:
+                continue
+            incident = self.agent.store.get(sent.incident_id)
+            assert isinstance(incident, Incident), sent
+            key = next(k for k, f in FINDINGS.items() if f[0] == incident.name)
+            _, service, runbook = FINDINGS[key]
+            assert (sent.action, sent.target) == (runbook, service), (sent, "not the runbook's")
+            assert (sent.action, sent.target) in WORLD.planned.get(key, set()), (
+                sent,
+                "the model never planned it",
+            )
+            assert key in sent.prometheus_saw, (
+                sent,
+                "acted alone on a finding only Alertmanager reported",
+            )
+
+    @invariant()
+    def at_most_one_request_per_incident_and_action(self) -> None:
+        counts = Counter(
+            (s.incident_id, s.action) for s in WORLD.sent if s.purpose == "remediation"
+        )
+        assert all(n == 1 for n in counts.values()), counts
+
+    @invariant()
+    def a_dry_run_sends_nothing(self) -> None:
+        if self.dry_run:
+            assert WORLD.sent == []
+
+    @invariant()
+    def humans_are_told_where_the_runbook_says_so(self) -> None:
+        if self.dry_run or self.rt is None:
+            return
+        for incident in self.agent.store.recent(100):
+            if not isinstance(incident, Incident) or incident.name != FINDINGS["disk"][0]:
+                continue
+            events = self.agent.store.events(incident.id)
+            if not any(e.kind == "decision" for e in events):
+                continue
+            moved_to = {e.data.get("to") for e in events if e.kind == "transition"}
+            cleared = "cleared" in (incident.resolution or "")
+            assert moved_to & {"escalated", "awaiting_approval"} or cleared, (
+                incident.state,
+                incident.resolution,
+                moved_to,
+            )
+
+
+def _checked(machine: Seams) -> None:
+    for check in (
+        machine.nothing_changing_without_two_keys_or_a_yes,
+        machine.at_most_one_request_per_incident_and_action,
+        machine.a_dry_run_sends_nothing,
+        machine.humans_are_told_where_the_runbook_says_so,
+    ):
+        check()
+
+
+def _tour(n: int, dry_run: bool, *steps: tuple[str, tuple[Any, ...]]) -> None:
+    """One fixed walk through the machine, the invariants checked after every step: the
+    paths the random walks must cover are taken at least once, whatever they draw."""
+    machine = Seams()
+    try:
+        machine.start(dry_run=dry_run, n=n)
+        for name, args in steps:
+            getattr(machine, name)(*args)
+            _checked(machine)
+    finally:
+        machine.teardown()
+
+
+TOURS: list[tuple[bool, tuple[tuple[str, tuple[Any, ...]], ...]]] = [
+    # both keys turn: sent alone, verified; then the leak is back at once and the model
+    # fails: the runbook's restart waits, the yes meets the cooldown (202), and is sent later
+    (
+        False,
+        (
+            ("fire", ("leak", "prometheus", "agrees", False)),
+            ("verify", ()),
+            ("fire", ("leak", "prometheus", "fails", True)),
+            ("answer", (0, "wrong_target")),
+            ("answer", (0, "yes")),
+            ("advance", (121, False)),
+            ("verify", ()),
+        ),
+    ),
+    # the runbook escalates a full disk, the model says none: humans are told; an
+    # Alertmanager-only leak waits for a human even with both keys; the model's restart of
+    # a related service is approved exactly as shown
+    (
+        False,
+        (
+            ("fire", ("disk", "prometheus", "holds_back", False)),
+            ("fire", ("latency", "alertmanager", "holds_back", False)),
+            ("fire", ("leak", "alertmanager", "related", True)),
+            ("answer", (0, "wrong_action")),
+            ("answer", (0, "twice")),
+            ("peer", ("alertmanager", True)),
+            ("advance", (31, True)),
+            ("peer", ("alertmanager", False)),
+            ("verify", ()),
+        ),
+    ),
+    # an Alertmanager-only leak the model and the runbook agree on still waits for a human
+    (
+        False,
+        (
+            ("fire", ("leak", "alertmanager", "agrees", False)),
+            ("advance", (5, True)),
+            ("answer", (0, "yes")),
+        ),
+    ),
+    # a dry run sends nothing; a replica dies in a slow diagnosis and is taken over
+    (
+        True,
+        (
+            ("fire", ("leak", "prometheus", "agrees", False)),
+            ("fire", ("latency", "prometheus", "holds_back", False)),
+        ),
+    ),
+    (
+        False,
+        (
+            ("behave", ("leak", "slow")),
+            ("fire", ("leak", "prometheus", "slow", True)),
+            ("crash_while_diagnosing", ()),
+            ("behave", ("leak", "agrees")),
+            ("advance", (31, False)),
+            ("advance", (5, False)),
+        ),
+    ),
+]
+
+
+def test_where_the_safety_features_meet(
+    httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Random combinations of dry run, model behaviour, source, answers, time and replica
+    restarts never send a change without two keys or a matching yes, never send twice,
+    never send in a dry run, and never leave humans untold where the runbook says so."""
+    for url, callback in (
+        (PROM, WORLD.prometheus),
+        (AM, WORLD.alertmanager),
+        (LLM, WORLD.model),
+        (GATEWAY, WORLD.gateway),
+    ):
+        httpx_mock.add_callback(
+            callback, url=re.compile(re.escape(url) + ".*"), is_reusable=True, is_optional=True
+        )
+    Seams.base = _settings(tmp_path, monkeypatch)
+    Seams.workdir = tmp_path
+    # The process's first diagnosis pays for imports and set-up (about half a second here),
+    # far over the examples' deadline: pay it once, outside the property.
+    warm = Seams()
+    warm.start(dry_run=False, n=-1)
+    warm.fire("leak", "prometheus", "agrees", background=False)
+    warm.teardown()
+    SEEN.clear()
+    for n, (dry_run, steps) in enumerate(TOURS):
+        _tour(n, dry_run, *steps)
+    run_state_machine_as_test(
+        Seams,
+        settings=settings(
+            max_examples=120,
+            stateful_step_count=40,
+            derandomize=True,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        ),
+    )
+    reached = {
+        "sent_changing_alone",
+        "sent_changing_approved",
+        "sent_read_only_alone",
+        "answer_200",
+        "answer_202",
+        "answer_409",
+        "state_escalated",
+        "state_awaiting_approval",
+        "source_alertmanager",
+        "model_failed",
+    }
+    assert reached <= set(SEEN), f"paths never taken: {sorted(reached - set(SEEN))}; {SEEN}"
