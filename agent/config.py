@@ -261,6 +261,8 @@ class RunbookRule(_Section):
     name: Name
     match: Regex
     kinds: list[FindingKind] = Field(default_factory=lambda: list(ALL_KINDS))
+    #: The severities the rule applies to (all by default).
+    severities: list[Severity] = Field(default_factory=lambda: list(Severity))
     action: str
 
 

@@ -122,14 +122,14 @@ def _proposal(case: Case, pattern: str, targets: Sequence[str]) -> tuple[str, st
 def expected_calls(case: Case, config: AgentConfig, *, pattern: str) -> int:
     """Model calls the script makes for one run: triage, then two investigation turns
     (a tool call, a summary) and the plan when triage says actionable or when the runbook
-    would change the service anyway."""
+    says anything but none (triage alone may end a diagnosis only where it says none)."""
     if prefiltered(case, config):
         return 0
     actionable = pattern != "oracle" or case.expect.actions[0] != "none"
     finding = case.to_finding(case.at, config.prometheus.target_labels)
     assert finding.target is not None
-    runbook_acts = _runbook(case, config, finding.target) in CHANGING
-    return 4 if actionable or runbook_acts else 1
+    runbook_says_more = _runbook(case, config, finding.target) != "none"
+    return 4 if actionable or runbook_says_more else 1
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,8 @@ CHANGING = {"restart": "auto", "start": "auto", "stop": "approve"}
 def _runbook(case: Case, config: AgentConfig, target: str) -> str:
     """The shipped runbook's action for the case's finding, in the case's scope."""
     for rule in config.runbook:
-        if case.finding.kind in rule.kinds and re.search(rule.match, case.finding.name):
+        applies = case.finding.kind in rule.kinds and case.finding.severity in rule.severities
+        if applies and re.search(rule.match, case.finding.name):
             action = rule.action
             break
     else:
@@ -202,6 +203,10 @@ def expected_run(case: Case, config: AgentConfig, pattern: str) -> Expected:
     if runbook in CHANGING:
         sent = action if action not in ("none", "escalate") else "none"
         return _scored(case, sent, own if sent != "none" else None, (runbook, own))
+    if action == "none" and runbook == "escalate":
+        return _scored(case, "escalate", None, None)  # the runbook's escalation wins
+    if action == "none" and runbook != "none":
+        return _scored(case, runbook, own, None)  # the runbook's read-only step runs
     return _scored(case, action, target if action not in ("none", "escalate") else None, None)
 
 

@@ -145,16 +145,19 @@ def answer_reading_logs(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class FakeModel:
-    """Serves chat completions on 127.0.0.1, each after ``delay`` seconds; ``responder``
-    writes each answer from the request body (``answer`` by default)."""
+    """Serves chat completions on 127.0.0.1, each after ``delay`` seconds (or what
+    ``delay_for`` says for that request body); ``responder`` writes each answer from the
+    request body (``answer`` by default)."""
 
     def __init__(
         self,
         delay: float = 0.0,
         responder: Callable[[dict[str, Any]], dict[str, Any]] = answer,
+        delay_for: Callable[[dict[str, Any]], float] | None = None,
     ) -> None:
         self.delay = delay
         self.responder = responder
+        self.delay_for = delay_for
         self.calls = 0
         lock = threading.Lock()
         outer = self
@@ -171,7 +174,7 @@ class FakeModel:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                time.sleep(outer.delay)
+                time.sleep(outer.delay_for(body) if outer.delay_for else outer.delay)
                 with lock:
                     outer.calls += 1
                 raw = json.dumps(outer.responder(body)).encode()

@@ -28,7 +28,8 @@ def runbook_decide(
     """The runbook's decision for a finding, checked by the same safety rules as a plan;
     a reason from ``failures`` (why its action did not help before) is named in it."""
     for rule in config.runbook:
-        if finding.kind in rule.kinds and re.search(rule.match, finding.name):
+        matches = finding.kind in rule.kinds and finding.severity in rule.severities
+        if matches and re.search(rule.match, finding.name):
             action, reason = rule.action, f"runbook rule {rule.name!r} matched {finding.name!r}"
             break
     else:

@@ -345,10 +345,18 @@ async def run_case(
                 diagnosis=DiagnosisDeps(config=config, prometheus=client, llm=shared.llm),
                 alertmanager=None,
                 dry_run=False,
+                clock=case_clock(at),
             )
             return await _carry(rt, case, at, stand_in, iteration)
     finally:
         store.close()
+
+
+def case_clock(at: datetime) -> Callable[[], datetime]:
+    """The run's clock: the case's own time, moving on as the run takes real time (claims,
+    leases and the catch-up window are measured in the case's time, not today's)."""
+    started = time.monotonic()
+    return lambda: at + timedelta(seconds=time.monotonic() - started)
 
 
 def past_state(case: Case, finding: Finding, at: datetime, config: AgentConfig) -> StateCopy:

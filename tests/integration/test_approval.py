@@ -142,7 +142,10 @@ async def test_model_says_none_restart_waits_then_cli_approval_heals(
         "action": "restart",
         "incident_id": waiting.id,
     }
-    assert f"devops-agent incidents approve {waiting.id} --by" in alert["annotations"]["approve"]
+    assert (
+        f"devops-agent incidents approve {waiting.id} --action restart --target {SERVICE} --by"
+        in alert["annotations"]["approve"]
+    )
 
     env = {k: v for k, v in __import__("os").environ.items() if k.isupper()}
     pending = run_cli("incidents", "pending", env=env, cwd=tmp_path)

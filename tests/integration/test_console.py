@@ -106,7 +106,7 @@ async def test_console_access_plot_escaping_and_approval(
                 cookie = viewer.headers["set-cookie"].lower()
                 assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
                 listing = (await client.get("/ui/?state=awaiting_approval")).text
-                assert waiting.id in listing and "restart?" in listing
+                assert waiting.id in listing and "restart market-predictor?" in listing
                 assert waiting.id not in (await client.get("/ui/?state=resolved")).text
                 html = await _page_with_points(client, page, 3)
                 assert "<script" not in html.lower()

@@ -1,9 +1,11 @@
 """The console in a real headless Chromium (Debian's chromium and chromedriver, driven by
 Selenium; nothing downloads a browser): the daemon runs as a process on real Prometheus,
-its model (a fake on a real socket) sees nothing to do while the runbook would restart,
-so the restart waits; a human logs in, opens the list and the incident, finds the plot,
-sees a hostile label as text, approves, and the gateway receives exactly one request.
-Screenshots are kept under .run/console/ for humans. A missing browser fails the test."""
+its model (a fake on a real socket) proposes to restart a related service for a leak on
+market-predictor, so the restart waits; a human logs in, sees on the list, the pending
+page and the incident page that the restart would run on the related service, finds the
+plot, sees a hostile label as text, approves exactly what is shown, and the gateway
+receives exactly one request, for that service. Screenshots are kept under .run/console/
+for humans. A missing browser fails the test."""
 
 from __future__ import annotations
 
@@ -34,13 +36,16 @@ APPROVE = "browser-approve-token"
 HOSTILE = "<script>document.title='owned'</script>"
 
 
-def _none(body: dict[str, Any]) -> dict[str, Any]:
+RELATED = "coding-ai-agent"
+
+
+def _related(body: dict[str, Any]) -> dict[str, Any]:
     phase = phase_of(body)
     if phase == "triage":
-        return triage(actionable=False)
+        return triage()
     if phase == "investigation":
-        return completion("The memory looks normal to me.")
-    return plan(action="none")
+        return completion("The cache in coding-ai-agent holds the memory, I think.")
+    return plan(action="restart", target=RELATED)
 
 
 @pytest.fixture
@@ -69,9 +74,13 @@ def test_a_human_approves_from_the_console(
     request at the gateway."""
     services_target.set("e2e_memory_bytes", 5000, service="market-predictor", team=HOSTILE)
     gateway = GatewaySimulator().start()
-    model = FakeModel(responder=_none)
+    model = FakeModel(responder=_related)
     port = free_port()
-    config = write_config(tmp_path / "agent.toml")
+    services = {
+        "market-predictor": {"actions": ["restart", "collect_logs"], "related": [RELATED]},
+        RELATED: {"actions": ["restart", "collect_logs"]},
+    }
+    config = write_config(tmp_path / "agent.toml", services=services)
     env = agent_env(
         tmp_path,
         config,
@@ -93,7 +102,12 @@ def test_a_human_approves_from_the_console(
         browser.find_element(By.NAME, "token").send_keys(APPROVE)
         browser.find_element(By.CSS_SELECTOR, "form.login button").click()
         assert browser.current_url.endswith("/ui/")
+        assert f"restart {RELATED}?" in browser.find_element(By.TAG_NAME, "body").text
         browser.save_screenshot(str(SHOTS / "list.png"))
+        browser.get(f"{base}/ui/pending")
+        row = browser.find_element(By.CSS_SELECTOR, "table.incidents tbody tr").text
+        assert "market-predictor" in row and RELATED in row, row
+        browser.get(f"{base}/ui/")
         browser.find_element(By.LINK_TEXT, incident_id).click()
         assert browser.current_url.endswith(f"/ui/incidents/{incident_id}")
         svg = browser.find_element(By.CSS_SELECTOR, "svg.plot")
@@ -112,11 +126,20 @@ def test_a_human_approves_from_the_console(
         assert (
             browser.title != "owned" and HOSTILE in browser.find_element(By.TAG_NAME, "body").text
         )
+        heading = browser.find_element(By.CSS_SELECTOR, "section.ask h2").text
+        assert heading == f"Waiting for approval: restart on {RELATED}", heading
+        warning = browser.find_element(By.CSS_SELECTOR, "section.ask p.warn").text
+        assert f"This runs on {RELATED}, not on market-predictor" in warning, warning
         browser.save_screenshot(str(SHOTS / "incident-waiting.png"))
 
         form = browser.find_element(By.CSS_SELECTOR, f"form[action$='/{incident_id}/approve']")
         form.find_element(By.NAME, "by").send_keys("alice")
         form.find_element(By.NAME, "reason").send_keys("the leak is real on the graph")
+        pinned = form.find_element(By.NAME, "target").get_attribute("value")
+        assert pinned == RELATED
+        assert form.find_element(By.CSS_SELECTOR, "button.approve").text == (
+            f"approve restart on {RELATED}"
+        )
         form.find_element(By.CSS_SELECTOR, "button.approve").click()
         message = browser.find_element(By.CSS_SELECTOR, "p.message").text
         assert message == "approved", message
@@ -130,5 +153,6 @@ def test_a_human_approves_from_the_console(
         gateway.stop()
     assert len(executions) == 1
     assert executions[0].body["action_request"]["intent"] == "restart the service"
+    assert executions[0].body["target_resource"]["name"] == RELATED
     assert "alice" not in json.dumps(executions[0].body)
     assert (SHOTS / "incident-approved.png").stat().st_size > 10_000

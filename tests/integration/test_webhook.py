@@ -139,14 +139,19 @@ def test_alertmanager_notification_wakes_the_agent_before_the_next_sweep(
         assert first["trigger"] == "schedule" and first["findings"] == 0
         services_target.set("e2e_memory_bytes", 5000, service="market-predictor")
         # The next scheduled sweep is 60 s after the first; give up well before it.
-        daemon.wait_for("sweep_finished", where=lambda e: e["dispatches"] == 1, timeout=50)
+        [sent] = daemon.wait_for("remediation_dispatched", timeout=50)
         events = daemon.events()
         exposition = httpx.get(f"http://127.0.0.1:{agent_port}/metrics", timeout=5).text
     finally:
         daemon.close()
         prom.stop()
         am.stop()
-    [acting] = [e for e in events if e.get("event") == "sweep_finished" and e["dispatches"]]
+    # The restart was decided and sent by work the woken sweep started (its sweep_id).
+    [acting] = [
+        e
+        for e in events
+        if e.get("sweep_id") == sent["sweep_id"] and e.get("event") == "sweep_finished"
+    ]
     assert acting["trigger"] == "webhook"
     sweeps = [e for e in events if e.get("event") == "sweep_finished"]
     assert sum(e["trigger"] == "schedule" for e in sweeps) == 1
