@@ -102,6 +102,7 @@ DESTDIR ?=
 ADMIN_GROUP := devops-agent
 ETC := $(DESTDIR)/etc/devops-agent
 UNITS := $(DESTDIR)/etc/systemd/system
+BINDIR := $(DESTDIR)/usr/local/bin
 RUNTIME_STAMP := $(VENV)/.runtime$(if $(LOCAL_MODEL),-local)
 
 runtime-venv:
@@ -125,7 +126,7 @@ $(RUNTIME_STAMP): pyproject.toml | runtime-venv
 install-runtime: $(RUNTIME_STAMP) ## the .venv the service runs: the agent, its runtime dependencies, the system's Python (LOCAL_MODEL=1 adds the local model)
 
 install-service: install-runtime ## (root) the runtime .venv, the systemd unit and /etc/devops-agent (DESTDIR=/stage installs under a staging root)
-	install -d -m 0755 $(ETC) $(UNITS)
+	install -d -m 0755 $(ETC) $(UNITS) $(BINDIR)
 	@if [ -z "$(DESTDIR)" ] && ! getent group $(ADMIN_GROUP) >/dev/null; then \
 	  groupadd --system $(ADMIN_GROUP) && echo "created the group $(ADMIN_GROUP): its members may read agent.env"; fi
 	@if [ ! -e $(ETC)/agent.env ]; then \
@@ -139,6 +140,8 @@ install-service: install-runtime ## (root) the runtime .venv, the systemd unit a
 	@test -e $(ETC)/agent.toml || { install -m 0644 config/agent.toml $(ETC)/agent.toml && echo "installed $(ETC)/agent.toml"; }
 	@sed 's|/opt/devops-agent|$(CURDIR)|g' systemd/devops-agent.service | install -m 0644 /dev/stdin $(UNITS)/devops-agent.service
 	@echo "installed $(UNITS)/devops-agent.service (runs $(CURDIR)/$(BIN)/devops-agent)"
+	@ln -sfn $(CURDIR)/$(BIN)/devops-agent $(BINDIR)/devops-agent
+	@echo "linked $(BINDIR)/devops-agent: the CLI, for root and the $(ADMIN_GROUP) group"
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; \
 	elif [ -z "$(DESTDIR)" ]; then echo "systemd is not running here: run 'systemctl daemon-reload' where it is"; fi
 	@echo "next: sudoedit $(ETC)/agent.env, then: sudo systemctl enable --now devops-agent"
