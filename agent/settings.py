@@ -287,6 +287,8 @@ def _state_dir_problem(state_url: str) -> str | None:
             probe = probe.parent
     except PermissionError:
         return f"AGENT_STATE_URL: state directory {state_dir} cannot be reached by {current_user()}"
+    if not probe.is_dir():
+        return f"AGENT_STATE_URL: state directory {state_dir} cannot be created: {probe} is a file"
     if not os.access(probe, os.W_OK):
         return f"AGENT_STATE_URL: state directory {state_dir} cannot be created"
     return None
@@ -334,7 +336,7 @@ def _service_defaults(env: EnvSettings, service: ServiceInstall | None) -> EnvSe
 
 
 def load_settings(
-    env_file: Path | None = Path(".env"),
+    env_file: Path | None = None,
     *,
     config: Path | None = None,
     service: ServiceInstall | None = None,

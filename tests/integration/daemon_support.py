@@ -148,7 +148,12 @@ class DaemonProcess:
         log_dir: Path | None = None,
     ) -> None:
         self.log_path = (log_dir or workdir) / f"{name}.log"
-        full_env = {"PATH": os.environ["PATH"], "HOME": str(workdir), **env}
+        full_env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(workdir),
+            "DEVOPS_AGENT_ROOT": str(workdir / "no-service-install"),
+            **env,
+        }
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             list(argv) if argv is not None else [sys.executable, "-m", "agent", "run"],

@@ -124,7 +124,8 @@ def _service_host(root: Path, settings: Settings) -> dict[str, str]:
     etc = root / "etc" / "devops-agent"
     etc.mkdir(parents=True)
     values = {k: v for k, v in os.environ.items() if k.isupper()}
-    lines = [f"{k}={v}" for k, v in values.items() if k not in ("AGENT_CONFIG", "AGENT_STATE_URL")]
+    skip = ("AGENT_CONFIG", "AGENT_STATE_URL", "DEVOPS_AGENT_ROOT")
+    lines = [f"{k}={v}" for k, v in values.items() if k not in skip]
     (etc / "agent.env").write_text("\n".join(lines) + "\n")
     (etc / "agent.env").chmod(0o640)
     (etc / "agent.toml").write_text(settings.env.agent_config.read_text())
