@@ -155,6 +155,9 @@ def test_installed_unit_starts_as_its_dynamic_user(root: Path) -> None:
             env_path,
             {
                 "PROMETHEUS_URL": prometheus.url,
+                # nothing listens there: the probe must fail them, never reach the internet
+                "AI_COMMAND_GATEWAY_URL": "http://127.0.0.1:9",
+                "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
                 "OPENAI_API_KEY": BASE_ENV["OPENAI_API_KEY"],
                 "METRICS_ADDR": "127.0.0.1:0",
             },
@@ -180,7 +183,25 @@ def test_installed_unit_starts_as_its_dynamic_user(root: Path) -> None:
         assert (state / "agent.db").stat().st_uid == DYNAMIC_UID
         unreadable = subprocess.run(_as_dynamic_user("cat", str(env_path)), capture_output=True)
         assert unreadable.returncode != 0, "the service's user can read its environment file"
-        _the_cli_finds_the_service(stage, root / "shell")
+        _the_cli_finds_the_service(stage, root / "shell", prometheus.url)
+        refused = subprocess.run(
+            _as_dynamic_user(
+                str(checkout / ".venv/bin/devops-agent"),
+                "--env-file",
+                str(env_path),
+                "check-config",
+            ),
+            env={"PATH": SYSTEM_PATH},
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 78
+        assert (
+            f"environment file {env_path} cannot be read by uid {DYNAMIC_UID}: it is root:root 0640"
+            in refused.stderr
+        )
     finally:
         if daemon is not None:
             daemon.close()
@@ -188,9 +209,10 @@ def test_installed_unit_starts_as_its_dynamic_user(root: Path) -> None:
         prometheus.stop()
 
 
-def _the_cli_finds_the_service(stage: Path, shell: Path) -> None:
+def _the_cli_finds_the_service(stage: Path, shell: Path, prometheus: str) -> None:
     """The linked CLI, run by root with nothing but the install, reads the service's
-    environment file, TOML file and store."""
+    environment file, TOML file and store; its probe reaches Prometheus and the store and
+    names the peers that do not answer."""
     shell.mkdir()
     cli = stage / "usr" / "local" / "bin" / "devops-agent"
     env = {"PATH": SYSTEM_PATH, "HOME": str(shell), "DEVOPS_AGENT_ROOT": str(stage)}
@@ -207,6 +229,13 @@ def _the_cli_finds_the_service(stage: Path, shell: Path) -> None:
     assert lines[1] == f"incident store: sqlite:///{stage}/var/lib/devops-agent/agent.db"
     config = re.escape(f"{stage}/etc/devops-agent/agent.toml: ")
     assert re.search(rf"\(config file\)\s+{config}", checked.stdout), checked.stdout
+    probed = run("check-config", "--probe")
+    assert probed.returncode == 1
+    assert f"ok    Prometheus at {prometheus}: ok (version " in probed.stdout
+    assert re.search(
+        r"ok    incident store sqlite:///\S+: ok \(schema version \d+, writable\)", probed.stdout
+    ), probed.stdout
+    assert "FAIL  gateway at http://127.0.0.1:9 unreachable" in probed.stdout
     listed = run("incidents", "-v")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.startswith(f"incident store: sqlite:///{stage}/var/lib/devops-agent/")
