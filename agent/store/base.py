@@ -10,7 +10,7 @@ only while no other replica holds the incident's lease; otherwise the store rais
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -79,11 +79,13 @@ class Breaker:
 
 @dataclass(frozen=True)
 class StateCopy:
-    """What a dry run needs of the real store: current incidents, recent actions, breakers."""
+    """What a dry run needs of the real store: current incidents, recent actions, breakers,
+    and when each failing check series started failing (check key -> fingerprint -> time)."""
 
     incidents: list[Incident]
     actions: list[ActionRecord]
     breakers: list[Breaker]
+    failing: Mapping[str, Mapping[str, datetime]] = field(default_factory=dict)
 
 
 Decide = Callable[[Incident, GuardFacts], Step]

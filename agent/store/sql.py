@@ -677,28 +677,34 @@ class SQLStore:
         """Record the failing series of the checks that ran, forget the rest of theirs and
         every check not in ``known``; when each failing series started failing. Replicas
         share it: a series another replica saw first keeps that replica's start."""
-        with self._read() as cur:
-            rows = self._run(cur, "SELECT check_key, fingerprint, since FROM failing_series")
-            kept: dict[str, dict[str, datetime]] = {}
-            for check, fingerprint, since in rows.fetchall():
-                kept.setdefault(str(check), {})[str(fingerprint)] = datetime.fromisoformat(since)
-        plan = plan_failing(kept, failing, known, now)
+        plan = plan_failing(self._failing(), failing, known, now)
         if plan.changes:
             with self._write() as cur:
-                for check, fingerprint in plan.drop:
+                for check, series in plan.drop:
                     self._run(
                         cur,
                         "DELETE FROM failing_series WHERE check_key = ? AND fingerprint = ?",
-                        [check, fingerprint],
+                        [check, series],
                     )
-                for check, fingerprint in plan.add:
-                    self._run(
-                        cur,
-                        "INSERT INTO failing_series (check_key, fingerprint, since) "
-                        "VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                        [check, fingerprint, ts(plan.since[check][fingerprint])],
-                    )
+                self._add_failing(cur, [(c, f, plan.since[c][f]) for c, f in plan.add])
         return plan.since
+
+    def _failing(self) -> dict[str, dict[str, datetime]]:
+        with self._read() as cur:
+            rows = self._run(cur, "SELECT check_key, fingerprint, since FROM failing_series")
+            kept: dict[str, dict[str, datetime]] = {}
+            for check, series, since in rows.fetchall():
+                kept.setdefault(str(check), {})[str(series)] = datetime.fromisoformat(since)
+        return kept
+
+    def _add_failing(self, cur: Cursor, rows: Sequence[tuple[str, str, datetime]]) -> None:
+        for check, series, since in rows:
+            self._run(
+                cur,
+                "INSERT INTO failing_series (check_key, fingerprint, since) "
+                "VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [check, series, ts(since)],
+            )
 
     def check_writable(self) -> None:
         """A write that changes nothing, committed: StoreError when writing is refused."""
@@ -729,6 +735,7 @@ class SQLStore:
                 for r in actions
             ],
             [_breaker(r) for r in breakers],
+            self._failing(),
         )
 
     def import_state(self, state: StateCopy) -> None:
@@ -763,6 +770,8 @@ class SQLStore:
                         ts(b.reset_at),
                     ],
                 )
+            failing = state.failing.items()
+            self._add_failing(cur, [(c, f, t) for c, s in failing for f, t in s.items()])
 
 
 def _readable(row: Sequence[Any]) -> Incident | Unreadable:

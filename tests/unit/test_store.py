@@ -252,13 +252,19 @@ def test_renewal_touches_only_the_listed_leases_of_the_owner(store: IncidentStor
 
 
 def test_state_copies_into_another_store(store: IncidentStore, tmp_path: Path) -> None:
-    """A dry run's copy holds the current incidents, the recent actions and the breakers."""
+    """A dry run's copy holds the current incidents, the recent actions, the breakers and
+    when each failing check series started failing (so it sees what the daemon sees)."""
     claimed = _claim(store, _decided(store))
+    store.track_failing({"health:Down": ["a"]}, ["health:Down"], NOW)
     copy = open_store(f"sqlite:///{tmp_path / 'copy.db'}")
     try:
         copy.import_state(store.export_state(NOW - timedelta(hours=1)))
         assert copy.current() == [claimed]
         assert copy.export_state(NOW - timedelta(hours=1)).actions[0].incident_id == claimed.id
+        later = NOW + timedelta(seconds=90)
+        assert copy.track_failing({"health:Down": ["a"]}, ["health:Down"], later) == {
+            "health:Down": {"a": NOW}
+        }
     finally:
         copy.close()
 
