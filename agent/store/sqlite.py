@@ -112,5 +112,6 @@ def _must_exist(path: Path) -> None:
         raise NoStore(f"no incident store at {path} (AGENT_STATE_URL)") from None
     except PermissionError:
         raise StoreError(
-            f"incident store {path} cannot be read by {current_user()}: permission denied"
+            f"incident store {path} cannot be read by {current_user()}: permission denied "
+            "(run as its owner, or as root)"
         ) from None
