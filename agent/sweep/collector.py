@@ -216,13 +216,14 @@ def _admit(deps: SweepDeps, results: Results, now: datetime) -> tuple[Results, l
     partial picture opens nothing and clears nothing."""
     checks = {f"check:{c.name}": c for c in deps.config.checks.all()}
     ran = [(r, found) for r, found in results if r.ok and r.name in checks]
-    if not ran:
-        return results, []
+    if checks and not ran:
+        return results, []  # no check could run: nothing to record, nothing to forget
     failing = {check_key(checks[r.name]): [f.fingerprint for f in found] for r, found in ran}
     known = [check_key(c) for c in checks.values()]
     try:
         since = deps.pending.track_failing(failing, known, now)
     except StoreError as exc:
+        deps.metrics.source_failures.labels(source="pending_checks").inc()
         log.warning("sweep_source_failed", source="pending_checks", error=str(exc))
         error = f"when the checks' series started failing is unknown: {exc}"
         return [
