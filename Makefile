@@ -19,13 +19,14 @@ help: ## list the targets
 
 install: system-deps $(STAMP) ## virtualenv, the package (editable, with dev extras), Debian packages
 
-system-deps: ## install prometheus, prometheus-alertmanager, systemd-analyze, chromium and chromedriver with apt-get when missing
+system-deps: ## install prometheus, prometheus-alertmanager, systemd-analyze, chromium, chromedriver and python3-venv with apt-get when missing
 	@missing=""; \
 	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
 	  echo "installing Debian packages:$$missing"; \
@@ -110,6 +111,7 @@ runtime-venv:
 	  echo "install-runtime: this checkout is under /$$(echo '$(CURDIR)' | cut -d/ -f2), which the service cannot see (ProtectHome=yes): check it out elsewhere, e.g. /opt/devops-agent" >&2; exit 1;; esac
 	@test -x $(BIN)/python || { \
 	  $(SYSTEM_PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "devops-agent needs Python >= 3.11, $(SYSTEM_PYTHON) is " + sys.version.split()[0])' \
+	  && { $(SYSTEM_PYTHON) -c 'import ensurepip' 2>/dev/null || { echo "install-runtime: $(SYSTEM_PYTHON) cannot make a virtualenv: apt-get install python3-venv" >&2; exit 1; }; } \
 	  && $(SYSTEM_PYTHON) -m venv $(VENV); }
 	@python=$$(readlink -f $(BIN)/python); case "$$python/" in /home/*|/root/*) \
 	  echo "install-runtime: $(VENV) runs $$python, under /$$(echo "$$python" | cut -d/ -f2), which the service cannot see (ProtectHome=yes); make it with the system's Python: rm -rf $(VENV) && sudo make install-service (it uses $(SYSTEM_PYTHON); SYSTEM_PYTHON=... for another outside /home and /root)" >&2; \
