@@ -119,7 +119,8 @@ def test_installed_unit_starts_as_its_dynamic_user(root: Path) -> None:
     stage = root / "stage"
     made = subprocess.run(
         ["make", "-C", str(checkout), "install-service", f"DESTDIR={stage}"],
-        env={"PATH": os.environ["PATH"], "HOME": str(root)},
+        # the real HOME: pip reuses the wheels `make install` downloaded
+        env={"PATH": os.environ["PATH"], "HOME": os.environ["HOME"]},
         capture_output=True,
         text=True,
         timeout=100,
