@@ -218,7 +218,6 @@ class _Facts:
     variables are invalid (an invalid one is None here: it is reported already)."""
 
     state_url: str | None
-    default_state: bool
     approval: str | None
     webhook: str | None
     console: str | None
@@ -228,7 +227,6 @@ class _Facts:
 def _facts(env: EnvSettings) -> _Facts:
     return _Facts(
         env.state_url,
-        env.agent_state_url is None,
         reveal(env.approval_token),
         reveal(env.webhook_token),
         reveal(env.console_token),
@@ -261,10 +259,9 @@ def _valid(name: str, raw: Mapping[str, Any]) -> Any:
 
 def _raw_facts(raw: Mapping[str, Any], service: ServiceInstall | None) -> _Facts:
     state = _valid("agent_state_url", raw)
-    default = raw.get("agent_state_url") is None
+    unset = raw.get("agent_state_url") is None
     return _Facts(
-        state if state is not None or not default else _default_state_url(service),
-        default,
+        _default_state_url(service) if unset else state,
         reveal(_valid("approval_token", raw)),
         reveal(_valid("webhook_token", raw)),
         reveal(_valid("console_token", raw)),
@@ -309,8 +306,9 @@ def _cross_problems(
     """Problems that span variables, or the environment and the TOML file: each is checked
     whenever what it needs is valid, so one run reports them all."""
     problems = _token_problems(facts)
-    # The service's own state directory is systemd's to create (StateDirectory=).
-    own_state = service is not None and facts.default_state
+    # The service's own state directory is systemd's to create (StateDirectory=), and
+    # root's alone to enter: not a problem for a member of the admin group.
+    own_state = service is not None and facts.state_url == _default_state_url(service)
     if facts.state_url is not None and not own_state:
         problems += filter(None, [_state_dir_problem(facts.state_url)])
     if config is None:

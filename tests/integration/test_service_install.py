@@ -199,6 +199,7 @@ def test_installed_unit_starts_as_its_dynamic_user(root: Path) -> None:
             timeout=60,
         )
         assert refused.returncode == 78
+        _an_admin_group_member_reads_the_file_not_the_store(stage, root / "shell", env_path)
         assert (
             f"environment file {env_path} cannot be read by uid {DYNAMIC_UID}: it is root:root 0640"
             in refused.stderr
@@ -240,3 +241,27 @@ def _the_cli_finds_the_service(stage: Path, shell: Path, prometheus: str) -> Non
     listed = run("incidents", "-v")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.startswith(f"incident store: sqlite:///{stage}/var/lib/devops-agent/")
+
+
+def _an_admin_group_member_reads_the_file_not_the_store(
+    stage: Path, shell: Path, env_path: Path
+) -> None:
+    """A member of the environment file's group checks the configuration; the SQLite store
+    in the service's private state directory is named as out of reach, not as missing."""
+    member = ["setpriv", "--reuid=61235", "--regid=61235", f"--groups={env_path.stat().st_gid}"]
+    env = {"PATH": SYSTEM_PATH, "HOME": str(shell), "DEVOPS_AGENT_ROOT": str(stage)}
+    cli = str(stage / "usr" / "local" / "bin" / "devops-agent")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*member, "--", cli, *args], env=env, cwd=shell, capture_output=True, text=True
+        )
+
+    checked = run("check-config")
+    assert checked.returncode == 0, checked.stderr
+    listed = run("incidents")
+    assert listed.returncode == 1
+    assert listed.stderr.startswith(
+        f"devops-agent: incident store {stage}/var/lib/devops-agent/agent.db cannot be read by "
+        "uid 61235: permission denied"
+    ), listed.stderr
