@@ -156,8 +156,10 @@ async def open_runtime(
     *,
     dry_run: bool | None = None,
     metrics: AgentMetrics | None = None,
+    create_store: bool = True,
 ) -> AsyncIterator[Runtime]:
-    """Create the clients and the store, start renewing leases; close them all on exit."""
+    """Create the clients and the store, start renewing leases; close them all on exit.
+    Without ``create_store`` (a command that answers) a missing store is ``NoStore``."""
     env, config = settings.env, settings.config
     metrics = metrics or AgentMetrics()
     async with AsyncExitStack() as stack:
@@ -188,8 +190,10 @@ async def open_runtime(
         if built is not None:
             llm, llm_http = built
             stack.push_async_callback(llm_http.aclose)
-        store = open_store(env.state_url)
+        store = open_store(env.state_url, create=create_store)
         stack.callback(store.close)
+        metrics.approvals.read = store.approval_counts
+        stack.callback(setattr, metrics.approvals, "read", None)
         rt = Runtime(
             settings=settings,
             store=store,
@@ -199,7 +203,11 @@ async def open_runtime(
                 gw_http, config.gateway, timeout=env.ai_command_gateway_timeout, metrics=metrics
             ),
             sweep_deps=SweepDeps(
-                config=config, prometheus=prometheus, metrics=metrics, alertmanager=alertmanager
+                config=config,
+                prometheus=prometheus,
+                metrics=metrics,
+                alertmanager=alertmanager,
+                pending=store,
             ),
             diagnosis=DiagnosisDeps(config=config, prometheus=prometheus, llm=llm),
             alertmanager=alertmanager,

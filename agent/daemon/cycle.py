@@ -188,7 +188,9 @@ async def run_cycle(rt: Runtime, now: datetime, *, trigger: str = "schedule") ->
     current: dict[str, Finding] = {}
     for finding in sorted(report.findings, key=lambda f: f.queue_key):
         current.setdefault(group_of(finding), finding)
-    settled = await _settle(rt, rt.store.current(), current, not report.failed_sources, now)
+    # A check series still waiting out its for_seconds (in this process) is not gone.
+    present = {**{group_of(f): f for f in report.pending}, **current}
+    settled = await _settle(rt, rt.store.current(), present, not report.failed_sources, now)
     await _open_new(rt, {i.group_key for i in settled}, current, now)
     incidents = await _storm(rt, rt.store.current(), report, now)
     await _work(rt, incidents, current, report, now, cycle)

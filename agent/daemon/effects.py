@@ -67,8 +67,9 @@ async def run_effects(rt: Runtime, step: Step, applied: Applied) -> None:
 
 
 async def _approval(rt: Runtime, incident: Incident, effect: AskApproval | ApprovalEnded) -> None:
-    """Ask a human (log, and an alert to Alertmanager), or withdraw the ask and count how
-    the wait ended. In a dry run nobody is asked: nothing would run after a yes."""
+    """Ask a human (log, and an alert to Alertmanager), or withdraw the ask (how the wait
+    ended is counted by the store, with the step). In a dry run nobody is asked: nothing
+    would run after a yes."""
     decision = incident.decision
     if isinstance(effect, AskApproval):
         action, target, until = effect.action, effect.target, effect.until
@@ -84,7 +85,6 @@ async def _approval(rt: Runtime, incident: Incident, effect: AskApproval | Appro
     else:
         action, target = effect.action, effect.target
         until = incident.approval_until or rt.clock()
-        rt.metrics.approvals.labels(result=effect.result).inc()
         log.info(
             "approval_ended",
             incident_id=incident.id,

@@ -288,7 +288,8 @@ class Demo:
         log = (self.workdir / "agent.log").open("wb")
         self.env = self._agent_env(prometheus.url, alertmanager.url, gateway.url)
         self.agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run"],
+            # the demo's own environment only: never a service's installed on this host
+            [sys.executable, "-m", "agent", "--no-env-file", "run"],
             env=self.env,
             cwd=self.workdir,
             stdout=log,
@@ -350,7 +351,7 @@ class Demo:
             f"[on-call]  the page arrives; after a look, the on-call runs: {' '.join(argv[:6])} ..."
         )
         done = subprocess.run(
-            [sys.executable, "-m", "agent", *argv[1:]],
+            [sys.executable, "-m", "agent", "--no-env-file", *argv[1:]],
             env={**self.env, "LOG_LEVEL": "WARNING"},
             cwd=self.workdir,
             capture_output=True,
