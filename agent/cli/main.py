@@ -149,7 +149,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if settings is None:
         return EX_CONFIG
     setup_logging(settings, to_stderr=args.json)
-    report = asyncio.run(_one_cycle(settings, dry_run=True if args.dry_run else None))
+    # `sweep` under DRY_RUN=true is a dry run too: it leaves the real store as it was.
+    dry_run = args.dry_run or settings.env.dry_run
+    report = asyncio.run(_one_cycle(settings, dry_run=True if dry_run else None))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str))
     else:
@@ -193,7 +195,9 @@ def _copy_state(settings: Settings, dest_url: str) -> None:
 async def _cycle_with(settings: Settings, *, dry_run: bool | None) -> CycleReport:
     async with open_runtime(settings, dry_run=dry_run) as rt:
         await run_verifications(rt, rt.clock())
-        return await run_cycle(rt, rt.clock(), trigger="command")
+        report = await run_cycle(rt, rt.clock(), trigger="command")
+        report.would_send, report.would_escalate = rt.withheld.drain()
+        return report
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
