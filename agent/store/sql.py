@@ -135,6 +135,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX incidents_group_opened ON incidents (group_key, opened_at)
     """,
+    # 6: console sessions ended by a logout, kept until they would have expired anyway.
+    """
+    CREATE TABLE ended_sessions (
+        id TEXT PRIMARY KEY,
+        expires_at TEXT NOT NULL
+    )
+    """,
 )
 
 _COLUMNS = (
@@ -608,6 +615,28 @@ class SQLStore:
                 "UPDATE breakers SET failures = 0, is_open = 0, updated_at = ? WHERE target = ?",
                 [ts(now), target],
             )
+
+    # -- console sessions -----------------------------------------------------------------
+
+    def end_session(self, session_id: str, expires_at: datetime, now: datetime) -> None:
+        """Record a console session as ended (a logout) until it would have expired; the
+        records of sessions past their expiry are dropped."""
+        with self._write() as cur:
+            self._run(cur, "DELETE FROM ended_sessions WHERE expires_at < ?", [ts(now)])
+            self._run(
+                cur,
+                "INSERT INTO ended_sessions (id, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                [session_id, ts(expires_at)],
+            )
+
+    def session_ended(self, session_id: str) -> bool:
+        """Whether a console session was ended by a logout."""
+        with self._read() as cur:
+            row = self._run(
+                cur, "SELECT 1 FROM ended_sessions WHERE id = ?", [session_id]
+            ).fetchone()
+        return row is not None
 
     # -- dry runs -------------------------------------------------------------------------
 
