@@ -169,3 +169,18 @@ def test_a_certificate_that_does_not_load_is_named(
     assert code == 78 and problems == [
         f"TLS_CERT_FILE, TLS_KEY_FILE: no such file {tmp_path / 'nope.pem'}"
     ]
+
+
+def test_local_model_refuses_a_weak_key_before_starting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LOCAL_MODEL_API_KEY shorter than 16 characters (or padded): one line, exit 78,
+    nothing started."""
+    for given in ("short", f" {LONG}"):
+        monkeypatch.setenv("LOCAL_MODEL_API_KEY", given)
+        assert main(["local-model", "--port", "1"]) == 78
+        err = capsys.readouterr().err
+        assert err.splitlines() == [
+            "devops-agent: config: LOCAL_MODEL_API_KEY: at least 16 characters, without "
+            "surrounding whitespace (e.g. `openssl rand -hex 24`)"
+        ]
