@@ -22,7 +22,7 @@ from agent.store import open_store
 from agent.store.base import Breaker, StateCopy
 from tests.conftest import BASE_ENV
 from tests.integration.daemon_support import write_config
-from tests.llm_fakes import completion, phase_of, plan, triage
+from tests.llm_fakes import answer_reading_logs_first
 
 PROM, GATEWAY, LLM, AM = (
     "http://prom.test",
@@ -56,21 +56,6 @@ def _prometheus(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={"status": "success", "data": {"result": [], "groups": []}})
 
 
-def model_reading_logs_first(body: dict[str, Any]) -> dict[str, Any]:
-    """Reads the logs first (offered or not), then restarts a leak and escalates the rest."""
-    finding = body["messages"][1]["content"]
-    service = next(s for s in SERVICES if s in finding)
-    phase = phase_of(body)
-    if phase == "triage":
-        return triage()
-    if phase == "investigation":
-        if any(m["role"] == "tool" for m in body["messages"]):
-            return completion("Looked.")
-        return completion(None, [("recent_logs", {"service": service, "lines": 50})])
-    action = "restart" if "MemoryLeak" in finding else "escalate"
-    return plan(action=action, target=service)
-
-
 class Peers:
     """Records what reached the gateway and what was posted to Alertmanager."""
 
@@ -79,7 +64,7 @@ class Peers:
         self.posted: list[httpx.Request] = []
 
     def model(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=model_reading_logs_first(json.loads(request.read())))
+        return httpx.Response(200, json=answer_reading_logs_first(json.loads(request.read())))
 
     def alertmanager(self, request: httpx.Request) -> httpx.Response:
         if request.method != "GET":
@@ -191,7 +176,7 @@ def test_a_dry_run_with_the_gateway_down_reports_the_same(
     refusing every post: the same would-send and would-escalate, nothing attempted."""
     httpx_mock.add_callback(_prometheus, url=re.compile(f"{PROM}/.*"), is_reusable=True)
     httpx_mock.add_callback(
-        lambda r: httpx.Response(200, json=model_reading_logs_first(json.loads(r.read()))),
+        lambda r: httpx.Response(200, json=answer_reading_logs_first(json.loads(r.read()))),
         url=re.compile(f"{LLM}/.*"),
         is_reusable=True,
     )
