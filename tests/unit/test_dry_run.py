@@ -198,3 +198,32 @@ def test_a_dry_run_with_the_gateway_down_reports_the_same(
     assert {r.method for r in httpx_mock.get_requests() if r.url.host == "am.test"} == {"GET"}
     assert not (tmp_path / "real" / "agent.db").exists()
     assert "delivery_failed" not in logs and "incident_failed" not in logs
+
+
+def test_a_dry_run_asks_nobody_for_approval(
+    httpx_mock: HTTPXMock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A stop (tier approve) would wait for a human: in a dry run the approval request is
+    not posted to Alertmanager, it is listed as an alert that would have been."""
+
+    def stop_it(request: httpx.Request) -> httpx.Response:
+        body = answer_reading_logs_first(json.loads(request.read()))
+        content = body["choices"][0]["message"]["content"] or ""
+        if '"action": "restart"' in content:
+            body["choices"][0]["message"]["content"] = content.replace('"restart"', '"stop"')
+        return httpx.Response(200, json=body)
+
+    httpx_mock.add_callback(_prometheus, url=re.compile(f"{PROM}/.*"), is_reusable=True)
+    httpx_mock.add_callback(stop_it, url=re.compile(f"{LLM}/.*"), is_reusable=True)
+    httpx_mock.add_callback(
+        lambda r: httpx.Response(200, json=[]), url=re.compile(f"{AM}/.*"), is_reusable=True
+    )
+    _env(tmp_path, monkeypatch)
+    report, _ = _sweep(capsys, "--dry-run", "--json")
+    asks = [w for w in report["would_escalate"] if w["alert"] == "DevopsAgentApprovalRequired"]
+    assert [(w["service"], w["ends"]) for w in asks] == [("market-predictor", False)]
+    assert "restart" not in {w["action"] for w in report["would_send"]}
+    assert {r.method for r in httpx_mock.get_requests() if r.url.host == "am.test"} == {"GET"}
