@@ -36,6 +36,7 @@ from agent.config import (
     load_config,
     validation_problems,
 )
+from agent.doors import door_problems
 from agent.errors import ConfigError
 from agent.host import ServiceInstall, current_user, env_file_problem
 from agent.text import redact_url
@@ -155,6 +156,11 @@ class EnvSettings(BaseSettings):
     console_token: SecretStr | None = None
     #: Where humans reach METRICS_ADDR (a reverse proxy, a tunnel): links to the console.
     public_url: HttpUrl | None = None
+    #: METRICS_ADDR served over HTTPS (PEM files: the certificate chain and its key).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: Tokens may cross the network in plain HTTP (METRICS_ADDR off loopback, no TLS).
+    allow_plain_http: bool = False
 
     # Overrides of the TOML file's schedule and policy.
     sweep_interval_seconds: Seconds | None = None
@@ -171,6 +177,13 @@ class EnvSettings(BaseSettings):
         """The SQLite file of the incident store; None when it is PostgreSQL."""
         url = self.state_url
         return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+    @property
+    def tls(self) -> tuple[Path, Path] | None:
+        """The certificate and key files when METRICS_ADDR serves HTTPS."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return self.tls_cert_file, self.tls_key_file
 
     @property
     def metrics_host_port(self) -> tuple[str, int]:
@@ -362,6 +375,8 @@ def load_settings(
         problems.extend(exc.problems)
     facts = _facts(env) if env is not None else _raw_facts(raw, service)
     problems.extend(_cross_problems(facts, agent_config, config_path, service))
+    if env is not None:
+        problems.extend(door_problems(env))
     if problems or env is None or agent_config is None:
         raise ConfigError(problems)
     return Settings(env=env, config=_apply_overrides(env, agent_config))

@@ -35,6 +35,7 @@ from agent.daemon.approvals import BadAnswer, answer_approval, make_answer
 from agent.daemon.cycle import CycleReport, run_cycle
 from agent.daemon.service import serve
 from agent.daemon.verify import run_verifications
+from agent.doors import TOKEN_MIN_CHARS
 from agent.errors import AgentError, ConfigError, NoStore
 from agent.eval.case import CaseError, dump_case, load_cases
 from agent.eval.export import export_case
@@ -43,7 +44,7 @@ from agent.eval.runner import run_eval
 from agent.eval.scoring import verdict
 from agent.host import EnvChoice, choose_env_file
 from agent.incidents.model import Incident
-from agent.local import LocalModel, MissingBinary, shipped_model
+from agent.local import LocalModel, MissingBinary, PortTaken, shipped_model
 from agent.local.model import ALIAS as MODEL_ALIAS
 from agent.local.model import CONTEXT_TOKENS
 from agent.logs import configure_logging
@@ -164,7 +165,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if settings is None:
         return EX_CONFIG
     setup_logging(settings, to_stderr=args.json)
-    report = asyncio.run(_one_cycle(settings, dry_run=True if args.dry_run else None))
+    # `sweep` under DRY_RUN=true is a dry run too: it leaves the real store as it was.
+    dry_run = args.dry_run or settings.env.dry_run
+    report = asyncio.run(_one_cycle(settings, dry_run=True if dry_run else None))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str))
     else:
@@ -208,7 +211,9 @@ def _copy_state(settings: Settings, dest_url: str) -> None:
 async def _cycle_with(settings: Settings, *, dry_run: bool | None) -> CycleReport:
     async with open_runtime(settings, dry_run=dry_run) as rt:
         await run_verifications(rt, rt.clock())
-        return await run_cycle(rt, rt.clock(), trigger="command")
+        report = await run_cycle(rt, rt.clock(), trigger="command")
+        report.would_send, report.would_escalate = rt.withheld.drain()
+        return report
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
@@ -362,8 +367,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EX_OK if ok else EX_FAILURE
 
 
+#: The local model server's API key, when the operator gives it (the example unit's
+#: environment file); otherwise one is made at random and printed.
+LOCAL_MODEL_KEY = "LOCAL_MODEL_API_KEY"
+
+
+def _local_model_key() -> tuple[str | None, str | None]:
+    """The key given in LOCAL_MODEL_API_KEY (None: make one), or why it is refused."""
+    given = os.environ.get(LOCAL_MODEL_KEY)
+    if not given:
+        return None, None
+    if given != given.strip() or len(given) < TOKEN_MIN_CHARS:
+        why = f"at least {TOKEN_MIN_CHARS} characters, without surrounding whitespace"
+        return None, f"{LOCAL_MODEL_KEY}: {why} (e.g. `openssl rand -hex 24`)"
+    return given, None
+
+
 def cmd_local_model(args: argparse.Namespace) -> int:
     """Serve the shipped model (or --model PATH) on loopback until SIGTERM or SIGINT."""
+    key, problem = _local_model_key()
+    if problem is not None:
+        _fail(f"config: {problem}")
+        return EX_CONFIG
     workdir = Path(tempfile.mkdtemp(prefix="devops-agent-model-"))
     server = LocalModel(
         workdir,
@@ -371,13 +396,14 @@ def cmd_local_model(args: argparse.Namespace) -> int:
         port=args.port,
         context_tokens=args.context,
         threads=args.threads,
+        api_key=key,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
         server.start()
-    except MissingBinary as exc:
+    except (MissingBinary, PortTaken) as exc:
         _fail(str(exc))
         return EX_FAILURE
     except RuntimeError as exc:
@@ -387,7 +413,8 @@ def cmd_local_model(args: argparse.Namespace) -> int:
         print(f"serving {server.model or shipped_model()} on {server.url}", flush=True)
         print(f"OPENAI_BASE_URL={server.base_url}", flush=True)
         print(f"LLM_MODEL={MODEL_ALIAS}", flush=True)
-        print("OPENAI_API_KEY=sk-local (any value; the server checks none)", flush=True)
+        shown = f"(the {LOCAL_MODEL_KEY} it was given)" if key else server.api_key
+        print(f"OPENAI_API_KEY={shown}", flush=True)
         while not stop.wait(1.0):
             if server.proc is not None and server.proc.poll() is not None:
                 _fail(f"the model server exited with {server.proc.returncode}")
@@ -404,8 +431,10 @@ def _local_model_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="serve a local model (OpenAI-compatible, on loopback) for the diagnosis",
         description=(
             "Run llama-cpp-python's OpenAI-compatible server with the shipped SmolLM2-135M "
-            "model, or any GGUF file, on 127.0.0.1; print the OPENAI_BASE_URL and LLM_MODEL "
-            "to use; stop cleanly on SIGTERM or SIGINT."
+            "model, or any GGUF file, on 127.0.0.1, behind an API key of its own (from "
+            f"{LOCAL_MODEL_KEY}, else made at random); print the OPENAI_BASE_URL, LLM_MODEL "
+            "and OPENAI_API_KEY to use; exit 1 when the port is taken; stop cleanly on "
+            "SIGTERM or SIGINT."
         ),
     )
     local.add_argument("--model", type=Path, default=None, help="a GGUF file (default: shipped)")

@@ -8,8 +8,9 @@ only wakes sweeps must not be able to restart anything); without it the API is o
 The body is JSON ``{"by": NAME, "reason": TEXT}`` (``"action"`` optionally, to refuse an
 approval meant for another action), at most 64 KB, received within the webhook's body
 timeout. Answers, each with a JSON reason: 401 missing or wrong token, 400 malformed body,
-413 too large, 404 unknown incident, 409 not waiting (or held back), 410 expired, 200 with
-the incident's new state.
+413 too large, 404 unknown incident (the API takes full incident ids: a prefix that the
+command line would resolve is unknown here), 409 not waiting (or held back), 410 expired,
+200 with the incident's new state.
 
 The work of a granted approval (the claim, the gateway request, its result) runs as the
 daemon's own task: a client that gives up does not abandon a request half-sent.
@@ -31,6 +32,7 @@ from agent.daemon.approvals import BadAnswer, Reply, answer_approval, make_answe
 from agent.daemon.bodies import BodyTooLarge, read_body
 from agent.logs import get_logger
 from agent.runtime import Runtime
+from agent.store.base import get_exact
 from agent.text import clip
 
 log = get_logger("agent.api")
@@ -98,6 +100,8 @@ class ApprovalApi:
         except BadAnswer as exc:
             return _error(400, str(exc))
         incident_id = str(request.path_params["incident_id"])
+        if get_exact(self.rt.store, incident_id) is None:
+            return _error(404, "no incident with this id (the API takes full ids, not prefixes)")
         work = self.run(answer_approval(self.rt, incident_id, answer, action=fields.get("action")))
         reply = await asyncio.shield(work)
         log.info(

@@ -76,6 +76,9 @@ class CycleReport:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     dispatches: list[dict[str, Any]] = field(default_factory=list)
     skips: list[dict[str, Any]] = field(default_factory=list)
+    #: In a dry run: the gateway requests and the alerts it did not send (``dry_run.py``).
+    would_send: list[dict[str, Any]] = field(default_factory=list)
+    would_escalate: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document `devops-agent sweep --json` prints."""
@@ -86,6 +89,8 @@ class CycleReport:
             "decisions": self.decisions,
             "dispatches": self.dispatches,
             "skips": [*skipped, *self.skips],
+            "would_send": self.would_send,
+            "would_escalate": self.would_escalate,
         }
 
 

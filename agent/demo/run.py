@@ -217,6 +217,7 @@ class Demo:
         self.outcome: str | None = None
         self.env: dict[str, str] = {}
         self.model_url: str | None = None
+        self.model_key = "sk-no-local-model"  # the local model's own key, once it runs
         self.approved: set[str] = set()
         self.incident_id: str | None = None
 
@@ -234,7 +235,7 @@ class Demo:
             "AI_COMMAND_GATEWAY_URL": gateway,
             "AI_COMMAND_GATEWAY_TIMEOUT": "20",
             "AI_COMMAND_GATEWAY_SOURCE_ID": "devops-ai-agent",
-            "OPENAI_API_KEY": key or "sk-local-model",
+            "OPENAI_API_KEY": key or self.model_key,
             "LLM_MODEL": os.environ.get("LLM_MODEL", "gpt-4o") if key else ALIAS,
             "LLM_TEMPERATURE": "0.1" if key else "0",
             "LLM_MAX_TOKENS": "800",
@@ -261,6 +262,7 @@ class Demo:
         server = LocalModel(self.workdir / "model").start()
         self.parts.append(server)
         self.model_url = server.base_url
+        self.model_key = server.api_key
         say(f"[demo]     local model server (llama-cpp-python) on {server.base_url}")
 
     def start(self) -> None:

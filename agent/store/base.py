@@ -162,8 +162,21 @@ class IncidentStore(Protocol):
     def check_writable(self) -> None:
         """Commit a write that changes nothing; StoreError when writing is refused."""
 
+    def end_session(self, session_id: str, expires_at: datetime, now: datetime) -> None:
+        """Record a console session as ended (a logout) until it would have expired."""
+
+    def session_ended(self, session_id: str) -> bool:
+        """Whether a console session was ended by a logout."""
+
     def export_state(self, since: datetime) -> StateCopy:
         """Current incidents, actions since ``since`` and every breaker, for a dry run."""
 
     def import_state(self, state: StateCopy) -> None:
         """Load what ``export_state`` gave (into an empty store)."""
+
+
+def get_exact(store: IncidentStore, incident_id: str) -> Incident | Unreadable | None:
+    """The incident whose id is exactly ``incident_id``: the HTTP surfaces take full ids
+    only (a prefix is a convenience of the command line, never of a URL)."""
+    found = store.get(incident_id)
+    return found if found is not None and found.id == incident_id else None

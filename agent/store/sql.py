@@ -161,6 +161,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE breakers ADD COLUMN reset_by TEXT;
     ALTER TABLE breakers ADD COLUMN reset_at TEXT
     """,
+    # 9: console sessions ended by a logout, kept until they would have expired anyway.
+    """
+    CREATE TABLE ended_sessions (
+        id TEXT PRIMARY KEY,
+        expires_at TEXT NOT NULL
+    )
+    """,
 )
 
 _COLUMNS = (
@@ -710,6 +717,28 @@ class SQLStore:
         """A write that changes nothing, committed: StoreError when writing is refused."""
         with self._write() as cur:
             self._run(cur, "UPDATE incidents SET state = state WHERE 1 = 0")
+
+    # -- console sessions -----------------------------------------------------------------
+
+    def end_session(self, session_id: str, expires_at: datetime, now: datetime) -> None:
+        """Record a console session as ended (a logout) until it would have expired; the
+        records of sessions past their expiry are dropped."""
+        with self._write() as cur:
+            self._run(cur, "DELETE FROM ended_sessions WHERE expires_at < ?", [ts(now)])
+            self._run(
+                cur,
+                "INSERT INTO ended_sessions (id, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                [session_id, ts(expires_at)],
+            )
+
+    def session_ended(self, session_id: str) -> bool:
+        """Whether a console session was ended by a logout."""
+        with self._read() as cur:
+            row = self._run(
+                cur, "SELECT 1 FROM ended_sessions WHERE id = ?", [session_id]
+            ).fetchone()
+        return row is not None
 
     # -- dry runs -------------------------------------------------------------------------
 

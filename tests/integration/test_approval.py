@@ -29,6 +29,7 @@ from agent.daemon.http import Liveness, build_app
 from agent.daemon.verify import run_verifications
 from agent.daemon.webhook import WebhookIntake
 from agent.demo.gateway_sim import ActResult, GatewaySimulator
+from agent.hosts import HostPolicy
 from agent.incidents.model import Incident
 from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget, free_port
 from agent.runtime import Runtime, open_runtime
@@ -355,7 +356,7 @@ async def _api(
         body_timeout=5,
     )
     api = ApprovalApi(rt, token=token, body_timeout=5)
-    app = build_app(rt.metrics, Liveness(60), intake, api)
+    app = build_app(rt.metrics, Liveness(60), intake, api, hosts=HostPolicy.of("agent.test"))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://agent.test") as client:
         yield client

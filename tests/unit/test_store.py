@@ -251,6 +251,19 @@ def test_renewal_touches_only_the_listed_leases_of_the_owner(store: IncidentStor
     assert leases == {a.id: later, b.id: NOW}
 
 
+def test_an_ended_console_session_is_remembered_until_it_expires(store: IncidentStore) -> None:
+    """A logged-out session stays ended; another does not; once past its expiry its record
+    is dropped by the next logout; ending one twice is harmless."""
+    store.end_session("s-old", NOW + timedelta(hours=1), NOW)
+    store.end_session("s-new", NOW + timedelta(hours=12), NOW)
+    store.end_session("s-new", NOW + timedelta(hours=12), NOW)
+    assert store.session_ended("s-old") and store.session_ended("s-new")
+    assert not store.session_ended("s-other")
+    store.end_session("s-later", NOW + timedelta(hours=14), NOW + timedelta(hours=2))
+    assert not store.session_ended("s-old")  # expired: the cookie itself is refused now
+    assert store.session_ended("s-new") and store.session_ended("s-later")
+
+
 def test_state_copies_into_another_store(store: IncidentStore, tmp_path: Path) -> None:
     """A dry run's copy holds the current incidents, the recent actions, the breakers and
     when each failing check series started failing (so it sees what the daemon sees)."""
