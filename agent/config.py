@@ -304,7 +304,8 @@ def validation_problems(
 
 
 def cross_check(config: AgentConfig) -> list[str]:
-    """Problems that span sections: unknown action ids, missing catalogue entries."""
+    """Problems that span sections: unknown action ids or services, missing catalogue
+    entries."""
     problems = [
         f"actions.{action}: the catalogue must define this action"
         for action in REQUIRED_ACTIONS
@@ -318,6 +319,12 @@ def cross_check(config: AgentConfig) -> list[str]:
             f"services.{name}.actions: unknown action {a!r}"
             for a in service.actions
             if a not in config.actions
+        ]
+    for name, service in config.services.items():
+        problems += [
+            f"services.{name}.related: {r!r} is not a configured service"
+            for r in service.related
+            if r not in config.services
         ]
     for name, service in config.services.items():
         problems += [

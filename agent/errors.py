@@ -18,6 +18,7 @@ decide on retry or give-up by type alone::
     │   ├── GatewayPermanentError    never will: 401/403/422, VALIDATION_ERROR
     │   └── GatewayOutcomeUnknown    may have run: read timeout, lost answer, 500, INTERNAL_ERROR
     └── StoreError                   the incident store failed
+        └── NoStore                  there is no store where one was to be read
 """
 
 from __future__ import annotations
@@ -103,3 +104,7 @@ class GatewayOutcomeUnknown(GatewayError):
 
 class StoreError(AgentError):
     """The incident store failed to read or write."""
+
+
+class NoStore(StoreError):
+    """A command that only reads or answers found no incident store (it never makes one)."""

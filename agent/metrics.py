@@ -1,12 +1,66 @@
 """The agent's own metrics, scraped from ``METRICS_ADDR``.
 
 Built on an explicit ``CollectorRegistry`` so tests and a second agent in one process
-never share counters.
+never share counters. Most count what this process did; ``approvals_total`` counts from
+the store what every process did (an answer given with ``devops-agent incidents approve``
+on the host is the CLI's doing, and must still show on the daemon's ``/metrics``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from agent.errors import AgentError
+from agent.logs import get_logger
+
+log = get_logger("agent.metrics")
+
+
+class StoredCounter(Collector):
+    """A counter by one label whose values are read from the store at each scrape; the
+    last values read stand while the store cannot answer."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        values: tuple[str, ...],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name, self._doc, self._label = name, documentation, label
+        self._last: dict[str, int] = dict.fromkeys(values, 0)
+        #: Where the counts come from; set once the store is open.
+        self.read: Callable[[], Mapping[str, int]] | None = None
+        registry.register(self)
+
+    def describe(self) -> Iterator[Metric]:
+        """The family, without asking the store (at registration)."""
+        yield CounterMetricFamily(self._name, self._doc, labels=[self._label])
+
+    def collect(self) -> Iterator[Metric]:
+        """The family with the store's counts."""
+        if self.read is not None:
+            try:
+                self._last.update(self.read())
+            except AgentError as exc:
+                log.warning("metric_unreadable", metric=self._name, error=str(exc))
+        family = CounterMetricFamily(self._name, self._doc, labels=[self._label])
+        for value, count in sorted(self._last.items()):
+            family.add_metric([value], count)
+        yield family
+
+    def value(self, label_value: str) -> int:
+        """One count as the last scrape (or this call) read it."""
+        for metric in self.collect():
+            for sample in metric.samples:
+                if sample.labels.get(self._label) == label_value:
+                    return int(sample.value)
+        return 0
 
 
 class AgentMetrics:
@@ -97,12 +151,14 @@ class AgentMetrics:
             ["result"],
             registry=r,
         )
-        self.approvals = Counter(
+        self.approvals = StoredCounter(
             "devops_agent_approvals",
             "Waits for a human's approval that ended, by result (granted, denied, expired, "
-            "cleared, blocked: approved but refused by a guardrail or not sent in time)",
-            ["result"],
-            registry=r,
+            "cleared, blocked: approved but refused by a guardrail or not sent in time), "
+            "counted from the store: every replica's and the CLI's answers",
+            "result",
+            ("granted", "denied", "expired", "cleared", "blocked"),
+            r,
         )
         self.last_sweep = Gauge(
             "devops_agent_last_sweep_timestamp_seconds",

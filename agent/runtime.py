@@ -27,11 +27,13 @@ import httpx
 from agent.clients.alertmanager import AlertmanagerClient
 from agent.clients.alertmanager import build_http_client as alertmanager_http
 from agent.clients.gateway import GatewayClient, build_http_client
+from agent.clients.http import DryRunTransport
 from agent.clients.llm import LLMClient, LLMOptions, build_llm_client
 from agent.clients.prometheus import PrometheusClient
 from agent.clients.prometheus import build_http_client as prometheus_http
 from agent.config import AgentConfig
 from agent.diagnosis.engine import DiagnosisDeps
+from agent.dry_run import Withheld
 from agent.errors import StoreError
 from agent.logs import get_logger
 from agent.metrics import AgentMetrics
@@ -75,6 +77,8 @@ class Runtime:
     #: Incidents whose work raised and that could not even be escalated: left alone by
     #: this process so that one poison incident is logged once, not every sweep.
     poisoned: set[str] = field(default_factory=set)
+    #: What a dry run did not send or post (see ``agent/dry_run.py``).
+    withheld: Withheld = field(default_factory=Withheld)
 
     @property
     def config(self) -> AgentConfig:
@@ -156,10 +160,13 @@ async def open_runtime(
     *,
     dry_run: bool | None = None,
     metrics: AgentMetrics | None = None,
+    create_store: bool = True,
 ) -> AsyncIterator[Runtime]:
-    """Create the clients and the store, start renewing leases; close them all on exit."""
+    """Create the clients and the store, start renewing leases; close them all on exit.
+    Without ``create_store`` (a command that answers) a missing store is ``NoStore``."""
     env, config = settings.env, settings.config
     metrics = metrics or AgentMetrics()
+    dry_run = env.dry_run if dry_run is None else dry_run
     async with AsyncExitStack() as stack:
         bundle = config.prometheus.ca_bundle
         prometheus, prom_http = build_prometheus(
@@ -172,7 +179,9 @@ async def open_runtime(
         alertmanager = None
         if env.alertmanager_url:
             am = config.alertmanager
-            am_http = alertmanager_http(env.alertmanager_url, am.timeout_seconds)
+            # A dry run reads silences and alerts, and posts nothing (see agent/dry_run.py).
+            reads = DryRunTransport(frozenset({"GET"})) if dry_run else None
+            am_http = alertmanager_http(env.alertmanager_url, am.timeout_seconds, reads)
             stack.push_async_callback(am_http.aclose)
             alertmanager = AlertmanagerClient(
                 am_http, timeout=am.timeout_seconds, max_bytes=am.max_answer_bytes
@@ -181,6 +190,7 @@ async def open_runtime(
             env.ai_command_gateway_url,
             env.ai_command_gateway_timeout,
             reveal(env.ai_command_gateway_token),
+            DryRunTransport() if dry_run else None,
         )
         stack.push_async_callback(gw_http.aclose)
         llm = None
@@ -188,8 +198,10 @@ async def open_runtime(
         if built is not None:
             llm, llm_http = built
             stack.push_async_callback(llm_http.aclose)
-        store = open_store(env.state_url)
+        store = open_store(env.state_url, create=create_store)
         stack.callback(store.close)
+        metrics.approvals.read = store.approval_counts
+        stack.callback(setattr, metrics.approvals, "read", None)
         rt = Runtime(
             settings=settings,
             store=store,
@@ -199,11 +211,15 @@ async def open_runtime(
                 gw_http, config.gateway, timeout=env.ai_command_gateway_timeout, metrics=metrics
             ),
             sweep_deps=SweepDeps(
-                config=config, prometheus=prometheus, metrics=metrics, alertmanager=alertmanager
+                config=config,
+                prometheus=prometheus,
+                metrics=metrics,
+                alertmanager=alertmanager,
+                pending=store,
             ),
             diagnosis=DiagnosisDeps(config=config, prometheus=prometheus, llm=llm),
             alertmanager=alertmanager,
-            dry_run=env.dry_run if dry_run is None else dry_run,
+            dry_run=dry_run,
         )
         keeper = asyncio.create_task(LeaseKeeper(rt).run())
         try:

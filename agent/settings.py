@@ -3,23 +3,27 @@
 Two sources feed it. The environment (and an optional ``.env`` file) carries where the
 upstreams are and the secrets; the TOML file named by ``AGENT_CONFIG`` carries the
 schedule, the checks, the guardrail policy and the action catalogue. ``load_settings``
-reads both and reports *every* problem at once as a ``ConfigError``, so an operator fixes
-a broken deployment in one round instead of one restart per typo.
+reads both and reports *every* problem at once as a ``ConfigError``, whichever check
+finds it (a variable, the TOML file, or a check across them), so an operator fixes a
+broken deployment in one round instead of one restart per typo.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
 from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,7 +36,9 @@ from agent.config import (
     load_config,
     validation_problems,
 )
+from agent.doors import door_problems
 from agent.errors import ConfigError
+from agent.host import ServiceInstall, current_user, env_file_problem
 from agent.text import redact_url
 
 
@@ -150,6 +156,11 @@ class EnvSettings(BaseSettings):
     console_token: SecretStr | None = None
     #: Where humans reach METRICS_ADDR (a reverse proxy, a tunnel): links to the console.
     public_url: HttpUrl | None = None
+    #: METRICS_ADDR served over HTTPS (PEM files: the certificate chain and its key).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: Tokens may cross the network in plain HTTP (METRICS_ADDR off loopback, no TLS).
+    allow_plain_http: bool = False
 
     # Overrides of the TOML file's schedule and policy.
     sweep_interval_seconds: Seconds | None = None
@@ -166,6 +177,13 @@ class EnvSettings(BaseSettings):
         """The SQLite file of the incident store; None when it is PostgreSQL."""
         url = self.state_url
         return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+    @property
+    def tls(self) -> tuple[Path, Path] | None:
+        """The certificate and key files when METRICS_ADDR serves HTTPS."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return self.tls_cert_file, self.tls_key_file
 
     @property
     def metrics_host_port(self) -> tuple[str, int]:
@@ -207,59 +225,170 @@ def _apply_overrides(env: EnvSettings, config: AgentConfig) -> AgentConfig:
     return config.model_copy(update=updates) if updates else config
 
 
-def _path_problems(env: EnvSettings, config: AgentConfig) -> list[str]:
-    problems = []
-    if env.state_path is not None:
-        state_dir = env.state_path.parent
-        probe = state_dir
+@dataclass(frozen=True)
+class _Facts:
+    """What the checks across settings need of the environment, known even when other
+    variables are invalid (an invalid one is None here: it is reported already)."""
+
+    state_url: str | None
+    approval: str | None
+    webhook: str | None
+    console: str | None
+    alertmanager_url: str | None
+
+
+def _facts(env: EnvSettings) -> _Facts:
+    return _Facts(
+        env.state_url,
+        reveal(env.approval_token),
+        reveal(env.webhook_token),
+        reveal(env.console_token),
+        env.alertmanager_url,
+    )
+
+
+def _raw_environment(env_file: Path | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The variables as the settings read them (the file, then the environment, then the
+    overrides; empty values unset), before validation."""
+    raw: dict[str, Any] = {}
+    if env_file is not None:
+        raw.update((k.lower(), v) for k, v in dotenv_values(env_file).items() if v)
+    raw.update((k.lower(), v) for k, v in os.environ.items() if v)
+    raw.update(overrides)
+    return raw
+
+
+def _valid(name: str, raw: Mapping[str, Any]) -> Any:
+    """One variable validated on its own; None when unset or invalid."""
+    if raw.get(name) is None:
+        return None
+    annotation = EnvSettings.model_fields[name].annotation
+    assert annotation is not None
+    try:
+        return TypeAdapter(annotation).validate_python(raw[name])
+    except ValidationError:
+        return None
+
+
+def _raw_facts(raw: Mapping[str, Any], service: ServiceInstall | None) -> _Facts:
+    state = _valid("agent_state_url", raw)
+    unset = raw.get("agent_state_url") is None
+    return _Facts(
+        _default_state_url(service) if unset else state,
+        reveal(_valid("approval_token", raw)),
+        reveal(_valid("webhook_token", raw)),
+        reveal(_valid("console_token", raw)),
+        _valid("alertmanager_url", raw),
+    )
+
+
+def _default_state_url(service: ServiceInstall | None) -> str:
+    state_dir = service.state_dir if service is not None else default_state_dir()
+    return f"sqlite:///{state_dir / 'agent.db'}"
+
+
+def _state_dir_problem(state_url: str) -> str | None:
+    if not state_url.startswith("sqlite:///"):
+        return None
+    state_dir = Path(state_url.removeprefix("sqlite:///")).parent
+    probe = state_dir
+    try:
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
-        if not os.access(probe, os.W_OK):
-            problems.append(f"AGENT_STATE_URL: state directory {state_dir} cannot be created")
-    approval, webhook = reveal(env.approval_token), reveal(env.webhook_token)
-    console = reveal(env.console_token)
-    if approval is not None and approval == webhook:
+    except PermissionError:
+        return f"AGENT_STATE_URL: state directory {state_dir} cannot be reached by {current_user()}"
+    if not probe.is_dir():
+        return f"AGENT_STATE_URL: state directory {state_dir} cannot be created: {probe} is a file"
+    if not os.access(probe, os.W_OK):
+        return f"AGENT_STATE_URL: state directory {state_dir} cannot be created"
+    return None
+
+
+def _token_problems(facts: _Facts) -> list[str]:
+    problems = []
+    if facts.approval is not None and facts.approval == facts.webhook:
         problems.append("APPROVAL_TOKEN: must differ from WEBHOOK_TOKEN")
-    if console is not None and console in (approval, webhook):
+    if facts.console is not None and facts.console in (facts.approval, facts.webhook):
         problems.append("CONSOLE_TOKEN: must differ from APPROVAL_TOKEN and WEBHOOK_TOKEN")
-    if "alertmanager" in config.sweep.sources and not env.alertmanager_url:
-        problems.append(f'{env.agent_config}: sweep.sources: "alertmanager" needs ALERTMANAGER_URL')
-    bundle = config.prometheus.ca_bundle
-    if bundle is not None and not bundle.is_file():
-        problems.append(f"{env.agent_config}: prometheus.ca_bundle: no such file {bundle}")
     return problems
 
 
-def load_settings(env_file: Path | None = Path(".env"), **overrides: Any) -> Settings:
-    """Read and validate the environment and the TOML file; raise ConfigError listing all."""
+def _cross_problems(
+    facts: _Facts, config: AgentConfig | None, config_path: Path, service: ServiceInstall | None
+) -> list[str]:
+    """Problems that span variables, or the environment and the TOML file: each is checked
+    whenever what it needs is valid, so one run reports them all."""
+    problems = _token_problems(facts)
+    # The service's own state directory is systemd's to create (StateDirectory=), and
+    # root's alone to enter: not a problem for a member of the admin group.
+    own_state = service is not None and facts.state_url == _default_state_url(service)
+    if facts.state_url is not None and not own_state:
+        problems += filter(None, [_state_dir_problem(facts.state_url)])
+    if config is None:
+        return problems
+    if "alertmanager" in config.sweep.sources and not facts.alertmanager_url:
+        problems.append(f'{config_path}: sweep.sources: "alertmanager" needs ALERTMANAGER_URL')
+    bundle = config.prometheus.ca_bundle
+    if bundle is not None and not bundle.is_file():
+        problems.append(f"{config_path}: prometheus.ca_bundle: no such file {bundle}")
+    return problems
+
+
+def _service_defaults(env: EnvSettings, service: ServiceInstall | None) -> EnvSettings:
+    """On a service host, the service's TOML file and state directory unless set."""
+    if service is None:
+        return env
+    updates: dict[str, Any] = {}
+    if "agent_config" not in env.model_fields_set:
+        updates["agent_config"] = service.config_file
+    if env.agent_state_url is None:
+        updates["agent_state_url"] = _default_state_url(service)
+    return env.model_copy(update=updates) if updates else env
+
+
+def load_settings(
+    env_file: Path | None = None,
+    *,
+    config: Path | None = None,
+    service: ServiceInstall | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read and validate the environment and the TOML file; raise ConfigError listing every
+    problem, whichever check finds it. ``config`` (``--config``) wins over AGENT_CONFIG;
+    ``service`` gives the service's TOML file and state directory as defaults."""
+    if env_file is not None and (unreadable := env_file_problem(env_file)):
+        raise ConfigError([unreadable])
+    if config is not None:
+        overrides["agent_config"] = config
     problems: list[str] = []
     env: EnvSettings | None = None
     try:
-        env = EnvSettings(_env_file=env_file, **overrides)
+        env = _service_defaults(EnvSettings(_env_file=env_file, **overrides), service)
     except ValidationError as exc:
         problems.extend(env_problems(exc))
-    config_path = env.agent_config if env else _config_path_fallback(env_file)
-    config: AgentConfig | None = None
+    raw = _raw_environment(env_file, overrides) if env is None else {}
+    config_path = env.agent_config if env else _config_path_fallback(raw, service)
+    agent_config: AgentConfig | None = None
     try:
-        config = load_config(config_path)
+        agent_config = load_config(config_path)
     except ConfigError as exc:
         problems.extend(exc.problems)
-    if env is not None and config is not None:
-        problems.extend(_path_problems(env, config))
-    if problems or env is None or config is None:
+    facts = _facts(env) if env is not None else _raw_facts(raw, service)
+    problems.extend(_cross_problems(facts, agent_config, config_path, service))
+    if env is not None:
+        problems.extend(door_problems(env))
+    if problems or env is None or agent_config is None:
         raise ConfigError(problems)
-    return Settings(env=env, config=_apply_overrides(env, config))
+    return Settings(env=env, config=_apply_overrides(env, agent_config))
 
 
-def _config_path_fallback(env_file: Path | None) -> Path:
-    """AGENT_CONFIG as given even when other variables are broken, to check the file too."""
-    value = os.environ.get("AGENT_CONFIG")
-    if value is None and env_file is not None and env_file.is_file():
-        for line in env_file.read_text(encoding="utf-8", errors="replace").splitlines():
-            key, sep, raw = line.partition("=")
-            if sep and key.strip().removeprefix("export ").strip().upper() == "AGENT_CONFIG":
-                value = raw.strip().strip("'\"")
-    return Path(value) if value else Path("config/agent.toml")
+def _config_path_fallback(raw: Mapping[str, Any], service: ServiceInstall | None) -> Path:
+    """AGENT_CONFIG (or --config) as given even when other variables are broken, to check
+    the file too."""
+    value = raw.get("agent_config")
+    if value:
+        return Path(value)
+    return service.config_file if service is not None else Path("config/agent.toml")
 
 
 def redacted_summary(settings: Settings) -> list[tuple[str, str]]:

@@ -52,6 +52,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
         if name not in _KEEP and not name.startswith("PYTEST_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    # a service installed on the test machine is never the one a test's command finds
+    monkeypatch.setenv("DEVOPS_AGENT_ROOT", str(tmp_path / "no-service-install"))
     yield
     structlog.reset_defaults()
 
@@ -114,10 +116,16 @@ def sleeps() -> Sleeps:
 def run_cli(
     *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m agent ARGS` with exactly ``env`` (plus PATH and HOME), as a user runs it."""
+    """`python -m agent ARGS` with exactly ``env`` (plus PATH and HOME, and no service
+    install to find unless ``env`` names one), as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "agent", *args],
-        env={"PATH": os.environ["PATH"], "HOME": str(cwd), **env},
+        env={
+            "PATH": os.environ["PATH"],
+            "HOME": str(cwd),
+            "DEVOPS_AGENT_ROOT": str(cwd / "no-service-install"),
+            **env,
+        },
         cwd=cwd,
         capture_output=True,
         text=True,

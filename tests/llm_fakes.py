@@ -144,6 +144,22 @@ def answer_reading_logs(body: dict[str, Any]) -> dict[str, Any]:
     return answer(body, read_logs=True)
 
 
+def answer_reading_logs_first(body: dict[str, Any]) -> dict[str, Any]:
+    """A model that asks for its finding's service's logs first, offered or not, then
+    restarts a memory leak and escalates anything else (the finding names the service:
+    market-predictor or coding-ai-agent)."""
+    finding = body["messages"][1]["content"]
+    service = next(s for s in ("market-predictor", "coding-ai-agent") if s in finding)
+    phase = phase_of(body)
+    if phase == "triage":
+        return triage()
+    if phase == "investigation":
+        if any(m["role"] == "tool" for m in body["messages"]):
+            return completion("Looked at the logs and the metrics.")
+        return completion(None, [("recent_logs", {"service": service, "lines": 50})])
+    return plan(action="restart" if "MemoryLeak" in finding else "escalate", target=service)
+
+
 class FakeModel:
     """Serves chat completions on 127.0.0.1, each after ``delay`` seconds (or what
     ``delay_for`` says for that request body); ``responder`` writes each answer from the

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -19,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent import __version__
-from agent.cli.probe import probe_peers
+from agent.cli.probe import probe_peers, probe_store
 from agent.cli.render import (
     render_autonomy,
     render_cycle,
@@ -34,14 +35,16 @@ from agent.daemon.approvals import BadAnswer, Pin, answer_approval, make_answer
 from agent.daemon.cycle import CycleReport, run_cycle
 from agent.daemon.service import serve
 from agent.daemon.verify import run_verifications
-from agent.errors import AgentError, ConfigError
+from agent.doors import TOKEN_MIN_CHARS
+from agent.errors import AgentError, ConfigError, NoStore
 from agent.eval.case import CaseError, dump_case, load_cases
 from agent.eval.export import export_case
 from agent.eval.report import as_json, as_table
 from agent.eval.runner import run_eval
 from agent.eval.scoring import verdict
+from agent.host import EnvChoice, choose_env_file
 from agent.incidents.model import Incident
-from agent.local import LocalModel, MissingBinary, shipped_model
+from agent.local import LocalModel, MissingBinary, PortTaken, shipped_model
 from agent.local.model import ALIAS as MODEL_ALIAS
 from agent.local.model import CONTEXT_TOKENS
 from agent.logs import configure_logging
@@ -49,6 +52,7 @@ from agent.runtime import open_runtime
 from agent.settings import Settings, load_settings, redacted_summary, reveal, secret_values
 from agent.store import open_store
 from agent.store.base import IncidentStore, Unreadable
+from agent.text import redact_url
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -61,10 +65,18 @@ def _fail(message: str) -> None:
     print(f"devops-agent: {message}", file=sys.stderr)
 
 
+def env_choice(args: argparse.Namespace) -> EnvChoice:
+    """The environment file this command reads (see ``agent.host``)."""
+    return choose_env_file(
+        args.env_file, no_env_file=args.no_env_file, cwd=Path.cwd(), environ=os.environ
+    )
+
+
 def load_or_report(args: argparse.Namespace) -> Settings | None:
     """Load the settings; on failure print every problem, one per line, and return None."""
+    choice = env_choice(args)
     try:
-        return load_settings(env_file=args.env_file)
+        return load_settings(choice.path, config=args.config, service=choice.service)
     except ConfigError as exc:
         for problem in exc.problems:
             _fail(f"config: {problem}")
@@ -82,10 +94,13 @@ def setup_logging(settings: Settings, *, to_stderr: bool = False) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate everything and print a redacted summary; with --probe, ask every peer."""
+    """Validate everything and print a redacted summary; with --probe, ask every peer and
+    the incident store."""
+    print(env_choice(args).line(), flush=True)
     settings = load_or_report(args)
     if settings is None:
         return EX_CONFIG
+    print(f"incident store: {redact_url(settings.env.state_url)}")
     print("configuration OK")
     rows = redacted_summary(settings)
     width = max(len(name) for name, _ in rows)
@@ -96,12 +111,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EX_OK
     configure_logging("ERROR", "json", secret_values(settings.env), stream=sys.stderr)
     checks = asyncio.run(probe_peers(settings))
+    checks.append(probe_store(settings))
     print("peers:")
     for check in checks:
         print(f"  {'ok  ' if check.ok else 'FAIL'}  {show(check.line(), 600)}")
     failed = [c for c in checks if not c.ok]
     if failed:
-        _fail(f"{len(failed)} of {len(checks)} peers failed the probe: {show(failed[0].line())}")
+        _fail(f"{len(failed)} of {len(checks)} probes failed: {show(failed[0].line())}")
         return EX_FAILURE
     return EX_OK
 
@@ -149,7 +165,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if settings is None:
         return EX_CONFIG
     setup_logging(settings, to_stderr=args.json)
-    report = asyncio.run(_one_cycle(settings, dry_run=True if args.dry_run else None))
+    # `sweep` under DRY_RUN=true is a dry run too: it leaves the real store as it was.
+    dry_run = args.dry_run or settings.env.dry_run
+    report = asyncio.run(_one_cycle(settings, dry_run=True if dry_run else None))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False, default=str))
     else:
@@ -174,11 +192,11 @@ async def _one_cycle(settings: Settings, *, dry_run: bool | None) -> CycleReport
 
 def _copy_state(settings: Settings, dest_url: str) -> None:
     """Copy what the guardrails read from the real store into a throwaway one."""
-    path = settings.env.state_path
-    if path is not None and not path.exists():
-        return  # no store yet: the dry run starts from nothing, as the daemon would
     horizon = max(3600.0, settings.config.policy.action_cooldown_seconds)
-    source = open_store(settings.env.state_url)
+    try:
+        source = open_store(settings.env.state_url, create=False)
+    except NoStore:
+        return  # no store yet: the dry run starts from nothing, as the daemon would
     try:
         state = source.export_state(datetime.now(UTC) - timedelta(seconds=horizon))
     finally:
@@ -193,28 +211,31 @@ def _copy_state(settings: Settings, dest_url: str) -> None:
 async def _cycle_with(settings: Settings, *, dry_run: bool | None) -> CycleReport:
     async with open_runtime(settings, dry_run=dry_run) as rt:
         await run_verifications(rt, rt.clock())
-        return await run_cycle(rt, rt.clock(), trigger="command")
+        report = await run_cycle(rt, rt.clock(), trigger="command")
+        report.would_send, report.would_escalate = rt.withheld.drain()
+        return report
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
-    """List recent incidents, show one, export one as a case, or reset a circuit breaker."""
+    """List recent incidents, show one, export one as a case, answer one, or reset a circuit
+    breaker: never creating a store (a missing one is an error naming where it looked)."""
     settings = load_or_report(args)
     if settings is None:
         return EX_CONFIG
+    if args.verbose:
+        print(f"incident store: {redact_url(settings.env.state_url)} ({env_choice(args).line()})")
     if args.action == "export":
         setup_logging(settings, to_stderr=True)
         return asyncio.run(_export(settings, args.id, args.out))
     if args.action in ("approve", "deny"):
         setup_logging(settings, to_stderr=True)
         return asyncio.run(_answer(settings, args))
-    store = open_store(settings.env.state_url)
+    store = open_store(settings.env.state_url, create=False)
     try:
         if args.action == "show":
             return _show_incident(store, args.id, as_json=args.json)
         if args.action == "reset-breaker":
-            store.reset_breaker(args.service, datetime.now(UTC))
-            print(f"circuit breaker for {show(args.service)} reset")
-            return EX_OK
+            return _reset_breaker(store, settings, args.service, args.by)
         if args.action == "pending":
             found: list[Incident | Unreadable] = [i for i in store.current() if i.asks]
         else:
@@ -231,6 +252,31 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _reset_breaker(store: IncidentStore, settings: Settings, service: str, by: str) -> int:
+    """Close a service's breaker, recording who; a service the agent does not know is
+    refused rather than "reset"."""
+    if not by.strip():
+        _fail("--by must name who resets the breaker")
+        return EX_FAILURE
+    known = service in settings.config.services
+    if not known and store.breaker(service) is None:
+        _fail(
+            f"unknown service {show(service)!r}: not in the configuration's [services] and "
+            "no circuit breaker was ever counted for it"
+        )
+        return EX_FAILURE
+    before = store.reset_breaker(service, datetime.now(UTC), by.strip())
+    if before is None:
+        print(f"circuit breaker for {show(service)} never counted a failure: nothing to reset")
+        return EX_OK
+    was = "open" if before.is_open else "closed"
+    print(
+        f"circuit breaker for {show(service)} reset by {show(by.strip())} "
+        f"(it was {was} after {before.failures} failure(s))"
+    )
+    return EX_OK
+
+
 async def _answer(settings: Settings, args: argparse.Namespace) -> int:
     """Approve or deny one incident's waiting action, through the daemon's own path."""
     approve = args.action == "approve"
@@ -240,7 +286,7 @@ async def _answer(settings: Settings, args: argparse.Namespace) -> int:
     except BadAnswer as exc:
         _fail(str(exc))
         return EX_FAILURE
-    async with open_runtime(settings) as rt:
+    async with open_runtime(settings, create_store=False) as rt:
         reply = await answer_approval(rt, args.id, answer, pin=pin)
     if args.json:
         print(json.dumps(reply.to_dict(), indent=2, ensure_ascii=False))
@@ -259,7 +305,7 @@ async def _answer(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _export(settings: Settings, incident_id: str, out: Path | None) -> int:
-    async with open_runtime(settings) as rt:
+    async with open_runtime(settings, create_store=False) as rt:
         incident = _readable_incident(rt.store, incident_id)
         if incident is None:
             return EX_FAILURE
@@ -321,8 +367,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EX_OK if ok else EX_FAILURE
 
 
+#: The local model server's API key, when the operator gives it (the example unit's
+#: environment file); otherwise one is made at random and printed.
+LOCAL_MODEL_KEY = "LOCAL_MODEL_API_KEY"
+
+
+def _local_model_key() -> tuple[str | None, str | None]:
+    """The key given in LOCAL_MODEL_API_KEY (None: make one), or why it is refused."""
+    given = os.environ.get(LOCAL_MODEL_KEY)
+    if not given:
+        return None, None
+    if given != given.strip() or len(given) < TOKEN_MIN_CHARS:
+        why = f"at least {TOKEN_MIN_CHARS} characters, without surrounding whitespace"
+        return None, f"{LOCAL_MODEL_KEY}: {why} (e.g. `openssl rand -hex 24`)"
+    return given, None
+
+
 def cmd_local_model(args: argparse.Namespace) -> int:
     """Serve the shipped model (or --model PATH) on loopback until SIGTERM or SIGINT."""
+    key, problem = _local_model_key()
+    if problem is not None:
+        _fail(f"config: {problem}")
+        return EX_CONFIG
     workdir = Path(tempfile.mkdtemp(prefix="devops-agent-model-"))
     server = LocalModel(
         workdir,
@@ -330,13 +396,14 @@ def cmd_local_model(args: argparse.Namespace) -> int:
         port=args.port,
         context_tokens=args.context,
         threads=args.threads,
+        api_key=key,
     )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
         server.start()
-    except MissingBinary as exc:
+    except (MissingBinary, PortTaken) as exc:
         _fail(str(exc))
         return EX_FAILURE
     except RuntimeError as exc:
@@ -346,7 +413,8 @@ def cmd_local_model(args: argparse.Namespace) -> int:
         print(f"serving {server.model or shipped_model()} on {server.url}", flush=True)
         print(f"OPENAI_BASE_URL={server.base_url}", flush=True)
         print(f"LLM_MODEL={MODEL_ALIAS}", flush=True)
-        print("OPENAI_API_KEY=sk-local (any value; the server checks none)", flush=True)
+        shown = f"(the {LOCAL_MODEL_KEY} it was given)" if key else server.api_key
+        print(f"OPENAI_API_KEY={shown}", flush=True)
         while not stop.wait(1.0):
             if server.proc is not None and server.proc.poll() is not None:
                 _fail(f"the model server exited with {server.proc.returncode}")
@@ -363,8 +431,10 @@ def _local_model_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="serve a local model (OpenAI-compatible, on loopback) for the diagnosis",
         description=(
             "Run llama-cpp-python's OpenAI-compatible server with the shipped SmolLM2-135M "
-            "model, or any GGUF file, on 127.0.0.1; print the OPENAI_BASE_URL and LLM_MODEL "
-            "to use; stop cleanly on SIGTERM or SIGINT."
+            "model, or any GGUF file, on 127.0.0.1, behind an API key of its own (from "
+            f"{LOCAL_MODEL_KEY}, else made at random); print the OPENAI_BASE_URL, LLM_MODEL "
+            "and OPENAI_API_KEY to use; exit 1 when the port is taken; stop cleanly on "
+            "SIGTERM or SIGINT."
         ),
     )
     local.add_argument("--model", type=Path, default=None, help="a GGUF file (default: shipped)")
@@ -463,11 +533,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-healing agent: sweeps Prometheus, diagnoses, acts via the gateway.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
+    sources = parser.add_mutually_exclusive_group()
+    sources.add_argument(
         "--env-file",
         type=Path,
-        default=Path(".env"),
-        help="dotenv file read before the environment (default: .env, if present)",
+        default=None,
+        help="environment file read under the environment (default: .env here if present, "
+        "else the installed service's /etc/devops-agent/agent.env)",
+    )
+    sources.add_argument(
+        "--no-env-file",
+        action="store_true",
+        help="read no environment file: the environment is complete (the systemd unit "
+        "passes this; systemd read EnvironmentFile=)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the TOML file; wins over AGENT_CONFIG (the systemd unit passes its own)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = sub.add_parser(
@@ -510,6 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     incidents.add_argument("--json", action="store_true", help="print JSON")
     incidents.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    incidents.add_argument(
+        "-v", "--verbose", action="store_true", help="first say which store is read, and why"
+    )
     inc_sub = incidents.add_subparsers(dest="action", metavar="ACTION")
     show = inc_sub.add_parser("show", help="one incident's full timeline")
     show.add_argument("id", help="incident id (a unique prefix is enough)")
@@ -521,6 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, default=None, help="file to write (default stdout)")
     reset = inc_sub.add_parser("reset-breaker", help="close a service's circuit breaker")
     reset.add_argument("service", help="the service name")
+    reset.add_argument("--by", required=True, help="who resets it (kept with the breaker)")
     inc_sub.add_parser("pending", help="incidents waiting for a human's approval")
     for verb, text in (("approve", "approve"), ("deny", "deny")):
         answer = inc_sub.add_parser(
@@ -547,6 +635,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="the service you mean the action to run on; refused when it waits for another",
         )
         answer.add_argument("--json", action="store_true", help="print the answer as JSON")
+    for action in inc_sub.choices.values():
+        action.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="first say which store is read, and why",
+        )
     incidents.set_defaults(func=cmd_incidents, action=None)
     _eval_parser(sub)
     _local_model_parser(sub)

@@ -3,8 +3,9 @@
 A new install is right when its configuration is valid *and* every peer answers: this
 asks Prometheus for its build info, Alertmanager for its status, the gateway for its
 health (nothing is run) and the model endpoint for its list of models, each within its
-own configured deadline, all at once. Each answer becomes one line: ``ok`` with what the
-peer said, or the cause naming the peer's URL.
+own configured deadline, all at once; then it opens the incident store without creating
+or migrating it, reads its schema version and commits a write that changes nothing. Each
+answer becomes one line: ``ok`` with what the peer said, or the cause naming the peer.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from agent.clients.alertmanager import AlertmanagerClient
 from agent.clients.alertmanager import build_http_client as alertmanager_http
 from agent.clients.gateway import GatewayClient
 from agent.clients.gateway import build_http_client as gateway_http
-from agent.errors import AgentError
+from agent.errors import AgentError, NoStore, StoreError
 from agent.runtime import build_llm, build_prometheus
 from agent.settings import Settings, reveal
+from agent.store import open_store
+from agent.store.sql import MIGRATIONS
+from agent.text import redact_url
 
 
 @dataclass(frozen=True)
@@ -105,3 +109,28 @@ async def probe_peers(settings: Settings) -> list[PeerCheck]:
         model = _model_listing(settings, stack)
         checks = await asyncio.gather(*asks, model)
     return [c for c in checks if c is not None]
+
+
+def probe_store(settings: Settings) -> PeerCheck:
+    """Connect to the incident store, read its schema version, commit a harmless write;
+    a store not made yet is fine (the daemon makes it on its first start)."""
+    peer = f"incident store {redact_url(settings.env.state_url)}"
+    try:
+        store = open_store(settings.env.state_url, create=False, migrate=False)
+    except NoStore:
+        return PeerCheck(peer, True, "none yet: the daemon creates it when it first starts")
+    except StoreError as exc:
+        return PeerCheck(peer, False, str(exc))
+    try:
+        version = store.schema_version
+        store.check_writable()
+    except StoreError as exc:
+        return PeerCheck(peer, False, f"{peer}: {exc}")
+    finally:
+        store.close()
+    latest = len(MIGRATIONS)
+    if version > latest:
+        detail = f"schema version {version} is newer than this agent's ({latest}): upgrade it"
+        return PeerCheck(peer, False, f"{peer}: {detail}")
+    later = f", migrated to {latest} when the agent next starts" if version < latest else ""
+    return PeerCheck(peer, True, f"schema version {version}{later}, writable")

@@ -166,7 +166,28 @@ def render_cycle(report: Any) -> str:
         f"  skipped {show(s.name)} on {show(s.target)}: {s.reason} {show(s.detail)}"
         for s in sweep.skipped
     ]
+    lines += [_would_send(w) for w in report.would_send]
+    lines += [_would_escalate(w) for w in report.would_escalate]
     return "\n".join(lines)
+
+
+def _would_send(entry: dict[str, Any]) -> str:
+    """A dry run's request it did not send, as one line."""
+    why = "to read logs for the diagnosis" if entry["purpose"] == "diagnosis" else "as the action"
+    return (
+        f"  would send {show(entry['action'])} ({show(entry['intent'])!r}) for "
+        f"{show(entry['target'])} to the gateway {why} (incident {entry['incident_id']})"
+    )
+
+
+def _would_escalate(entry: dict[str, Any]) -> str:
+    """A dry run's alert it did not post, as one line."""
+    what = "end" if entry["ends"] else "post"
+    why = f": {show(entry['reason'], 200)}" if entry["reason"] else ""
+    return (
+        f"  would {what} {show(entry['alert'])} for {show(entry['service'])} "
+        f"(incident {entry['incident_id']}){why}"
+    )
 
 
 def render_pending(rows: Sequence[dict[str, Any]]) -> str:

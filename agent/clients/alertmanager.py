@@ -16,10 +16,15 @@ from agent.errors import AlertmanagerError
 from agent.text import clip
 
 
-def build_http_client(url: str, timeout: float) -> httpx.AsyncClient:
-    """The one ``httpx.AsyncClient`` for Alertmanager, created at start-up."""
+def build_http_client(
+    url: str, timeout: float, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The one ``httpx.AsyncClient`` for Alertmanager, created at start-up (``transport``:
+    a dry run's, which lets reads through only)."""
     headers = {"User-Agent": "devops-agent", "Accept-Encoding": "identity"}
-    return httpx.AsyncClient(base_url=url, headers=headers, timeout=httpx.Timeout(timeout))
+    return httpx.AsyncClient(
+        base_url=url, headers=headers, timeout=httpx.Timeout(timeout), transport=transport
+    )
 
 
 class AlertmanagerClient:

@@ -153,6 +153,35 @@ def decode_json(content: bytes) -> object:
         raise ValueError("JSON nests too deeply") from exc
 
 
+class NotInDryRun(RuntimeError):
+    """A request a dry run must never send reached a client: a bug, made loud instead of
+    sent (the incident it was for fails with this reason)."""
+
+
+class DryRunTransport(httpx.AsyncBaseTransport):
+    """The transport of a dry run's gateway and Alertmanager clients: requests that read
+    (``reads``, e.g. GET) go through; any other is refused before it touches the network.
+
+    The decision paths already send nothing in a dry run; this is the backstop that makes
+    a missed path fail loudly rather than restart a service or page someone."""
+
+    def __init__(
+        self, reads: frozenset[str] = frozenset(), inner: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._reads = reads
+        self._inner = inner or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Forward a read; refuse anything else."""
+        if request.method not in self._reads:
+            raise NotInDryRun(f"dry run: {request.method} {request.url.path} was not sent")
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self._inner.aclose()
+
+
 class CappedTransport(httpx.AsyncBaseTransport):
     """A transport whose answers fail once their body passes ``max_bytes``, while being read:
     for clients that read bodies themselves (the openai package), so a huge answer is never

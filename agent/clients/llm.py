@@ -6,13 +6,21 @@ The ``openai`` package's own retries are off: 429 and 5xx are retried here with 
 the fallback to the runbook are under the agent's control. A timeout is not retried: a
 slow model at 3 a.m. should hand over to the runbook, not stall the incident.
 
-Servers differ in what they accept. Each client (one per endpoint) learns it once, from
-the first refusal that names a feature (HTTP 400, 422, or the 500 that llama-cpp-python
-answers with a validation error), and remembers it (``Features``): structured output is
-asked for as a JSON schema, then as a JSON object with the schema (llama-cpp-python), then
-as a plain JSON object, then only by the prompt; tools are sent until the server refuses
-them, after which the prompt describes them and calls come back as JSON text. A refused
-form is never sent again, and a refusal is not a server error to retry.
+Servers differ in what they accept. Each client (one per endpoint) learns it from the
+refusals that name a feature, and remembers it (``Features``): structured output is asked
+for as a JSON schema, then as a JSON object with the schema (llama-cpp-python), then as a
+plain JSON object, then only by the prompt; tools are sent until the server refuses them,
+after which the prompt describes them and calls come back as JSON text. A refusal is not a
+server error to retry:
+
+- a 400 or 422 that names the feature is learned at once, for the life of the process;
+- a 500 that names it (llama-cpp-python answers a validation error so) may be a fluke: the
+  same form is sent again at once, and only a second 500 in a row that names it is
+  learned, for ``RETRY_LEARNED_SECONDS``; then the form is tried again.
+
+Calls run concurrently (one diagnosis per incident), so what is learned is applied to the
+endpoint's state as it is at that moment, under a lock (``Learning``): a call that was
+sent in an older form never writes that form back.
 
 Each call runs under one deadline for the whole request, however slowly the answer
 arrives, and its body is refused while being read once it passes a size cap
@@ -24,10 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import openai
@@ -104,7 +113,7 @@ class LLMOptions:
 STRUCTURED = ("json_schema", "json_object_schema", "json_object", "prompt")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Features:
     """What one endpoint has been seen to accept, learned from its refusals."""
 
@@ -130,9 +139,89 @@ class ToolsRefused(LLMPermanentError):
 class _Refused(LLMPermanentError):
     """The server refused a feature of the request (structured output or tools)."""
 
-    def __init__(self, feature: str, message: str) -> None:
+    def __init__(self, feature: str, status: int, message: str) -> None:
         super().__init__(message)
         self.feature = feature
+        self.status = status
+
+
+#: A feature learned from HTTP 500s is tried again after this long.
+RETRY_LEARNED_SECONDS = 600.0
+#: 500s in a row that name a feature before it is learned.
+SERVER_ERROR_STREAK = 2
+Verdict = Literal["again", "learned", "exhausted"]
+
+
+class Learning:
+    """One endpoint's ``Features`` and how they were learned, shared by concurrent calls.
+
+    Every change is made to the state as it is now, under a lock, from what the refused
+    call sent: a refusal moves a feature down (never back up, whatever older form another
+    call sent), and only the retry of a feature learned from 500s moves it back up."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._features = Features()
+        self._streaks: dict[str, int] = {}
+        #: feature -> (when to try it again, the form to try): learned from 500s only.
+        self._retry: dict[str, tuple[float, str]] = {}
+
+    def current(self) -> Features:
+        """The forms to send now."""
+        with self._lock:
+            self._expire()
+            return self._features
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for feature, (at, form) in list(self._retry.items()):
+            if now < at:
+                continue
+            del self._retry[feature]
+            if feature == "tools":
+                self._features = replace(self._features, tools=True)
+            elif STRUCTURED.index(form) < STRUCTURED.index(self._features.structured):
+                self._features = replace(self._features, structured=form)
+            log.info("llm_feature_retried", feature=feature, form=form)
+
+    def refused(self, sent: Features, feature: str, status: int) -> Verdict:
+        """Take a refusal of ``feature`` by a call that sent ``sent``: ``again`` (a first
+        500: send the same form once more), ``learned``, or ``exhausted`` (no form left)."""
+        with self._lock:
+            if status >= 500:
+                streak = self._streaks.get(feature, 0) + 1
+                self._streaks[feature] = streak
+                if streak < SERVER_ERROR_STREAK:
+                    return "again"
+            self._streaks.pop(feature, None)
+            form = "tools" if feature == "tools" else sent.structured
+            if feature == "tools":
+                self._features = replace(self._features, tools=False)
+            elif not self._downgrade(form):
+                return "exhausted"
+            if status >= 500:
+                self._retry[feature] = (self._clock() + RETRY_LEARNED_SECONDS, form)
+            elif self._retry.get(feature, (0.0, ""))[1] == form:
+                del self._retry[feature]  # now refused in so many words: for good
+            return "learned"
+
+    def _downgrade(self, refused: str) -> bool:
+        """Structured output below ``refused``; False when no form is left."""
+        after = STRUCTURED.index(refused) + 1
+        if after >= len(STRUCTURED):
+            return False
+        current = STRUCTURED.index(self._features.structured)
+        self._features = replace(self._features, structured=STRUCTURED[max(current, after)])
+        return True
+
+    def answered(self, *, structured: bool, tools: bool) -> None:
+        """A call that sent these features was answered: their streaks of 500s end."""
+        with self._lock:
+            if structured:
+                self._streaks.pop("structured", None)
+            if tools:
+                self._streaks.pop("tools", None)
 
 
 def _refused_feature(exc: openai.APIStatusError, *, structured: bool, tools: bool) -> str | None:
@@ -155,9 +244,14 @@ class LLMClient:
     options: LLMOptions
     metrics: AgentMetrics | None = None
     sleep: Sleep = asyncio.sleep
-    features: Features = field(default_factory=Features)
     #: The answer-size cap of the transport under ``api``, named in errors.
     max_answer_bytes: int = 2_000_000
+    learning: Learning = field(default_factory=Learning)
+
+    @property
+    def features(self) -> Features:
+        """What the endpoint is known to accept now."""
+        return self.learning.current()
 
     @property
     def peer(self) -> Peer:
@@ -229,36 +323,46 @@ class LLMClient:
         max_tokens: int,
     ) -> ChatReply:
         """Send in the best form the endpoint is known to accept; on a refusal that names a
-        feature, remember it and send again at once in the next form."""
+        feature, learn it (``Learning``) and send again at once in the form now known."""
         while True:
-            sent = self.features
+            sent = self.learning.current()
             response_format = sent.response_format(schema)
             offered = tools if tools and sent.tools else None
             try:
-                return await self._once(messages, phase, offered, response_format, max_tokens)
+                reply = await self._once(messages, phase, offered, response_format, max_tokens)
             except _Refused as exc:
-                if not self._learn(sent, exc, phase):
+                verdict = self.learning.refused(sent, exc.feature, exc.status)
+                self._log_refusal(exc, verdict, phase)
+                if verdict == "exhausted":
                     raise LLMPermanentError(f"{self.peer}: {exc}") from exc
-                if exc.feature == "tools":
+                if verdict == "learned" and exc.feature == "tools":
                     raise ToolsRefused(f"{self.peer} takes no tool definitions") from exc
+                continue
+            self.learning.answered(structured=response_format is not None, tools=bool(offered))
+            return reply
 
-    def _learn(self, sent: Features, refusal: _Refused, phase: str) -> bool:
-        """Remember a refusal; False when there is no form left to fall back to."""
-        if refusal.feature == "tools" and sent.tools:
-            self.features = replace(sent, tools=False)
-        elif refusal.feature == "structured" and sent.structured != STRUCTURED[-1]:
-            fallback = STRUCTURED[STRUCTURED.index(sent.structured) + 1]
-            self.features = replace(sent, structured=fallback)
-        else:
-            return False
+    def _log_refusal(self, refusal: _Refused, verdict: Verdict, phase: str) -> None:
+        if verdict == "exhausted":
+            return
+        if verdict == "again":
+            log.info(
+                "llm_feature_refusal_unconfirmed",
+                phase=phase,
+                feature=refusal.feature,
+                refusal=clip(str(refusal), 300),
+            )
+            return
+        now = self.learning.current()
         log.warning(
             "llm_feature_unsupported",
             phase=phase,
             feature=refusal.feature,
-            now=f"structured={self.features.structured} tools={self.features.tools}",
+            now=f"structured={now.structured} tools={now.tools}",
+            until=f"tried again in {RETRY_LEARNED_SECONDS:g}s"
+            if refusal.status >= 500
+            else "for good",
             refusal=clip(str(refusal), 300),
         )
-        return True
 
     async def _once(
         self,
@@ -287,7 +391,9 @@ class LLMClient:
         except openai.APIStatusError as exc:
             refused = _refused_feature(exc, structured=bool(response_format), tools=bool(tools))
             if refused is not None:
-                raise _Refused(refused, f"HTTP {exc.status_code}: {brief(exc)}") from exc
+                raise _Refused(
+                    refused, exc.status_code, f"HTTP {exc.status_code}: {brief(exc)}"
+                ) from exc
             raise _map_error(exc, self.peer) from exc
         except openai.OpenAIError as exc:
             raise _map_error(exc, self.peer) from exc

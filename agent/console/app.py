@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from agent.console import view
-from agent.console.access import COOKIE, SESSION_SECONDS, Access
+from agent.console.access import COOKIE, SESSION_SECONDS, Access, LoginThrottle, Role, Session
 from agent.console.plot import Series, plotted, render, series_from_matrix, threshold_of
 from agent.daemon.approvals import BadAnswer, Pin, Reply, answer_approval, make_answer
 from agent.daemon.bodies import BodyTooLarge, read_body
@@ -31,7 +31,7 @@ from agent.errors import PrometheusError
 from agent.incidents.model import STATES, Incident
 from agent.logs import get_logger
 from agent.runtime import Runtime
-from agent.store.base import Unreadable
+from agent.store.base import Unreadable, get_exact
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -52,10 +52,17 @@ Runner = Callable[[Coroutine[Any, Any, Reply]], "asyncio.Future[Reply]"]
 class Console:
     """The console's pages for one runtime."""
 
-    def __init__(self, rt: Runtime, access: Access, run: Runner = asyncio.ensure_future) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        access: Access,
+        run: Runner = asyncio.ensure_future,
+        throttle: LoginThrottle | None = None,
+    ) -> None:
         self.rt = rt
         self.access = access
         self.run = run
+        self.throttle = throttle or LoginThrottle()
         self._env: Environment | None = None
 
     @property
@@ -88,9 +95,23 @@ class Console:
 
     # -- plumbing -------------------------------------------------------------------------
 
+    def _session(self, request: Request) -> Session | None:
+        """The request's session, unless a logout ended it."""
+        session = self.access.session(request.cookies.get(COOKIE))
+        if session is None or self.rt.store.session_ended(session.id):
+            return None
+        return session
+
+    def _role(self, request: Request) -> Role | None:
+        """What the request may do: its session's role, or look on an open console."""
+        session = self._session(request)
+        if session is not None:
+            return session.role
+        return "viewer" if self.access.open_read_only else None
+
     def _page(self, request: Request, template: str, status: int = 200, **values: Any) -> Response:
         cookie = request.cookies.get(COOKIE)
-        role = self.access.role(cookie)
+        role = self._role(request)
         html = self.env.get_template(template).render(
             role=role,
             csrf=self.access.csrf(cookie),
@@ -107,7 +128,7 @@ class Console:
         return HTMLResponse(html, status_code=status, headers=headers)
 
     def _denied(self, request: Request) -> Response | None:
-        if self.access.role(request.cookies.get(COOKIE)) is None:
+        if self._role(request) is None:
             return RedirectResponse(f"/ui/login?next={quote(request.url.path)}", status_code=303)
         return None
 
@@ -173,7 +194,7 @@ class Console:
         """GET /ui/incidents/{id}: everything about one incident."""
         if (denied := self._denied(request)) is not None:
             return denied
-        found = self.rt.store.get(str(request.path_params["incident_id"]))
+        found = get_exact(self.rt.store, str(request.path_params["incident_id"]))
         if not isinstance(found, Incident):
             reason = found.error if isinstance(found, Unreadable) else "no such incident"
             return self._page(request, "missing.html", status=404, reason=reason)
@@ -245,14 +266,26 @@ class Console:
         return self._page(request, "login.html", next=request.query_params.get("next", "/ui/"))
 
     async def login(self, request: Request) -> Response:
-        """POST /ui/login: a correct token sets the session cookie."""
+        """POST /ui/login: a correct token sets the session cookie; too many wrong ones
+        from one address in a minute are answered 429 without a look at the token."""
+        address = request.client.host if request.client else "unknown"
+        wait = self.throttle.retry_after(address)
+        if wait is not None:
+            log.warning("console_login_throttled", client=address, retry_after=wait)
+            return Response(
+                f"too many wrong tokens from {address}; try again in {wait}s",
+                status_code=429,
+                headers={"Retry-After": str(wait)},
+            )
         form = await self._form(request) or {}
         cookie = self.access.login(form.get("token", ""))
         target = form.get("next", "/ui/")
         target = target if target.startswith("/ui/") else "/ui/"
         if cookie is None:
-            log.info("console_login_refused")
+            self.throttle.failed(address)
+            log.info("console_login_refused", client=address)
             return self._page(request, "login.html", status=401, next=target, failed=True)
+        self.throttle.succeeded(address)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             COOKIE,
@@ -265,8 +298,14 @@ class Console:
         )
         return response
 
-    async def logout(self, _: Request) -> Response:
-        """POST /ui/logout."""
+    async def logout(self, request: Request) -> Response:
+        """POST /ui/logout: the session ends on the server (for every replica), and the
+        browser forgets its cookie."""
+        session = self._session(request)
+        if session is not None:
+            ends = datetime.fromtimestamp(session.expires, UTC)
+            self.rt.store.end_session(session.id, ends, self.rt.clock())
+            log.info("console_logged_out", role=session.role)
         response = RedirectResponse("/ui/login", status_code=303)
         response.delete_cookie(COOKIE, path="/ui")
         return response
@@ -278,13 +317,15 @@ class Console:
         cookie = request.cookies.get(COOKIE)
         if verb not in ("approve", "deny"):
             return Response("no such form", status_code=404)
-        if self.access.role(cookie) != "approver":
+        if self._role(request) != "approver":
             return Response("approving needs a login with APPROVAL_TOKEN", status_code=403)
         form = await self._form(request)
         if form is None:
             return Response("the form is too large", status_code=413)
         if not self.access.csrf_ok(cookie, form.get("csrf", "")):
             return Response("the form's CSRF token is wrong; reload the page", status_code=403)
+        if get_exact(self.rt.store, incident_id) is None:
+            return Response("no such incident (the console takes full ids)", status_code=404)
         try:
             answer = make_answer(
                 approve=verb == "approve",

@@ -9,9 +9,11 @@ The body is JSON ``{"by": NAME, "reason": TEXT}``, with ``"action"`` and ``"targ
 optionally pinning what the human means to approve (a pin that differs from what waits is
 refused, naming what waits), at most 64 KB, received within the webhook's body timeout.
 Answers, each with a JSON body naming the action and the service it runs on: 401 missing
-or wrong token, 400 malformed body, 413 too large, 404 unknown incident, 409 not waiting
-(another action or target, or refused), 410 expired, 202 approved but held back by a
-passing guardrail (sent by the first cycle that can), 200 with the incident's new state.
+or wrong token, 400 malformed body, 413 too large, 404 unknown incident (the API takes
+full incident ids: a prefix that the command line would resolve is unknown here), 409
+not waiting (another action or target, or refused), 410 expired, 202 approved but held
+back by a passing guardrail (sent by the first cycle that can), 200 with the incident's
+new state.
 
 The work of a granted approval (the claim, the gateway request, its result) runs as the
 daemon's own task: a client that gives up does not abandon a request half-sent.
@@ -33,6 +35,7 @@ from agent.daemon.approvals import BadAnswer, Pin, Reply, answer_approval, make_
 from agent.daemon.bodies import BodyTooLarge, read_body
 from agent.logs import get_logger
 from agent.runtime import Runtime
+from agent.store.base import get_exact
 from agent.text import clip
 
 log = get_logger("agent.api")
@@ -98,6 +101,8 @@ class ApprovalApi:
         except BadAnswer as exc:
             return _error(400, str(exc))
         incident_id = str(request.path_params["incident_id"])
+        if get_exact(self.rt.store, incident_id) is None:
+            return _error(404, "no incident with this id (the API takes full ids, not prefixes)")
         work = self.run(answer_approval(self.rt, incident_id, answer, pin=pin))
         reply = await asyncio.shield(work)
         log.info(

@@ -69,6 +69,9 @@ class CycleReport:
     cycle_seconds: float = 0.0
     #: Diagnoses this cycle started in the background (the daemon's), not waited for.
     diagnosing: int = 0
+    #: In a dry run: the gateway requests and the alerts it did not send (``dry_run.py``).
+    would_send: list[dict[str, Any]] = field(default_factory=list)
+    would_escalate: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document `devops-agent sweep --json` prints."""
@@ -81,6 +84,8 @@ class CycleReport:
             "decisions": self.decisions,
             "dispatches": self.dispatches,
             "skips": [*skipped, *self.skips],
+            "would_send": self.would_send,
+            "would_escalate": self.would_escalate,
         }
 
 
@@ -157,7 +162,9 @@ async def run_cycle(
     current: dict[str, Finding] = {}
     for finding in sorted(report.findings, key=lambda f: f.queue_key):
         current.setdefault(group_of(finding), finding)
-    settled = await _settle(rt, rt.store.current(), current, not report.failed_sources, now)
+    # A check series still waiting out its for_seconds (in this process) is not gone.
+    present = {**{group_of(f): f for f in report.pending}, **current}
+    settled = await _settle(rt, rt.store.current(), present, not report.failed_sources, now)
     await _open_new(rt, {i.group_key for i in settled}, current, now)
     incidents = await _storm(rt, rt.store.current(), report, now)
     cycle.diagnosing = await work(rt, incidents, current, report, now, cycle, diagnoses)

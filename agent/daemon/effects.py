@@ -2,11 +2,13 @@
 
 The lifecycle's steps return typed effects; this is the one place that turns them into
 I/O. Sending a claimed action (``Dispatch``) is the dispatcher's business, not done here.
+In a dry run nothing is posted: each alert that would have been is recorded instead
+(``agent/dry_run.py``).
 """
 
 from __future__ import annotations
 
-from agent.daemon.escalation import approval_alert, deliver
+from agent.daemon.escalation import approval_alert, deliver, escalation_alert
 from agent.errors import AlertmanagerError
 from agent.incidents.lifecycle import (
     ApprovalEnded,
@@ -43,20 +45,10 @@ async def run_effects(rt: Runtime, step: Step, applied: Applied) -> None:
                 name=clip(incident.name, 200),
                 reason=effect.reason,
             )
-            await deliver(
-                rt.store, incident, effect.reason, rt.clock(), rt.alertmanager, rt.config.services
-            )
+            await _escalation(rt, incident, effect.reason)
         elif isinstance(effect, StormEnded):
             log.info("storm_ended", incident_id=incident.id)
-            await deliver(
-                rt.store,
-                incident,
-                incident.resolution or "the storm ended",
-                rt.clock(),
-                rt.alertmanager,
-                rt.config.services,
-                resolved=True,
-            )
+            await _escalation(rt, incident, incident.resolution or "the storm ended", resolved=True)
         elif isinstance(effect, AskApproval | ApprovalEnded):
             await _approval(rt, incident, effect)
         else:
@@ -66,9 +58,26 @@ async def run_effects(rt: Runtime, step: Step, applied: Applied) -> None:
         log.error("circuit_breaker_opened", target=target, incident_id=incident.id)
 
 
+async def _escalation(
+    rt: Runtime, incident: Incident, reason: str, *, resolved: bool = False
+) -> None:
+    """Tell Alertmanager about an escalation (or its end); in a dry run, record it."""
+    now = rt.clock()
+    if rt.dry_run:
+        alert = escalation_alert(
+            incident, reason, now, rt.config.services, ends_at=now if resolved else None
+        )
+        rt.withheld.post(incident.id, alert, ends=resolved)
+        return
+    await deliver(
+        rt.store, incident, reason, now, rt.alertmanager, rt.config.services, resolved=resolved
+    )
+
+
 async def _approval(rt: Runtime, incident: Incident, effect: AskApproval | ApprovalEnded) -> None:
-    """Ask a human (log, and an alert to Alertmanager), or withdraw the ask and count how
-    the wait ended. In a dry run nobody is asked: nothing would run after a yes."""
+    """Ask a human (log, and an alert to Alertmanager), or withdraw the ask (how the wait
+    ended is counted by the store, with the step). In a dry run nobody is asked (nothing
+    would run after a yes): the ask is recorded as one that would have been posted."""
     decision = incident.decision
     if isinstance(effect, AskApproval):
         action, target, until = effect.action, effect.target, effect.until
@@ -84,8 +93,6 @@ async def _approval(rt: Runtime, incident: Incident, effect: AskApproval | Appro
     else:
         action, target = effect.action, effect.target
         until = incident.approval_until or rt.clock()
-        if effect.final:
-            rt.metrics.approvals.labels(result=effect.result).inc()
         log.info(
             "approval_ended",
             incident_id=incident.id,
@@ -93,8 +100,9 @@ async def _approval(rt: Runtime, incident: Incident, effect: AskApproval | Appro
             action=action,
             result=effect.result,
         )
-    if rt.alertmanager is None or rt.dry_run:
+    if rt.alertmanager is None and not rt.dry_run:
         return
+    ends = isinstance(effect, ApprovalEnded)
     alert = approval_alert(
         incident,
         action,
@@ -102,8 +110,11 @@ async def _approval(rt: Runtime, incident: Incident, effect: AskApproval | Appro
         until,
         rt.clock(),
         console_url=rt.console_url(incident.id),
-        ends=isinstance(effect, ApprovalEnded),
+        ends=ends,
     )
+    if rt.dry_run or rt.alertmanager is None:
+        rt.withheld.post(incident.id, alert, ends=ends)
+        return
     try:
         await rt.alertmanager.post_alerts([alert])
     except AlertmanagerError as exc:

@@ -7,27 +7,41 @@ own; the listening socket is bound here, so a taken or invalid ``METRICS_ADDR`` 
 clear error at start-up. ``/healthz`` answers 200 while the last sweep finished recently
 (three sweep intervals), 503 otherwise, so a wedged scheduler shows even though the
 process is alive.
+
+Every path but ``/metrics`` and ``/healthz`` (which Prometheus scrapes by any address)
+answers only requests whose ``Host`` names the agent (``agent/hosts.py``): 400 otherwise,
+so a web page cannot reach the console, the approval API or the webhook by DNS
+rebinding. With ``TLS_CERT_FILE`` and ``TLS_KEY_FILE`` uvicorn serves HTTPS itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent.daemon.api import ApprovalApi
 from agent.daemon.webhook import WebhookIntake
+from agent.hosts import HostPolicy, is_loopback
+from agent.logs import get_logger
 from agent.metrics import AgentMetrics
+from agent.text import clip
+
+log = get_logger("agent.http")
+
+__all__ = ["HostCheck", "HttpEndpoint", "Liveness", "build_app", "is_loopback"]
 
 GRACEFUL_SHUTDOWN_SECONDS = 2.0
 
@@ -53,14 +67,48 @@ class Liveness:
         return False, f"no sweep finished for {age:.0f}s"
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+#: Paths any ``Host`` may ask for: Prometheus scrapes by address, probes check health.
+OPEN_PATHS = frozenset({"/metrics", "/healthz"})
+#: At most one ``host_refused`` line per this many seconds; the rest are counted in it.
+REFUSAL_LOG_SECONDS = 60.0
+
+
+class HostCheck:
+    """ASGI middleware: a request for a guarded path whose ``Host`` is not one of ours is
+    answered 400 before any route sees it."""
+
+    def __init__(self, app: ASGIApp, policy: HostPolicy) -> None:
+        self._app = app
+        self._policy = policy
+        self._last_logged = -REFUSAL_LOG_SECONDS
+        self._unlogged = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass an allowed request on; refuse the others."""
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self._app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        host = headers.get(b"host", b"").decode("latin-1")
+        if self._policy.allows(host):
+            await self._app(scope, receive, send)
+            return
+        self._log(host, scope["path"])
+        body = {"error": "this Host is not the agent's (METRICS_ADDR, PUBLIC_URL or loopback)"}
+        await JSONResponse(body, status_code=400)(scope, receive, send)
+
+    def _log(self, host: str, path: str) -> None:
+        now = time.monotonic()
+        if now - self._last_logged < REFUSAL_LOG_SECONDS:
+            self._unlogged += 1
+            return
+        log.warning(
+            "host_refused",
+            host=clip(host, 100),
+            path=clip(path, 100),
+            not_logged_since=self._unlogged,
+        )
+        self._last_logged, self._unlogged = now, 0
 
 
 def build_app(
@@ -69,9 +117,12 @@ def build_app(
     webhook: WebhookIntake,
     api: ApprovalApi | None = None,
     console: Sequence[BaseRoute] = (),
+    *,
+    hosts: HostPolicy,
 ) -> Starlette:
     """The app: metrics for Prometheus, health for probes, the webhook for Alertmanager,
-    the approval API and the console (``console``: its routes) for humans."""
+    the approval API and the console (``console``: its routes) for humans; every path but
+    the first two only for a ``Host`` that ``hosts`` allows."""
 
     async def metrics_page(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -95,7 +146,8 @@ def build_app(
                 else []
             ),
             *console,
-        ]
+        ],
+        middleware=[Middleware(HostCheck, policy=hosts)],
     )
 
 
@@ -108,9 +160,12 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class HttpEndpoint:
-    """Serves the app on ``host:port`` until ``stop``."""
+    """Serves the app on ``host:port`` until ``stop``; over TLS with ``tls`` (the
+    certificate chain and key files)."""
 
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
+    def __init__(
+        self, app: Starlette, host: str, port: int, tls: tuple[Path, Path] | None = None
+    ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # IPPROTO_TCP named explicitly: asyncio turns Nagle's algorithm off only on sockets
         # that say so, and uvicorn's two writes per answer would otherwise wait ~40 ms for
@@ -131,6 +186,8 @@ class HttpEndpoint:
             ws="none",
             timeout_keep_alive=5,
             timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_SECONDS),
+            ssl_certfile=str(tls[0]) if tls else None,
+            ssl_keyfile=str(tls[1]) if tls else None,
         )
         self._server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None

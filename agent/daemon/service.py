@@ -33,6 +33,7 @@ from agent.daemon.verify import run_verifications
 from agent.daemon.webhook import Notice, WebhookIntake
 from agent.daemon.work import Diagnoses
 from agent.errors import AgentError
+from agent.hosts import HostPolicy
 from agent.logs import get_logger
 from agent.runtime import Runtime, open_runtime
 from agent.settings import Settings, reveal
@@ -207,15 +208,18 @@ def _endpoint(settings: Settings, rt: Runtime, liveness: Liveness, daemon: Daemo
         body_timeout=options.body_timeout_seconds,
         run=daemon.track,
     )
+    env = settings.env
     access = Access(
-        console_token=reveal(settings.env.console_token),
-        approval_token=reveal(settings.env.approval_token),
+        console_token=reveal(env.console_token),
+        approval_token=reveal(env.approval_token),
         loopback=is_loopback(host),
-        secure_cookie=(settings.env.public_url or "").startswith("https://"),
+        secure_cookie=env.tls is not None or (env.public_url or "").startswith("https://"),
     )
     console = Console(rt, access, run=daemon.track).routes()
+    hosts = HostPolicy.of(host, env.public_url)
+    app = build_app(rt.metrics, liveness, intake, api, console, hosts=hosts)
     try:
-        return HttpEndpoint(build_app(rt.metrics, liveness, intake, api, console), host, port)
+        return HttpEndpoint(app, host, port, tls=env.tls)
     except OSError as exc:
         raise AgentError(
             f"METRICS_ADDR {settings.env.metrics_addr}: cannot listen: {exc.strerror}"

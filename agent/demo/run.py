@@ -217,6 +217,7 @@ class Demo:
         self.outcome: str | None = None
         self.env: dict[str, str] = {}
         self.model_url: str | None = None
+        self.model_key = "sk-no-local-model"  # the local model's own key, once it runs
         self.approved: set[str] = set()
         self.incident_id: str | None = None
 
@@ -234,7 +235,7 @@ class Demo:
             "AI_COMMAND_GATEWAY_URL": gateway,
             "AI_COMMAND_GATEWAY_TIMEOUT": "20",
             "AI_COMMAND_GATEWAY_SOURCE_ID": "devops-ai-agent",
-            "OPENAI_API_KEY": key or "sk-local-model",
+            "OPENAI_API_KEY": key or self.model_key,
             "LLM_MODEL": os.environ.get("LLM_MODEL", "gpt-4o") if key else ALIAS,
             "LLM_TEMPERATURE": "0.1" if key else "0",
             "LLM_MAX_TOKENS": "800",
@@ -261,6 +262,7 @@ class Demo:
         server = LocalModel(self.workdir / "model").start()
         self.parts.append(server)
         self.model_url = server.base_url
+        self.model_key = server.api_key
         say(f"[demo]     local model server (llama-cpp-python) on {server.base_url}")
 
     def start(self) -> None:
@@ -288,7 +290,8 @@ class Demo:
         log = (self.workdir / "agent.log").open("wb")
         self.env = self._agent_env(prometheus.url, alertmanager.url, gateway.url)
         self.agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run"],
+            # the demo's own environment only: never a service's installed on this host
+            [sys.executable, "-m", "agent", "--no-env-file", "run"],
             env=self.env,
             cwd=self.workdir,
             stdout=log,
@@ -350,7 +353,7 @@ class Demo:
             f"[on-call]  the page arrives; after a look, the on-call runs: {' '.join(argv[:6])} ..."
         )
         done = subprocess.run(
-            [sys.executable, "-m", "agent", *argv[1:]],
+            [sys.executable, "-m", "agent", "--no-env-file", *argv[1:]],
             env={**self.env, "LOG_LEVEL": "WARNING"},
             cwd=self.workdir,
             capture_output=True,

@@ -42,7 +42,7 @@ from agent.diagnosis.safety import allowed_targets, refusal
 from agent.diagnosis.tools import (
     TOOL_NAMES,
     TOOLS,
-    LogReader,
+    LogAccess,
     Toolbox,
     tool_messages,
     written_calls,
@@ -79,7 +79,7 @@ class _Run:
     deps: DiagnosisDeps
     now: datetime
     history: Sequence[PastIncident] = ()
-    logs: LogReader | None = None
+    logs: LogAccess | None = None
     usage: dict[str, PhaseUsage] = field(default_factory=dict)
     transcript: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: int = 0
@@ -309,7 +309,7 @@ async def diagnose(
     now: datetime,
     *,
     history: Sequence[PastIncident] = (),
-    logs: LogReader | None = None,
+    logs: LogAccess | None = None,
 ) -> Diagnosis:
     """Decide what to do about one finding; never raises for model trouble. ``history``
     is the same problem's past incidents (shown to the model as the agent's own facts);

@@ -14,8 +14,8 @@ import json
 import math
 import re
 import statistics
-from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -129,8 +129,37 @@ LOGS_TOOL: dict[str, Any] = {
 }
 LOG_LINES_MAX = 200
 TOOL_NAMES = frozenset(t["function"]["name"] for t in [*TOOLS, LOGS_TOOL])
-#: Reads recent log lines of a service: the text, or "error: ..." (``dispatch/logs.py``).
-LogReader = Callable[[str, int], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class ServiceLogs:
+    """Log text as the service wrote it: untrusted, shown to the model only as data."""
+
+    text: str
+
+
+#: Reads recent log lines of a service: its text, or the agent's own note on why there is
+#: none ("error: ...", "refused: ...", a dry run's) (``dispatch/logs.py``).
+LogReader = Callable[[str, int], Awaitable[ServiceLogs | str]]
+#: What a dry run's log read answers: nothing is sent to the gateway.
+DRY_RUN_LOGS = "logs not read: dry run"
+
+
+@dataclass(frozen=True)
+class LogAccess:
+    """Whose logs the investigation may read now, and how (``dispatch/logs.py``).
+
+    ``services`` may be read (their ``collect_logs`` tier is ``auto`` and their circuit
+    breaker is closed); ``refused`` names the others with the reason. ``offer`` False (a
+    dry run) keeps the tool out of the model's list; a call made anyway is answered by
+    ``read`` all the same, which in a dry run sends nothing."""
+
+    read: LogReader
+    services: frozenset[str]
+    refused: Mapping[str, str] = field(default_factory=dict)
+    offer: bool = True
+
+
 #: How far back the evidence the agent gathers itself reaches, and how much of it every
 #: phase's prompt carries (a summary of a few series).
 EVIDENCE_MINUTES = 30
@@ -283,7 +312,8 @@ class Toolbox:
     """Executes tool calls for one investigation; remembers calls to refuse repeats.
 
     ``logs`` reads a service's recent logs through the gateway (at most once), for the
-    services in ``log_services`` only; without it the tool is not offered."""
+    services of ``log_services`` (the finding's) that it may read now; without such a
+    service the tool is neither offered nor run."""
 
     def __init__(
         self,
@@ -291,7 +321,7 @@ class Toolbox:
         limit: int,
         now: datetime,
         *,
-        logs: LogReader | None = None,
+        logs: LogAccess | None = None,
         log_services: Collection[str] = (),
     ) -> None:
         self._prometheus = prometheus
@@ -299,13 +329,14 @@ class Toolbox:
         self._now = now
         self._seen: set[str] = set()
         self._logs = logs if log_services else None
-        self._log_services = frozenset(log_services)
+        self._log_services = frozenset(log_services) & logs.services if logs else frozenset()
         self._logs_read = False
 
     @property
     def tools(self) -> list[dict[str, Any]]:
         """The tool definitions this investigation offers."""
-        return [*TOOLS, LOGS_TOOL] if self._logs is not None else list(TOOLS)
+        offered = self._logs is not None and self._logs.offer and bool(self._log_services)
+        return [*TOOLS, LOGS_TOOL] if offered else list(TOOLS)
 
     async def run(self, name: str, arguments: str) -> str:
         """The (truncated) text result of one call."""
@@ -374,16 +405,19 @@ class Toolbox:
         ok = isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw)
         if not ok or not 1 <= raw <= LOG_LINES_MAX:
             raise ToolArgumentError(f"lines must be a number from 1 to {LOG_LINES_MAX}")
+        assert self._logs is not None
         if service not in self._log_services:
+            why = self._logs.refused.get(service)
+            if why is not None:
+                return f"refused: the logs of {clip(service, 64)!r} may not be read now: {why}"
             raise ToolArgumentError(f"no logs may be read for {clip(service, 64)!r}")
         if self._logs_read:
             return "refused: recent_logs runs once per diagnosis; use the earlier result"
         self._logs_read = True
-        assert self._logs is not None
-        text = await self._logs(service, int(raw))
-        if text.startswith("error: "):
-            return text
-        return untrusted_logs(text, min(self._limit, LOGS_MAX_CHARS))
+        got = await self._logs.read(service, int(raw))
+        if not isinstance(got, ServiceLogs):
+            return got
+        return untrusted_logs(got.text, min(self._limit, LOGS_MAX_CHARS))
 
     async def _service_alerts(self, service: str) -> list[dict[str, Any]]:
         alerts = alerts_from_payload(await self._prometheus.alerts_payload())

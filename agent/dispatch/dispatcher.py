@@ -259,9 +259,18 @@ async def dispatch(
         rt, out, incident, action, target, view, claim_at, mutating=mutating, answer=answer
     )
     if claimed is None:
+        _withheld(rt, out, incident, finding, action, target)
         return out
     await _send(rt, out, claimed, finding, action, target, mutating=mutating)
     return out
+
+
+def _withheld(
+    rt: Runtime, out: Dispatched, incident: Incident, finding: Finding, action: str, target: str
+) -> None:
+    """A dry run that held back only this: record the request it would have sent."""
+    if out.block is not None and out.block.reason == "dry_run":
+        rt.withheld.send(incident.id, build_request(rt, incident, finding, action, target))
 
 
 def _claim(

@@ -14,6 +14,8 @@ from agent.local.prometheus import LocalPrometheus
 from agent.local.servers import (
     LocalServer,
     MissingBinary,
+    PortTaken,
+    ensure_free,
     find_binary,
     free_port,
     running,
@@ -29,6 +31,8 @@ __all__ = [
     "MetricsTarget",
     "MissingBinary",
     "MissingModel",
+    "PortTaken",
+    "ensure_free",
     "find_binary",
     "free_port",
     "running",

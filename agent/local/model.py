@@ -10,6 +10,15 @@ for one diagnosis (prompts of a few thousand tokens), and every CPU thread. It k
 previous prompt's KV cache, so the later phases of one diagnosis, which share the first
 one's prefix, cost only their new tokens.
 
+It is ours alone. It listens on 127.0.0.1 and requires an API key of its own (given, or
+made at random when it starts), so other local processes can neither use it nor keep it
+busy; the key reaches the server through its environment (never its command line, which
+any local user can read), and the environment is otherwise reduced to the few variables a
+process needs, so a stray ``HOST`` or ``PORT`` cannot move it. A port some other process
+already listens on is refused before anything starts, and the server is called ready only
+when it answers with the key and refuses without it while its process is alive: it never
+reports serving what another process serves.
+
 Its buffers are sized deliberately. llama-cpp-python's server keeps the logits of every
 token of the context by default (``logits_all``: a float per vocabulary entry per
 position, 800 MB for SmolLM2's 49,152 tokens at 4,096 positions, and the work of
@@ -22,10 +31,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-from agent.local.servers import LocalServer, MissingBinary, free_port
+from agent.local.servers import LocalServer, MissingBinary, PortTaken, ensure_free, free_port
 
 #: The model name the server answers to (``LLM_MODEL``).
 ALIAS = "local"
@@ -58,8 +70,17 @@ def _runtime() -> None:
         raise MissingModel("llama-cpp-python is not installed (run `make install`)")
 
 
+#: Variables of ours the server's process keeps; everything else is left out.
+KEPT_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ")
+
+
+def new_api_key() -> str:
+    """A random API key for the server."""
+    return f"sk-local-{secrets.token_urlsafe(24)}"
+
+
 class LocalModel(LocalServer):
-    """llama-cpp-python's server for one GGUF model on 127.0.0.1:port."""
+    """llama-cpp-python's server for one GGUF model on 127.0.0.1:port, behind ``api_key``."""
 
     def __init__(
         self,
@@ -69,11 +90,18 @@ class LocalModel(LocalServer):
         port: int | None = None,
         context_tokens: int = CONTEXT_TOKENS,
         threads: int | None = None,
+        api_key: str | None = None,
     ) -> None:
         super().__init__(workdir, port or free_port())
         self.model = model
         self.context_tokens = context_tokens
         self.threads = threads or os.cpu_count() or 1
+        self.api_key = api_key or new_api_key()
+
+    def environment(self) -> dict[str, str]:
+        """The server process's environment: a few of ours, and its API key."""
+        kept = {k: v for k, v in os.environ.items() if k in KEPT_ENVIRONMENT}
+        return {**kept, "API_KEY": self.api_key}
 
     @property
     def base_url(self) -> str:
@@ -114,10 +142,34 @@ class LocalModel(LocalServer):
         ]
 
     def start(self, ready_timeout: float = 120.0) -> LocalModel:
-        """Start the server and wait until it lists its model (loading takes seconds)."""
+        """Start the server and wait until it lists its model (loading takes seconds);
+        PortTaken when another process listens on the port, RuntimeError when what
+        answers is not this server."""
         _runtime()
         model = self.model or shipped_model()
         if not model.is_file():
             raise MissingModel(f"no model file {model}")
-        self._spawn(self.argv(model), "/v1/models", ready_timeout)
+        ensure_free(self.port)
+        auth = {"Authorization": f"Bearer {self.api_key}"}
+        self._spawn(
+            self.argv(model), "/v1/models", ready_timeout, env=self.environment(), headers=auth
+        )
+        if not self._ours():
+            self.stop()
+            raise PortTaken(
+                f"127.0.0.1:{self.port} is answered by another process, not this model server"
+            )
         return self
+
+    def _ours(self) -> bool:
+        """Our process is alive, and what answers on the port refuses a request without
+        our key (a squatter that took the port meanwhile answers it)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/models", timeout=5):
+                return False
+        except urllib.error.HTTPError as exc:
+            return exc.code == 401
+        except OSError:
+            return False

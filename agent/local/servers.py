@@ -10,13 +10,31 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 
 class MissingBinary(RuntimeError):
     """A Debian package the local parts need is not installed."""
+
+
+class PortTaken(RuntimeError):
+    """Another process listens on the port a local server was to serve on."""
+
+
+def ensure_free(port: int, host: str = "127.0.0.1") -> None:
+    """Raise PortTaken when something listens on ``host:port`` (a socket waiting in
+    TIME_WAIT does not count: the server binds with SO_REUSEADDR too)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise PortTaken(
+                f"{host}:{port} is taken by another process ({exc.strerror}); "
+                "stop it or choose another port with --port"
+            ) from exc
 
 
 def free_port() -> int:
@@ -35,15 +53,22 @@ def find_binary(*names: str) -> str:
     raise MissingBinary(f"{names[0]} is not installed (run `make install`)")
 
 
-def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll ``url`` until it answers 200; RuntimeError with the reason on timeout."""
+def wait_http(
+    url: str,
+    timeout: float = 30.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Poll ``url`` (with ``headers``) until it answers 200; RuntimeError with the reason
+    on timeout, or as soon as ``proc`` exits."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} was ready")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            request = urllib.request.Request(url, headers=dict(headers or {}))
+            with urllib.request.urlopen(request, timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError as exc:
@@ -65,13 +90,23 @@ class LocalServer:
         """Base URL of the server."""
         return f"http://127.0.0.1:{self.port}"
 
-    def _spawn(self, argv: Sequence[str], ready_path: str, ready_timeout: float = 30.0) -> None:
+    def _spawn(
+        self,
+        argv: Sequence[str],
+        ready_path: str,
+        ready_timeout: float = 30.0,
+        *,
+        env: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = (self.workdir / "server.log").open("ab")
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        self.proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, env=env
+        )
         log.close()
         try:
-            wait_http(self.url + ready_path, timeout=ready_timeout, proc=self.proc)
+            wait_http(self.url + ready_path, ready_timeout, self.proc, headers)
         except RuntimeError:
             self.stop()
             raise

@@ -10,18 +10,21 @@ from agent.store.base import IncidentStore
 from agent.store.sql import SQLStore
 
 
-def open_store(url: str) -> IncidentStore:
+def open_store(url: str, *, create: bool = True, migrate: bool = True) -> IncidentStore:
     """Open (and migrate) the store at ``sqlite:///PATH`` or ``postgresql://...``.
 
-    Each backend's driver is imported only when it is used: an agent on SQLite never
-    loads psycopg.
+    Without ``create`` (commands that only read or answer) a missing store is ``NoStore``:
+    no file, no directory and no schema is made. Without ``migrate`` (a probe) an older
+    schema is left as it is. Each backend's driver is imported only
+    when it is used: an agent on SQLite never loads psycopg.
     """
     if url.startswith("sqlite:///"):
         from agent.store.sqlite import SQLiteDialect
 
-        return SQLStore(SQLiteDialect(Path(url.removeprefix("sqlite:///"))))
+        path = Path(url.removeprefix("sqlite:///"))
+        return SQLStore(SQLiteDialect(path, create=create), create=create, migrate=migrate)
     if url.startswith(("postgresql://", "postgres://")):
         from agent.store.postgres import PostgresDialect
 
-        return SQLStore(PostgresDialect(url))
+        return SQLStore(PostgresDialect(url), create=create, migrate=migrate)
     raise ValueError(f"unsupported store URL {url!r}")

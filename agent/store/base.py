@@ -9,8 +9,8 @@ only while no other replica holds the incident's lease; otherwise the store rais
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -72,15 +72,20 @@ class Breaker:
     failures: int
     is_open: bool
     updated_at: datetime
+    #: Who closed it by hand last (``incidents reset-breaker --by``), and when.
+    reset_by: str | None = None
+    reset_at: datetime | None = None
 
 
 @dataclass(frozen=True)
 class StateCopy:
-    """What a dry run needs of the real store: current incidents, recent actions, breakers."""
+    """What a dry run needs of the real store: current incidents, recent actions, breakers,
+    and when each failing check series started failing (check key -> fingerprint -> time)."""
 
     incidents: list[Incident]
     actions: list[ActionRecord]
     breakers: list[Breaker]
+    failing: Mapping[str, Mapping[str, datetime]] = field(default_factory=dict)
 
 
 Decide = Callable[[Incident, GuardFacts], Step]
@@ -135,11 +140,43 @@ class IncidentStore(Protocol):
     def breaker(self, target: str) -> Breaker | None:
         """A service's circuit breaker, if it ever counted a failure."""
 
-    def reset_breaker(self, target: str, now: datetime) -> None:
-        """Close a service's circuit breaker (a human looked)."""
+    def reset_breaker(self, target: str, now: datetime, by: str) -> Breaker | None:
+        """Close a service's circuit breaker (a human, ``by``, looked); the breaker as it
+        was, None when the service never had one."""
+
+    def approval_counts(self) -> dict[str, int]:
+        """How many waits for a human ended, by result (granted, denied, expired, cleared),
+        whichever process ended them."""
+
+    def track_failing(
+        self, failing: Mapping[str, Collection[str]], known: Collection[str], now: datetime
+    ) -> dict[str, dict[str, datetime]]:
+        """Record the failing series of the checks that ran (check key -> fingerprints),
+        forget their other series and every check not in ``known``; when each failing
+        series started failing (``agent.sweep.checks.FailingSeries``)."""
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version the database is at."""
+
+    def check_writable(self) -> None:
+        """Commit a write that changes nothing; StoreError when writing is refused."""
+
+    def end_session(self, session_id: str, expires_at: datetime, now: datetime) -> None:
+        """Record a console session as ended (a logout) until it would have expired."""
+
+    def session_ended(self, session_id: str) -> bool:
+        """Whether a console session was ended by a logout."""
 
     def export_state(self, since: datetime) -> StateCopy:
         """Current incidents, actions since ``since`` and every breaker, for a dry run."""
 
     def import_state(self, state: StateCopy) -> None:
         """Load what ``export_state`` gave (into an empty store)."""
+
+
+def get_exact(store: IncidentStore, incident_id: str) -> Incident | Unreadable | None:
+    """The incident whose id is exactly ``incident_id``: the HTTP surfaces take full ids
+    only (a prefix is a convenience of the command line, never of a URL)."""
+    found = store.get(incident_id)
+    return found if found is not None and found.id == incident_id else None

@@ -29,6 +29,7 @@ class PostgresDialect:
 
     def __init__(self, url: str) -> None:
         self._url = url
+        self.where = redact_url(url)
         self._conn = self._connect()
 
     def _connect(self) -> psycopg.Connection:
@@ -77,8 +78,13 @@ class PostgresDialect:
         """Any psycopg error."""
         return isinstance(exc, psycopg.Error)
 
-    def schema_version(self, cur: Cursor) -> int:
-        """The one row of ``devops_agent_schema`` (created on first use, under the lock)."""
+    def schema_version(self, cur: Cursor, *, create: bool = True) -> int:
+        """The one row of ``devops_agent_schema`` (created on first use, under the lock;
+        0 without ``create`` when the database holds no store)."""
+        if not create:
+            found = cur.execute("SELECT to_regclass('devops_agent_schema')").fetchone()
+            if found is None or found[0] is None:
+                return 0
         cur.execute("CREATE TABLE IF NOT EXISTS devops_agent_schema (version INTEGER NOT NULL)")
         row = cur.execute("SELECT version FROM devops_agent_schema").fetchone()
         return int(row[0]) if row else 0

@@ -21,16 +21,16 @@ optimistic check and the lease are one compare-and-set, the equivalent of row lo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from agent.diagnosis.models import Decision
-from agent.errors import StoreError
+from agent.errors import NoStore, StoreError
 from agent.incidents.history import HISTORY_LIMIT, PastIncident, PastRow, SentAction, assemble
-from agent.incidents.lifecycle import Step
+from agent.incidents.lifecycle import ApprovalEnded, Step
 from agent.incidents.model import STATES, Event, Incident
 from agent.logs import get_logger
 from agent.store.base import (
@@ -43,6 +43,7 @@ from agent.store.base import (
     StateCopy,
     Unreadable,
 )
+from agent.sweep.checks import plan_failing
 from agent.sweep.findings import Finding
 from agent.text import clip, encodable
 
@@ -135,6 +136,38 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX incidents_group_opened ON incidents (group_key, opened_at)
     """,
+    # 6: when each failing check series started failing (``for_seconds``), shared by
+    # replicas and kept across restarts.
+    """
+    CREATE TABLE failing_series (
+        check_key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        since TEXT NOT NULL,
+        PRIMARY KEY (check_key, fingerprint)
+    )
+    """,
+    # 7: how each wait for a human's approval ended, whichever process ended it, for the
+    # daemon's approvals_total.
+    """
+    CREATE TABLE approval_endings (
+        id {serial},
+        incident_id TEXT NOT NULL,
+        result TEXT NOT NULL,
+        at TEXT NOT NULL
+    )
+    """,
+    # 8: who reset a circuit breaker, and when.
+    """
+    ALTER TABLE breakers ADD COLUMN reset_by TEXT;
+    ALTER TABLE breakers ADD COLUMN reset_at TEXT
+    """,
+    # 9: console sessions ended by a logout, kept until they would have expired anyway.
+    """
+    CREATE TABLE ended_sessions (
+        id TEXT PRIMARY KEY,
+        expires_at TEXT NOT NULL
+    )
+    """,
 )
 
 _COLUMNS = (
@@ -165,6 +198,7 @@ _COLUMNS = (
     "approval_until",
 )
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM incidents"
+_BREAKER = "SELECT target, failures, is_open, updated_at, reset_by, reset_at FROM breakers"
 _MUTABLE = [c for c in _COLUMNS if c not in ("id", "version")]
 
 
@@ -187,6 +221,8 @@ class Dialect(Protocol):
 
     name: str
     serial: str
+    #: Where the store is, as shown to people (a path, or a URL without its password).
+    where: str
 
     def sql(self, text: str) -> str:
         """The query with ``?`` markers turned into the driver's markers."""
@@ -203,8 +239,9 @@ class Dialect(Protocol):
     def is_error(self, exc: BaseException) -> bool:
         """Whether ``exc`` is any error of this database's driver."""
 
-    def schema_version(self, cur: Cursor) -> int:
-        """The schema version, read inside the migration transaction."""
+    def schema_version(self, cur: Cursor, *, create: bool = True) -> int:
+        """The schema version, read inside the migration transaction; without ``create``
+        nothing is created to read it (0: there is no store)."""
 
     def set_schema_version(self, cur: Cursor, version: int) -> None:
         """Record the schema version, inside the migration transaction."""
@@ -303,9 +340,13 @@ def _raw_values(i: Incident) -> dict[str, Any]:
 class SQLStore:
     """The incident store over one database connection."""
 
-    def __init__(self, dialect: Dialect) -> None:
+    def __init__(self, dialect: Dialect, *, create: bool = True, migrate: bool = True) -> None:
         self._d = dialect
-        self.migrate()
+        try:
+            self.migrate(create=create, apply=migrate)
+        except BaseException:
+            dialect.close()
+            raise
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -349,11 +390,18 @@ class SQLStore:
         with self._write() as cur:
             return self._d.schema_version(cur)
 
-    def migrate(self) -> None:
+    def migrate(self, *, create: bool = True, apply: bool = True) -> None:
         """Bring the schema to the latest version, in one locked transaction, so that two
-        agents starting at once on a new database never race to create it."""
+        agents starting at once on a new database never race to create it (and a command
+        opening a store that is being migrated waits for the lock, then goes on). Without
+        ``create`` an empty database is ``NoStore``, left as it is; without ``apply`` the
+        schema is only looked at."""
         with self._write(locked=True) as cur:
-            current = self._d.schema_version(cur)
+            current = self._d.schema_version(cur, create=create)
+            if current == 0 and not create:
+                raise NoStore(f"no incident store at {self._d.where} (AGENT_STATE_URL)")
+            if not apply:
+                return
             for version, script in enumerate(MIGRATIONS, start=1):
                 if current >= version:
                     continue
@@ -431,12 +479,16 @@ class SQLStore:
     def breaker(self, target: str) -> Breaker | None:
         """A service's breaker, if it ever counted a failure."""
         with self._read() as cur:
-            row = self._run(
-                cur,
-                "SELECT target, failures, is_open, updated_at FROM breakers WHERE target = ?",
-                [target],
-            ).fetchone()
+            row = self._run(cur, f"{_BREAKER} WHERE target = ?", [target]).fetchone()
         return _breaker(row) if row else None
+
+    def approval_counts(self) -> dict[str, int]:
+        """How many waits for a human ended, by result, whichever process ended them."""
+        with self._read() as cur:
+            rows = self._run(
+                cur, "SELECT result, COUNT(*) FROM approval_endings GROUP BY result"
+            ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -468,6 +520,7 @@ class SQLStore:
             if self._run(cur, sql, params).rowcount != 1:
                 raise Conflict(f"incident {step.incident.id} moved on (another replica)")
             self._events(cur, step)
+            self._approval_endings(cur, step, now)
             if step.claim is not None:
                 c = step.claim
                 self._run(
@@ -499,6 +552,17 @@ class SQLStore:
                 "INSERT INTO events (incident_id, at, kind, data_json) VALUES (?, ?, ?, ?)",
                 [step.incident.id, ts(event.at), event.kind, _dump(event.data)],
             )
+
+    def _approval_endings(self, cur: Cursor, step: Step, now: datetime) -> None:
+        """Each wait for a human that this step ends, counted where every replica reads it
+        (a yes remembered but not yet carried out is not an end: it is counted later)."""
+        for effect in step.effects:
+            if isinstance(effect, ApprovalEnded) and effect.final:
+                self._run(
+                    cur,
+                    "INSERT INTO approval_endings (incident_id, result, at) VALUES (?, ?, ?)",
+                    [step.incident.id, effect.result, ts(now)],
+                )
 
     def _breaker_change(self, cur: Cursor, step: Step, now: datetime) -> bool:
         change = step.breaker
@@ -600,14 +664,82 @@ class SQLStore:
                 [incident_id, ts(event.at), event.kind, _dump(event.data)],
             )
 
-    def reset_breaker(self, target: str, now: datetime) -> None:
-        """Close a breaker."""
+    def reset_breaker(self, target: str, now: datetime, by: str) -> Breaker | None:
+        """Close a breaker, recording who did; the breaker as it was, None when ``target``
+        never had one (nothing is written then)."""
         with self._write() as cur:
+            row = self._run(cur, f"{_BREAKER} WHERE target = ?", [target]).fetchone()
+            if row is None:
+                return None
             self._run(
                 cur,
-                "UPDATE breakers SET failures = 0, is_open = 0, updated_at = ? WHERE target = ?",
-                [ts(now), target],
+                "UPDATE breakers SET failures = 0, is_open = 0, updated_at = ?, reset_by = ?, "
+                "reset_at = ? WHERE target = ?",
+                [ts(now), _storable(by), ts(now), target],
             )
+        return _breaker(row)
+
+    def track_failing(
+        self, failing: Mapping[str, Collection[str]], known: Collection[str], now: datetime
+    ) -> dict[str, dict[str, datetime]]:
+        """Record the failing series of the checks that ran, forget the rest of theirs and
+        every check not in ``known``; when each failing series started failing. Replicas
+        share it: a series another replica saw first keeps that replica's start."""
+        plan = plan_failing(self._failing(), failing, known, now)
+        if plan.changes:
+            with self._write() as cur:
+                for check, series in plan.drop:
+                    self._run(
+                        cur,
+                        "DELETE FROM failing_series WHERE check_key = ? AND fingerprint = ?",
+                        [check, series],
+                    )
+                self._add_failing(cur, [(c, f, plan.since[c][f]) for c, f in plan.add])
+        return plan.since
+
+    def _failing(self) -> dict[str, dict[str, datetime]]:
+        with self._read() as cur:
+            rows = self._run(cur, "SELECT check_key, fingerprint, since FROM failing_series")
+            kept: dict[str, dict[str, datetime]] = {}
+            for check, series, since in rows.fetchall():
+                kept.setdefault(str(check), {})[str(series)] = datetime.fromisoformat(since)
+        return kept
+
+    def _add_failing(self, cur: Cursor, rows: Sequence[tuple[str, str, datetime]]) -> None:
+        for check, series, since in rows:
+            self._run(
+                cur,
+                "INSERT INTO failing_series (check_key, fingerprint, since) "
+                "VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [check, series, ts(since)],
+            )
+
+    def check_writable(self) -> None:
+        """A write that changes nothing, committed: StoreError when writing is refused."""
+        with self._write() as cur:
+            self._run(cur, "UPDATE incidents SET state = state WHERE 1 = 0")
+
+    # -- console sessions -----------------------------------------------------------------
+
+    def end_session(self, session_id: str, expires_at: datetime, now: datetime) -> None:
+        """Record a console session as ended (a logout) until it would have expired; the
+        records of sessions past their expiry are dropped."""
+        with self._write() as cur:
+            self._run(cur, "DELETE FROM ended_sessions WHERE expires_at < ?", [ts(now)])
+            self._run(
+                cur,
+                "INSERT INTO ended_sessions (id, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                [session_id, ts(expires_at)],
+            )
+
+    def session_ended(self, session_id: str) -> bool:
+        """Whether a console session was ended by a logout."""
+        with self._read() as cur:
+            row = self._run(
+                cur, "SELECT 1 FROM ended_sessions WHERE id = ?", [session_id]
+            ).fetchone()
+        return row is not None
 
     # -- dry runs -------------------------------------------------------------------------
 
@@ -625,9 +757,7 @@ class SQLStore:
                 "WHERE at >= ? ORDER BY id",
                 [ts(since)],
             ).fetchall()
-            breakers = self._run(
-                cur, "SELECT target, failures, is_open, updated_at FROM breakers"
-            ).fetchall()
+            breakers = self._run(cur, _BREAKER).fetchall()
         return StateCopy(
             incidents,
             [
@@ -635,6 +765,7 @@ class SQLStore:
                 for r in actions
             ],
             [_breaker(r) for r in breakers],
+            self._failing(),
         )
 
     def import_state(self, state: StateCopy) -> None:
@@ -658,9 +789,19 @@ class SQLStore:
             for b in state.breakers:
                 self._run(
                     cur,
-                    "INSERT INTO breakers (target, failures, is_open, updated_at) VALUES (?, ?, ?, ?)",
-                    [b.target, b.failures, int(b.is_open), ts(b.updated_at)],
+                    "INSERT INTO breakers (target, failures, is_open, updated_at, reset_by, "
+                    "reset_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        b.target,
+                        b.failures,
+                        int(b.is_open),
+                        ts(b.updated_at),
+                        b.reset_by,
+                        ts(b.reset_at),
+                    ],
                 )
+            failing = state.failing.items()
+            self._add_failing(cur, [(c, f, t) for c, s in failing for f, t in s.items()])
 
 
 def _readable(row: Sequence[Any]) -> Incident | Unreadable:
@@ -712,4 +853,6 @@ def _bumped(incident: Incident, expected: int) -> Incident:
 
 
 def _breaker(row: Sequence[Any]) -> Breaker:
-    return Breaker(row[0], int(row[1]), bool(row[2]), datetime.fromisoformat(row[3]))
+    return Breaker(
+        row[0], int(row[1]), bool(row[2]), datetime.fromisoformat(row[3]), row[4], _dt(row[5])
+    )

@@ -13,8 +13,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
-from agent.errors import StoreError
+from agent.errors import NoStore, StoreError
+from agent.host import current_user
 from agent.store.sql import Cursor
 
 BUSY_TIMEOUT_MS = 15000
@@ -41,10 +43,18 @@ class SQLiteDialect:
     name = "sqlite"
     serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        self.where = str(path)
+        if not create:
+            _must_exist(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            # mode=rw: a store that is only read or answered is never created by opening it
+            target = path if create else f"file:{quote(str(path))}?mode=rw"
+            self._db = sqlite3.connect(
+                target, isolation_level=None, check_same_thread=False, uri=not create
+            )
             self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             _wal(self._db)
             self._db.execute("PRAGMA synchronous=FULL")
@@ -81,8 +91,8 @@ class SQLiteDialect:
         """Any sqlite3 error."""
         return isinstance(exc, sqlite3.Error)
 
-    def schema_version(self, cur: Cursor) -> int:
-        """``PRAGMA user_version``."""
+    def schema_version(self, cur: Cursor, *, create: bool = True) -> int:
+        """``PRAGMA user_version`` (0 for a file no agent made a store of)."""
         return int(cur.execute("PRAGMA user_version").fetchone()[0])
 
     def set_schema_version(self, cur: Cursor, version: int) -> None:
@@ -92,3 +102,16 @@ class SQLiteDialect:
     def close(self) -> None:
         """Close the connection."""
         self._db.close()
+
+
+def _must_exist(path: Path) -> None:
+    """NoStore when there is no file at ``path``; StoreError when it cannot be looked at."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise NoStore(f"no incident store at {path} (AGENT_STATE_URL)") from None
+    except PermissionError:
+        raise StoreError(
+            f"incident store {path} cannot be read by {current_user()}: permission denied "
+            "(run as its owner, or as root)"
+        ) from None

@@ -5,13 +5,19 @@ Anomaly statistics are computed by Prometheus itself (``avg_over_time`` and
 never raw samples. A series must both exceed the z-score threshold *and* have moved by
 at least ``min_abs_change``: a flat series with tiny noise has a tiny standard deviation
 and would otherwise fire on every wobble.
+
+A check with ``for_seconds`` yields a finding only once a series has failed on every sweep
+for that long. When each series started failing is kept where every replica and the next
+start of the daemon see it (the store, ``FailingSeries``), so that one long outage stays
+one finding whoever sweeps; what is ready and what still waits is decided here, purely.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Protocol
 
 from agent.config import AnomalyCheck, FindingKind, HealthCheck
 from agent.sweep.findings import Finding, fingerprint, parse_value, resolve_target, string_map
@@ -75,28 +81,92 @@ def findings_from_vector(
     return out
 
 
-@dataclass
-class PendingChecks:
-    """When each failing check series was first seen failing, across consecutive sweeps.
+def check_key(check: HealthCheck | AnomalyCheck) -> str:
+    """The name a check's failing series are kept under: its kind and its name."""
+    return f"{'health' if isinstance(check, HealthCheck) else 'anomaly'}:{check.name}"
 
-    A check with ``for_seconds`` only becomes a finding once it has failed on every sweep
-    for that long; a sweep in which the series is clean forgets it, and a sweep in which
-    the check could not run forgets nothing. Kept in memory: after an agent restart the
-    wait starts again, the safe direction.
+
+#: When each failing series of each check started failing: check key -> fingerprint -> time.
+Since = Mapping[str, Mapping[str, datetime]]
+
+
+class FailingSeries(Protocol):
+    """Where the sweep keeps when each failing check series started failing: the store,
+    shared by replicas and kept across restarts, or ``MemoryFailing``."""
+
+    def track_failing(
+        self, failing: Mapping[str, Collection[str]], known: Collection[str], now: datetime
+    ) -> dict[str, dict[str, datetime]]:
+        """Record the failing series of the checks that ran (``failing``: check key ->
+        fingerprints); forget their other series and every check not in ``known``; return
+        when each failing series started failing."""
+        ...
+
+
+@dataclass(frozen=True)
+class FailingPlan:
+    """What to change in the kept failing series, and when each failing one started."""
+
+    add: list[tuple[str, str]]
+    drop: list[tuple[str, str]]
+    since: dict[str, dict[str, datetime]]
+
+    @property
+    def changes(self) -> bool:
+        """Whether anything has to be written."""
+        return bool(self.add or self.drop)
+
+
+def plan_failing(
+    kept: Since, failing: Mapping[str, Collection[str]], known: Collection[str], now: datetime
+) -> FailingPlan:
+    """The new failing series start now, an earlier start is kept; a check that ran forgets
+    its series that no longer fail, a check that did not run (its query failed) forgets
+    nothing, and a check no longer configured is forgotten whole."""
+    add: list[tuple[str, str]] = []
+    drop = [(c, f) for c, series in kept.items() if c not in known for f in series]
+    since: dict[str, dict[str, datetime]] = {}
+    for check, fingerprints in failing.items():
+        before = kept.get(check, {})
+        since[check] = {f: before.get(f, now) for f in fingerprints}
+        add += [(check, f) for f in fingerprints if f not in before]
+        if check in known:
+            drop += [(check, f) for f in before if f not in since[check]]
+    return FailingPlan(add, drop, since)
+
+
+def admit(
+    findings: Sequence[Finding], since: Mapping[str, datetime], for_seconds: float, now: datetime
+) -> tuple[list[Finding], list[Finding]]:
+    """A check's findings split into those that have failed for ``for_seconds`` (ready) and
+    those that still wait, each with ``first_seen`` set to when it started failing."""
+    ready: list[Finding] = []
+    waiting: list[Finding] = []
+    for finding in findings:
+        first = since.get(finding.fingerprint, now)
+        started = replace(finding, first_seen=first)
+        (ready if (now - first).total_seconds() >= for_seconds else waiting).append(started)
+    return ready, waiting
+
+
+@dataclass
+class MemoryFailing:
+    """Failing series kept in this process only: for a sweep without a store (tests, eval).
+
+    The daemon keeps them in the store instead, so that a replica joining and a restarted
+    daemon see how long a series has been failing rather than starting to count again.
     """
 
-    since: dict[str, dict[str, datetime]] = field(default_factory=dict)
+    kept: dict[str, dict[str, datetime]] = field(default_factory=dict)
 
-    def admit(
-        self, check: str, findings: Sequence[Finding], for_seconds: float, now: datetime
-    ) -> tuple[list[Finding], int]:
-        """The check's findings that have failed long enough, and how many still wait."""
-        before = self.since.get(check, {})
-        current = {f.fingerprint: before.get(f.fingerprint, now) for f in findings}
-        self.since[check] = current
-        ready: list[Finding] = []
-        for finding in findings:
-            first = current[finding.fingerprint]
-            if (now - first).total_seconds() >= for_seconds:
-                ready.append(replace(finding, first_seen=first))
-        return ready, len(findings) - len(ready)
+    def track_failing(
+        self, failing: Mapping[str, Collection[str]], known: Collection[str], now: datetime
+    ) -> dict[str, dict[str, datetime]]:
+        """As the store does it, in memory."""
+        plan = plan_failing(self.kept, failing, known, now)
+        for check, series in plan.drop:
+            self.kept.get(check, {}).pop(series, None)
+        for check, series in plan.add:
+            self.kept.setdefault(check, {})[series] = plan.since[check][series]
+        self.kept = {c: series for c, series in self.kept.items() if series}
+        return plan.since

@@ -21,7 +21,7 @@ from typing import Any
 from agent.clients.alertmanager import AlertmanagerClient
 from agent.clients.prometheus import PrometheusClient
 from agent.config import AgentConfig, AnomalyCheck, HealthCheck, PrometheusOptions
-from agent.errors import AgentError
+from agent.errors import AgentError, StoreError
 from agent.logs import bind_context, get_logger
 from agent.metrics import AgentMetrics
 from agent.sweep.alerts import (
@@ -34,7 +34,15 @@ from agent.sweep.alerts import (
     parse_alerts,
     parse_suppressions,
 )
-from agent.sweep.checks import PendingChecks, VectorParse, anomaly_query, findings_from_vector
+from agent.sweep.checks import (
+    FailingSeries,
+    MemoryFailing,
+    VectorParse,
+    admit,
+    anomaly_query,
+    check_key,
+    findings_from_vector,
+)
 from agent.sweep.findings import Finding, dedupe
 from agent.text import clip
 
@@ -51,7 +59,8 @@ class SweepDeps:
     prometheus: PrometheusClient
     metrics: AgentMetrics
     alertmanager: AlertmanagerClient | None = None
-    pending: PendingChecks = field(default_factory=PendingChecks)
+    #: When each failing check series started failing: the store in the daemon.
+    pending: FailingSeries = field(default_factory=MemoryFailing)
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,9 @@ class SweepReport:
     findings: list[Finding] = field(default_factory=list)
     sources: list[SourceResult] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
+    #: Check findings failing for less than their check's ``for_seconds``: not findings
+    #: yet, but not gone either.
+    pending: list[Finding] = field(default_factory=list)
     duration_seconds: float = 0.0
 
     @property
@@ -109,6 +121,15 @@ class SweepReport:
             "findings": [f.to_dict() for f in self.findings],
             "sources": [s.__dict__ for s in self.sources],
             "skipped": [s.__dict__ for s in self.skipped],
+            "pending": [
+                {
+                    "fingerprint": f.fingerprint,
+                    "name": f.name,
+                    "target": f.target,
+                    "failing_since": f.first_seen.isoformat(),
+                }
+                for f in self.pending
+            ],
         }
 
 
@@ -182,13 +203,47 @@ async def _alertmanager_alerts(deps: SweepDeps, now: datetime) -> Collected:
 
 async def _check(deps: SweepDeps, check: HealthCheck | AnomalyCheck, now: datetime) -> Collected:
     parsed = await fetch_check(deps.prometheus, deps.config.prometheus, check, now, at=now)
-    ready, waiting = deps.pending.admit(check.name, parsed.findings, check.for_seconds, now)
-    notes = []
-    if waiting:
-        notes.append(f"{waiting} series failing for less than {check.for_seconds:g}s")
-    if parsed.malformed:
-        notes.append(f"{parsed.malformed} malformed series skipped")
-    return ready, "; ".join(notes)
+    note = f"{parsed.malformed} malformed series skipped" if parsed.malformed else ""
+    return parsed.findings, note
+
+
+Results = list[tuple[SourceResult, list[Finding]]]
+
+
+def _admit(deps: SweepDeps, results: Results, now: datetime) -> tuple[Results, list[Finding]]:
+    """The checks' failing series that have failed for their ``for_seconds``, and those
+    that still wait. When the kept state cannot be read every check counts as failed: a
+    partial picture opens nothing and clears nothing."""
+    checks = {f"check:{c.name}": c for c in deps.config.checks.all()}
+    ran = [(r, found) for r, found in results if r.ok and r.name in checks]
+    if checks and not ran:
+        return results, []  # no check could run: nothing to record, nothing to forget
+    failing = {check_key(checks[r.name]): [f.fingerprint for f in found] for r, found in ran}
+    known = [check_key(c) for c in checks.values()]
+    try:
+        since = deps.pending.track_failing(failing, known, now)
+    except StoreError as exc:
+        deps.metrics.source_failures.labels(source="pending_checks").inc()
+        log.warning("sweep_source_failed", source="pending_checks", error=str(exc))
+        error = f"when the checks' series started failing is unknown: {exc}"
+        return [
+            (SourceResult(r.name, ok=False, error=error), []) if r.name in checks else (r, found)
+            for r, found in results
+        ], []
+    out: Results = []
+    waiting_all: list[Finding] = []
+    for result, found in results:
+        check = checks.get(result.name)
+        if check is None or not result.ok:
+            out.append((result, found))
+            continue
+        ready, waiting = admit(found, since.get(check_key(check), {}), check.for_seconds, now)
+        if waiting:
+            note = f"{len(waiting)} series failing for less than {check.for_seconds:g}s"
+            log.info("sweep_source_notes", source=result.name, note=note)
+        out.append((SourceResult(result.name, ok=True, findings=len(ready)), ready))
+        waiting_all += waiting
+    return out, waiting_all
 
 
 async def _suppressions(deps: SweepDeps) -> list[Suppression] | str:
@@ -242,7 +297,8 @@ async def sweep(deps: SweepDeps, now: datetime) -> SweepReport:
     jobs += [_run_source(f"check:{c.name}", _bind_check(deps, c, now), deps) for c in checks]
     if "alertmanager" in sources and deps.alertmanager is not None:
         jobs.append(_run_source(AM_ALERTS, lambda: _alertmanager_alerts(deps, now), deps))
-    results, suppressions = await asyncio.gather(asyncio.gather(*jobs), _suppressions(deps))
+    gathered, suppressions = await asyncio.gather(asyncio.gather(*jobs), _suppressions(deps))
+    results, report.pending = _admit(deps, list(gathered), now)
     collected: list[Finding] = []
     from_alertmanager: list[Finding] = []
     for result, findings in results:

@@ -38,11 +38,15 @@ from agent.sweep.collector import fetch_alerts
 from tests.conftest import make_config
 from tests.integration.daemon_support import E2E_RULES, agent_env, wait_firing, write_config
 
+#: The local model server's API key in these benchmarks.
+KEY = "sk-bench-local-model-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalModel]:
     """The shipped model, served locally."""
-    server = LocalModel(tmp_path_factory.mktemp("model")).start()
+    server = LocalModel(tmp_path_factory.mktemp("model"), api_key=KEY).start()
     yield server
     server.stop()
 
@@ -57,7 +61,7 @@ def _rss_mb(pid: int) -> tuple[float, float]:
 
 def _answer(base_url: str, body: dict[str, Any]) -> float:
     started = time.perf_counter()
-    response = httpx.post(f"{base_url}/chat/completions", json=body, timeout=300)
+    response = httpx.post(f"{base_url}/chat/completions", json=body, timeout=300, headers=AUTH)
     assert response.status_code == 200, response.text[:300]
     return time.perf_counter() - started
 
@@ -87,7 +91,7 @@ async def _diagnoses(
             sent.append(json.loads(request.content))
 
     options = LLMOptions(model=ALIAS, temperature=0, max_tokens=512, request_timeout=300)
-    llm, http = build_llm_client(api_key="sk-local", base_url=base_url, options=options)
+    llm, http = build_llm_client(api_key=KEY, base_url=base_url, options=options)
     http.event_hooks["request"].append(keep)
     prom_http = prometheus_http(prom_url, timeout=10, bearer_token=None, verify=True)
     prometheus = PrometheusClient(prom_http, timeout=10, max_bytes=50_000_000)
@@ -177,6 +181,7 @@ def test_local_first_decision(
         prometheus.url,
         "http://127.0.0.1:9",
         OPENAI_BASE_URL=model.base_url,
+        OPENAI_API_KEY=KEY,
         LLM_MODEL=ALIAS,
         LLM_TEMPERATURE="0",
         LLM_MAX_TOKENS="512",

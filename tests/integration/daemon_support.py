@@ -12,7 +12,7 @@ import sys
 import time
 import tomllib
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +138,25 @@ def agent_env(
 class DaemonProcess:
     """`devops-agent run` as a child process whose JSON log lines the test can read."""
 
-    def __init__(self, env: dict[str, str], workdir: Path, name: str = "daemon") -> None:
-        self.log_path = workdir / f"{name}.log"
-        full_env = {"PATH": os.environ["PATH"], "HOME": str(workdir), **env}
+    def __init__(
+        self,
+        env: dict[str, str],
+        workdir: Path,
+        name: str = "daemon",
+        *,
+        argv: Sequence[str] | None = None,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.log_path = (log_dir or workdir) / f"{name}.log"
+        full_env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(workdir),
+            "DEVOPS_AGENT_ROOT": str(workdir / "no-service-install"),
+            **env,
+        }
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run"],
+            list(argv) if argv is not None else [sys.executable, "-m", "agent", "run"],
             env=full_env,
             cwd=workdir,
             stdout=self._log,

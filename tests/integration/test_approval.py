@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 from pytest_httpx import HTTPXMock
 
 from agent.daemon.api import ApprovalApi
@@ -27,6 +29,7 @@ from agent.daemon.http import Liveness, build_app
 from agent.daemon.verify import run_verifications
 from agent.daemon.webhook import WebhookIntake
 from agent.demo.gateway_sim import ActResult, GatewaySimulator
+from agent.hosts import HostPolicy
 from agent.incidents.model import Incident
 from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget, free_port
 from agent.runtime import Runtime, open_runtime
@@ -114,6 +117,22 @@ async def _until(probe: Any, what: str, timeout: float = 45.0) -> Any:
     pytest.fail(f"timed out waiting for {what}")
 
 
+def _service_host(root: Path, settings: Settings) -> dict[str, str]:
+    """A host where the service is installed under ``root``, as `make install-service` and
+    systemd lay it out: the environment file (root-only, no AGENT_CONFIG, no store URL), the
+    TOML file next to it, the store in the state directory. The environment a root shell
+    there has: nothing of the agent's, only the root the CLI looks under."""
+    etc = root / "etc" / "devops-agent"
+    etc.mkdir(parents=True)
+    values = {k: v for k, v in os.environ.items() if k.isupper()}
+    skip = ("AGENT_CONFIG", "AGENT_STATE_URL", "DEVOPS_AGENT_ROOT")
+    lines = [f"{k}={v}" for k, v in values.items() if k not in skip]
+    (etc / "agent.env").write_text("\n".join(lines) + "\n")
+    (etc / "agent.env").chmod(0o640)
+    (etc / "agent.toml").write_text(settings.env.agent_config.read_text())
+    return {"DEVOPS_AGENT_ROOT": str(root)}
+
+
 async def test_model_says_none_restart_waits_then_cli_approval_heals(
     httpx_mock: HTTPXMock,
     tmp_path: Path,
@@ -124,48 +143,66 @@ async def test_model_says_none_restart_waits_then_cli_approval_heals(
     alertmanager: LocalAlertmanager,
 ) -> None:
     """The runbook's restart is never silently skipped: it waits, a human is asked in a real
-    Alertmanager, `incidents approve` sends exactly one restart, and the leak resolves."""
+    Alertmanager, and on the service's host `incidents pending` and `approve`, run by root
+    with nothing but the install, find that incident; exactly one restart is sent, the
+    answer shows on the daemon's metrics, and the leak resolves."""
     _firing(services_target, httpx_mock)
+    host = tmp_path / "host"
+    state = host / "var" / "lib" / "devops-agent" / "agent.db"
     settings = _settings(
-        tmp_path, monkeypatch, e2e_prometheus, gateway, ALERTMANAGER_URL=alertmanager.url
+        tmp_path,
+        monkeypatch,
+        e2e_prometheus,
+        gateway,
+        ALERTMANAGER_URL=alertmanager.url,
+        AGENT_STATE_URL=f"sqlite:///{state}",
     )
+    env = _service_host(host, settings)
+    shell = tmp_path / "shell"
+    shell.mkdir()
     async with open_runtime(settings) as rt:
         waiting = await until_waiting(rt)
         await run_cycle(rt, datetime.now(UTC))  # a second sweep asks nobody again
-    assert waiting.awaiting == "restart" and gateway.executions() == []
-    assert waiting.decision is not None and waiting.decision.keys == ("runbook",)
-    assert "the runbook would restart market-predictor" in waiting.decision.autonomy
-    [alert] = _am_alerts(alertmanager, "DevopsAgentApprovalRequired")
-    assert alert["labels"] == {
-        "alertname": "DevopsAgentApprovalRequired",
-        "service": SERVICE,
-        "action": "restart",
-        "incident_id": waiting.id,
-    }
-    assert (
-        f"devops-agent incidents approve {waiting.id} --action restart --target {SERVICE} --by"
-        in alert["annotations"]["approve"]
-    )
+        assert waiting.awaiting == "restart" and gateway.executions() == []
+        assert waiting.decision is not None and waiting.decision.keys == ("runbook",)
+        assert "the runbook would restart market-predictor" in waiting.decision.autonomy
+        [alert] = _am_alerts(alertmanager, "DevopsAgentApprovalRequired")
+        assert alert["labels"] == {
+            "alertname": "DevopsAgentApprovalRequired",
+            "service": SERVICE,
+            "action": "restart",
+            "incident_id": waiting.id,
+        }
+        assert (
+            f"devops-agent incidents approve {waiting.id} --action restart --target {SERVICE} --by"
+            in alert["annotations"]["approve"]
+        )
 
-    env = {k: v for k, v in __import__("os").environ.items() if k.isupper()}
-    pending = run_cli("incidents", "pending", env=env, cwd=tmp_path)
-    assert waiting.id in pending.stdout and "restart" in pending.stdout
-    done = run_cli(
-        "incidents",
-        "approve",
-        waiting.id[:8],
-        "--by",
-        "alice",
-        "--reason",
-        "checked",
-        env=env,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
-    assert f"incident {waiting.id} approved by alice: now verifying" in done.stdout
-    again = run_cli("incidents", "approve", waiting.id, "--by", "bob", env=env, cwd=tmp_path)
-    assert again.returncode == 1
-    assert "not waiting for approval (state verifying)" in again.stderr
+        pending = run_cli("incidents", "-v", "pending", env=env, cwd=shell)
+        assert pending.returncode == 0, pending.stderr
+        first = pending.stdout.splitlines()[0]
+        assert first.startswith(f"incident store: sqlite:///{state}")
+        assert f"{host}/etc/devops-agent/agent.env (the service's)" in first
+        assert waiting.id in pending.stdout and "restart" in pending.stdout
+        done = run_cli(
+            "incidents",
+            "approve",
+            waiting.id[:8],
+            "--by",
+            "alice",
+            "--reason",
+            "checked",
+            env=env,
+            cwd=shell,
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"incident {waiting.id} approved by alice: now verifying" in done.stdout
+        again = run_cli("incidents", "approve", waiting.id, "--by", "bob", env=env, cwd=shell)
+        assert again.returncode == 1
+        assert "not waiting for approval (state verifying)" in again.stderr
+        # the CLI's answer is counted where the daemon's /metrics sees it
+        scraped = generate_latest(rt.metrics.registry).decode()
+        assert 'devops_agent_approvals_total{result="granted"} 1.0' in scraped
     assert len(gateway.executions()) == 1
     assert gateway.executions()[0].body["action_request"]["intent"] == "restart the service"
     assert "alice" not in json.dumps(gateway.executions()[0].body)
@@ -186,9 +223,21 @@ async def test_model_says_none_restart_waits_then_cli_approval_heals(
     assert final.decision.keys == ("runbook", "human")
     answers = [e.data for e in events if e.kind == "approval"]
     assert answers == [{"result": "granted", "by": "alice", "reason": "checked"}]
-    shown = run_cli("incidents", "show", waiting.id, env=env, cwd=tmp_path).stdout
+    shown = run_cli("incidents", "show", waiting.id, env=env, cwd=shell).stdout
     assert "approved by alice" in shown and "keys: runbook + human" in shown
     assert len(gateway.executions()) == 1
+
+    # a host whose service never ran: nothing is answered, and no store is made
+    empty = tmp_path / "empty-host"
+    bare = _service_host(empty, settings)
+    missing = empty / "var" / "lib" / "devops-agent" / "agent.db"
+    for args in (("pending",), ("approve", waiting.id, "--by", "alice")):
+        failed = run_cli("incidents", *args, env=bare, cwd=shell)
+        assert failed.returncode == 1
+        assert failed.stderr.strip() == (
+            f"devops-agent: no incident store at {missing} (AGENT_STATE_URL)"
+        )
+    assert not (empty / "var").exists()
 
 
 async def test_both_keys_heal_with_nobody_asked(
@@ -215,7 +264,7 @@ async def test_both_keys_heal_with_nobody_asked(
     assert incident.decision is not None
     assert incident.decision.keys == ("model", "runbook")
     assert "two keys" in incident.decision.autonomy
-    assert rt.metrics.approvals.labels(result="granted")._value.get() == 0
+    assert rt.metrics.approvals.value("granted") == 0
     assert len(gateway.executions()) == 1
 
 
@@ -247,7 +296,7 @@ async def test_expiry_denial_and_clearing_end_the_wait(
             410,
             "escalated",
         )
-        assert rt.metrics.approvals.labels(result="expired")._value.get() == 1
+        assert rt.metrics.approvals.value("expired") == 1
     assert gateway.executions() == []
 
     # the leak stops and starts again: a new incident, this time denied
@@ -270,7 +319,7 @@ async def test_expiry_denial_and_clearing_end_the_wait(
         assert reply.status == 200 and reply.incident is not None
         assert reply.incident.state == "escalated"
         assert reply.incident.resolution == "approval denied by dave: deploy running"
-        assert rt.metrics.approvals.labels(result="denied")._value.get() == 1
+        assert rt.metrics.approvals.value("denied") == 1
         escalations = _am_alerts(alertmanager, "DevopsAgentEscalation")
         assert any(a["labels"]["incident_id"] == second.id for a in escalations)
 
@@ -287,7 +336,7 @@ async def test_expiry_denial_and_clearing_end_the_wait(
             return isinstance(found, Incident) and found.state == "skipped"
 
         await _until(skipped, "the waiting incident to clear")
-        assert rt.metrics.approvals.labels(result="cleared")._value.get() == 1
+        assert rt.metrics.approvals.value("cleared") == 1
         yes = make_answer(approve=True, by="erin", reason="", at=datetime.now(UTC))
         reply = await answer_approval(rt, third.id, yes)
         assert reply.status == 409 and "state skipped" in reply.reason
@@ -308,7 +357,7 @@ async def _api(
         body_timeout=5,
     )
     api = ApprovalApi(rt, token=token, body_timeout=5)
-    app = build_app(rt.metrics, Liveness(60), intake, api)
+    app = build_app(rt.metrics, Liveness(60), intake, api, hosts=HostPolicy.of("agent.test"))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://agent.test") as client:
         yield client

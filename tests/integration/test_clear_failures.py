@@ -195,8 +195,9 @@ def test_sweep_with_one_source_answering_exits_0(tmp_path: Path) -> None:
 
 
 def test_probe_real_peers_ok_and_dead_ports_fail(tmp_path: Path) -> None:
-    """--probe against a real Prometheus, Alertmanager, gateway simulator and model: four ok
-    lines, exit 0; the same with dead ports: a line per peer naming each URL, exit 1."""
+    """--probe against a real Prometheus, Alertmanager, gateway simulator and model, and a
+    store not made yet: five ok lines, exit 0; the same with dead ports: a line per peer
+    naming each URL, exit 1."""
     alertmanager = LocalAlertmanager(tmp_path / "am", free_port()).start()
     prometheus = LocalPrometheus(tmp_path / "prom", targets={}).start()
     gateway = GatewaySimulator().start()
@@ -217,7 +218,8 @@ def test_probe_real_peers_ok_and_dead_ports_fail(tmp_path: Path) -> None:
         alertmanager.stop()
     assert good.returncode == 0, good.stdout + good.stderr
     ok = [line.strip() for line in good.stdout.splitlines() if line.strip().startswith("ok")]
-    assert len(ok) == 4, good.stdout
+    assert len(ok) == 5, good.stdout
+    assert "ok (none yet: the daemon creates it when it first starts)" in good.stdout
     assert f"Prometheus at {prometheus.url}: ok (version " in good.stdout
     assert f"Alertmanager at {alertmanager.url}: ok (version " in good.stdout
     assert f"gateway at {gateway.url}: ok (healthy" in good.stdout
@@ -239,4 +241,4 @@ def test_probe_real_peers_ok_and_dead_ports_fail(tmp_path: Path) -> None:
         f"FAIL  gateway at {dead['g']} unreachable: connection refused",
         f"FAIL  model at {dead['m']}/v1 unreachable: connection refused",
     ]
-    assert _one_line(bad.stderr).startswith("devops-agent: 4 of 4 peers failed the probe: ")
+    assert _one_line(bad.stderr).startswith("devops-agent: 4 of 5 probes failed: ")

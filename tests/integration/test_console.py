@@ -22,6 +22,7 @@ from agent.console.app import Console
 from agent.daemon.http import Liveness, build_app
 from agent.daemon.webhook import WebhookIntake
 from agent.demo.gateway_sim import GatewaySimulator
+from agent.hosts import HostPolicy
 from agent.incidents.lifecycle import on_finding
 from agent.local import LocalPrometheus, MetricsTarget, free_port
 from agent.runtime import Runtime, open_runtime
@@ -52,7 +53,13 @@ def _none(request: httpx.Request) -> httpx.Response:
 @asynccontextmanager
 async def _client(rt: Runtime, access: Access) -> AsyncIterator[httpx.AsyncClient]:
     intake = WebhookIntake(lambda _: None, rt.metrics, None, True, 1000, 5)
-    app = build_app(rt.metrics, Liveness(60), intake, console=Console(rt, access).routes())
+    app = build_app(
+        rt.metrics,
+        Liveness(60),
+        intake,
+        console=Console(rt, access).routes(),
+        hosts=HostPolicy.of("agent.test"),
+    )
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://agent.test"
     ) as client:

@@ -33,6 +33,8 @@ def test_a_corrupt_incident_is_reported_and_quarantined(
     config = write_config(tmp_path / "agent.toml", diagnosis={"use_llm": False})
     env = agent_env(tmp_path, config, e2e_prometheus.url, "http://127.0.0.1:9")
     deadline = time.monotonic() + 45
+    # the first sweep makes the store; `incidents` only reads one
+    assert run_cli("sweep", "--json", env=env, cwd=tmp_path).returncode == 0
     while not _incidents(env, tmp_path) and time.monotonic() < deadline:
         assert run_cli("sweep", "--json", env=env, cwd=tmp_path).returncode == 0
         time.sleep(0.5)

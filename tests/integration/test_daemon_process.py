@@ -196,7 +196,8 @@ def test_sweep_dry_run_then_real_sweep_and_incidents(
     assert report["dispatches"] == []
     assert [s["reason"] for s in report["skips"]] == ["dry_run"]
     assert gateway.executions() == []
-    assert json.loads(run_cli("incidents", "--json", env=env, cwd=tmp_path).stdout) == []
+    nothing = run_cli("incidents", "--json", env=env, cwd=tmp_path)
+    assert nothing.returncode == 1 and "no incident store at" in nothing.stderr, "dry run wrote"
 
     dispatches: list[dict[str, Any]] = []
     deadline = time.monotonic() + 45

@@ -12,8 +12,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,7 @@ async def recorded(local_model: LocalModel) -> AsyncIterator[tuple[LLMClient, Re
     recording = Recording()
     http = httpx.AsyncClient(transport=CappedTransport(2_000_000, recording), timeout=180)
     api = openai.AsyncOpenAI(
-        api_key="sk-local", base_url=local_model.base_url, http_client=http, max_retries=0
+        api_key=local_model.api_key, base_url=local_model.base_url, http_client=http, max_retries=0
     )
     options = LLMOptions(
         model=ALIAS, temperature=0, max_tokens=512, max_retries=1, request_timeout=180
@@ -100,7 +102,7 @@ async def test_a_whole_diagnosis_on_the_real_local_model(
     """Triage, investigation and plan on the shipped model: decided by the model (no
     runbook fallback), a decision the safety checks pass, the per-phase tokens are the
     server's own usage, the transcript holds each phase, and the server's refusal of
-    json_schema was learned once."""
+    json_schema (two 500s in a row) was learned once."""
     llm, recording = recorded
     services_target.set("e2e_memory_bytes", 5000, service="market-predictor")
     prometheus = make_prometheus(e2e_prometheus.url)
@@ -113,7 +115,9 @@ async def test_a_whole_diagnosis_on_the_real_local_model(
     assert refusal(decision.action, decision.target, 1.0, finding, config) is None
     answered = [(sent, body) for sent, status, body in recording.exchanges if status == 200]
     refused = [status for _, status, _ in recording.exchanges if status != 200]
-    assert refused == [500]  # json_schema, once; every later call used what was learned
+    # json_schema: refused by a 500, which is learned only when it comes twice in a row;
+    # every later call used what was learned.
+    assert refused == [500, 500]
     assert llm.features.structured == "json_object_schema"
     by_phase: dict[str, tuple[int, int]] = {}
     for sent, body in answered:
@@ -132,23 +136,30 @@ async def test_a_whole_diagnosis_on_the_real_local_model(
 
 
 def test_local_model_command_prints_the_url_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """`devops-agent local-model` serves on loopback, prints the OPENAI_BASE_URL to use,
-    answers, and exits 0 on SIGTERM with nothing left running."""
+    """`devops-agent local-model` serves on loopback behind a key of its own, prints the
+    OPENAI_BASE_URL and the key to use, refuses a request without the key, answers one
+    with it, and exits 0 on SIGTERM with nothing left running."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent", "local-model", "--port", str(port)],
         cwd=tmp_path,
-        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PORT": "1", "API_KEY": "x"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(3)]
+        lines = [proc.stdout.readline() for _ in range(4)]
         assert lines[1].strip() == f"OPENAI_BASE_URL=http://127.0.0.1:{port}/v1", lines
         assert lines[2].strip() == f"LLM_MODEL={ALIAS}"
-        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
+        key = lines[3].strip().removeprefix("OPENAI_API_KEY=")
+        assert key.startswith("sk-local-") and len(key) > 30, lines
+        url = f"http://127.0.0.1:{port}/v1/models"
+        assert httpx.get(url, timeout=10).status_code == 401
+        wrong = {"Authorization": "Bearer x"}
+        assert httpx.get(url, timeout=10, headers=wrong).status_code == 401
+        models = httpx.get(url, timeout=10, headers={"Authorization": f"Bearer {key}"}).json()
         assert [m["id"] for m in models["data"]] == [ALIAS]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -165,3 +176,45 @@ def test_local_model_command_prints_the_url_and_stops_on_sigterm(tmp_path: Path)
         ["pgrep", "-f", f"llama_cpp.server.*--port {port}"], capture_output=True, text=True
     )
     assert leftovers.stdout.strip() == ""
+
+
+def test_local_model_refuses_a_port_another_process_serves(tmp_path: Path) -> None:
+    """Something already answers on the port: one line naming it, exit 1, and never a
+    "serving" line (it would have pointed the agent at a stranger's server)."""
+    squatter = ThreadingHTTPServer(("127.0.0.1", 0), _AnswersEverything)
+    threading.Thread(target=squatter.serve_forever, daemon=True).start()
+    port = squatter.server_address[1]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "agent", "local-model", "--port", str(port)],
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        squatter.shutdown()
+        squatter.server_close()
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"devops-agent: 127.0.0.1:{port} is taken by another process (Address already in "
+        "use); stop it or choose another port with --port"
+    ]
+
+
+class _AnswersEverything(BaseHTTPRequestHandler):
+    """A squatter that answers 200 to anything, as an OpenAI-compatible server would."""
+
+    def do_GET(self) -> None:
+        raw = b'{"object": "list", "data": [{"id": "local"}]}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return

@@ -6,14 +6,17 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
 
 from agent.clients.alertmanager import AlertmanagerClient
 from agent.config import AgentConfig
+from agent.errors import StoreError
 from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget
 from agent.metrics import AgentMetrics
 from agent.sweep.collector import SweepDeps, SweepReport, sweep
@@ -99,6 +102,46 @@ async def test_health_check_fires_on_bad_series_only(
     report = await eventually(fired, what="health check finding")
     assert [f.target for f in report.findings if f.name == "TestUp"] == ["sick"]
     assert all(s.ok for s in report.sources)
+
+
+class _StoreDown:
+    """A store that cannot say when series started failing."""
+
+    def track_failing(self, failing: object, known: object, now: datetime) -> dict[str, Any]:
+        raise StoreError("incident store (sqlite): disk I/O error")
+
+
+async def test_a_check_with_for_seconds_is_pending_first_and_unknown_without_its_store(
+    prometheus: LocalPrometheus, metrics_target: MetricsTarget, make_prometheus: MakePrometheus
+) -> None:
+    """A failing series is reported pending (not a finding) until it has failed for
+    for_seconds, then a finding that started when it first failed; when the store cannot
+    tell, the check counts as failed: no finding, nothing pending, a partial sweep."""
+    check = {"name": "SlowUp", "expr": "test_slow_flag == 0", "target_label": "service"}
+    config = _checks(health=[{**check, "for_seconds": 2}])
+    deps = _deps(make_prometheus, prometheus.url, config)
+    metrics_target.set("test_slow_flag", 0, service="sick")
+
+    async def pending() -> SweepReport | None:
+        rep = await sweep(deps, _now())
+        return rep if rep.pending else None
+
+    first = await eventually(pending, what="a pending series")
+    assert first.findings == [] and [f.target for f in first.pending] == ["sick"]
+    assert first.to_dict()["pending"][0]["name"] == "SlowUp"
+
+    async def ready() -> SweepReport | None:
+        rep = await sweep(deps, _now())
+        return rep if rep.findings else None
+
+    later = await eventually(ready, what="the series to fail for 2s")
+    [finding] = later.findings
+    assert finding.first_seen == first.pending[0].first_seen and later.pending == []
+
+    blind = await sweep(replace(deps, pending=_StoreDown()), _now())
+    assert blind.findings == [] and blind.pending == []
+    assert blind.failed_sources == ["check:SlowUp"]
+    assert "disk I/O error" in (blind.sources[-1].error or "")
 
 
 async def test_anomaly_check_fires_on_jump_not_on_flat_noise(

@@ -59,9 +59,13 @@ def test_unit_security_rating(unit_copy: Path) -> None:
 
 
 def test_unit_has_the_operational_contract() -> None:
-    """Type=notify, watchdog, restart policy, exit 78 respected, and a longer stop timeout."""
+    """Type=notify, watchdog, restart policy, exit 78 respected, a longer stop timeout, and
+    an environment file only systemd reads, with the TOML file next to it."""
     text = UNIT.read_text()
     for line in (
+        "ExecStart=/opt/devops-agent/.venv/bin/devops-agent --no-env-file "
+        "--config ${CONFIGURATION_DIRECTORY}/agent.toml run",
+        "ConfigurationDirectory=devops-agent",
         "Type=notify",
         "WatchdogSec=",
         "Restart=on-failure",
@@ -73,6 +77,8 @@ def test_unit_has_the_operational_contract() -> None:
         "NoNewPrivileges=yes",
     ):
         assert line in text
+    settings = [line for line in text.splitlines() if not line.startswith("#")]
+    assert not [line for line in settings if "AGENT_CONFIG" in line]
     stop = int(re.search(r"TimeoutStopSec=(\d+)s", text).group(1))  # type: ignore[union-attr]
     config = (REPO / "config" / "agent.toml").read_text()
     grace = float(re.search(r"shutdown_grace_seconds = (\d+)", config).group(1))  # type: ignore[union-attr]

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 
 from agent.config import AnomalyCheck, HealthCheck, Severity
-from agent.sweep.checks import PendingChecks, anomaly_query, findings_from_vector
+from agent.sweep.checks import (
+    MemoryFailing,
+    admit,
+    anomaly_query,
+    findings_from_vector,
+    plan_failing,
+)
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 HEALTH = HealthCheck(name="Down", expr="up == 0", target_label="job", severity=Severity.critical)
@@ -80,24 +86,48 @@ def test_anomaly_finding_carries_z_score() -> None:
     assert finding.annotations["z_score"] == "4.50"
 
 
+def _admit(pending: MemoryFailing, findings: list[Any], at: datetime) -> tuple[Any, Any]:
+    since = pending.track_failing(
+        {"health:Down": [f.fingerprint for f in findings]}, ["health:Down"], at
+    )
+    return admit(findings, since["health:Down"], 60, at)
+
+
 def test_pending_checks_wait_for_duration_and_forget_clean_series() -> None:
     """A series must fail on consecutive sweeps for for_seconds; a clean sweep resets it."""
-    pending = PendingChecks()
+    pending = MemoryFailing()
     [finding] = _parse([{"metric": {"job": "a"}, "value": [1, "0"]}]).findings
-    ready, waiting = pending.admit("Down", [finding], 60, NOW)
-    assert (ready, waiting) == ([], 1)
-    ready, waiting = pending.admit("Down", [finding], 60, NOW + timedelta(seconds=61))
-    assert waiting == 0 and ready[0].first_seen == NOW
-    pending.admit("Down", [], 60, NOW + timedelta(seconds=62))  # clean sweep
-    ready, _ = pending.admit("Down", [finding], 60, NOW + timedelta(seconds=63))
+    ready, waiting = _admit(pending, [finding], NOW)
+    assert ready == [] and [w.first_seen for w in waiting] == [NOW]
+    ready, waiting = _admit(pending, [finding], NOW + timedelta(seconds=61))
+    assert waiting == [] and ready[0].first_seen == NOW
+    _admit(pending, [], NOW + timedelta(seconds=62))  # clean sweep
+    ready, _ = _admit(pending, [finding], NOW + timedelta(seconds=63))
     assert ready == []
 
 
-def test_pending_checks_keep_other_checks() -> None:
-    """Admitting one check's findings does not forget another check's pending series."""
-    pending = PendingChecks()
-    [finding] = _parse([{"metric": {"job": "a"}, "value": [1, "0"]}]).findings
-    pending.admit("Down", [finding], 60, NOW)
-    pending.admit("Other", [], 60, NOW + timedelta(seconds=30))
-    ready, _ = pending.admit("Down", [finding], 60, NOW + timedelta(seconds=61))
-    assert len(ready) == 1
+@pytest.mark.parametrize(
+    ("failing", "known", "add", "drop"),
+    [
+        # a new series starts now; a kept one keeps its start
+        ({"c": ["old", "new"]}, ["c", "d"], [("c", "new")], []),
+        # a check that ran forgets what no longer fails
+        ({"c": []}, ["c", "d"], [], [("c", "old")]),
+        # a check that could not run (absent from failing) forgets nothing
+        ({}, ["c", "d"], [], []),
+        # a check no longer configured is forgotten whole
+        ({}, ["d"], [], [("c", "old")]),
+    ],
+)
+def test_failing_plan(
+    failing: dict[str, list[str]],
+    known: list[str],
+    add: list[tuple[str, str]],
+    drop: list[tuple[str, str]],
+) -> None:
+    """What the kept failing series become after a sweep, check by check."""
+    kept = {"c": {"old": NOW - timedelta(seconds=30)}}
+    plan = plan_failing(kept, failing, known, NOW)
+    assert (plan.add, plan.drop) == (add, drop)
+    if "old" in failing.get("c", []):
+        assert plan.since["c"] == {"old": NOW - timedelta(seconds=30), "new": NOW}

@@ -14,7 +14,7 @@ import pytest
 
 from agent.diagnosis.models import Decision
 from agent.diagnosis.prompts import history_block
-from agent.diagnosis.tools import Toolbox, untrusted_logs
+from agent.diagnosis.tools import LogAccess, ServiceLogs, Toolbox, untrusted_logs
 from agent.guardrails.repeat import repeat_failures
 from agent.incidents.history import PastIncident, SentAction
 from agent.incidents.lifecycle import on_finding
@@ -176,16 +176,16 @@ async def test_recent_logs_runs_once_for_allowed_services(make_prometheus: MakeP
     lines from 1 to 200; the text comes back marked untrusted."""
     asked: list[tuple[str, int]] = []
 
-    async def read(service: str, lines: int) -> str:
+    async def read(service: str, lines: int) -> ServiceLogs:
         asked.append((service, lines))
-        return HOSTILE_LOGS[:300]
+        return ServiceLogs(HOSTILE_LOGS[:300])
 
     toolbox = Toolbox(
         make_prometheus("http://127.0.0.1:9"),
         1500,
         NOW,
-        logs=read,
-        log_services=["market-predictor"],
+        logs=LogAccess(read, frozenset({"market-predictor"})),
+        log_services=["market-predictor", "devops-ai-agent"],
     )
     assert [t["function"]["name"] for t in toolbox.tools][-1] == "recent_logs"
     bad = await toolbox.run("recent_logs", json.dumps({"service": "devops-ai-agent", "lines": 5}))
@@ -213,7 +213,7 @@ def test_no_log_reader_means_no_log_tool(make_prometheus: MakePrometheus) -> Non
     async def read(service: str, lines: int) -> str:
         return ""
 
-    toolbox = Toolbox(client, 10, NOW, logs=read, log_services=[])
+    toolbox = Toolbox(client, 10, NOW, logs=LogAccess(read, frozenset({"x"})), log_services=[])
     assert "recent_logs" not in {t["function"]["name"] for t in toolbox.tools}
 
 

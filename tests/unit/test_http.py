@@ -14,9 +14,12 @@ import pytest
 from agent.daemon.http import HttpEndpoint, Liveness, build_app, is_loopback
 from agent.daemon.service import Waker
 from agent.daemon.webhook import Notice, WebhookIntake, parse_notification
+from agent.hosts import HostPolicy
 from agent.metrics import AgentMetrics
 
 TOKEN = "wh-secret-token"
+#: The names these tests' clients use, as PUBLIC_URL's host would be.
+HOSTS = HostPolicy(frozenset({"a", "agent"}))
 
 
 def _notification(alerts: int = 2, status: str = "firing") -> dict[str, Any]:
@@ -68,7 +71,7 @@ def _app(
         max_body_bytes=1_000_000,
         body_timeout=timeout,
     )
-    return build_app(AgentMetrics(), liveness, intake)
+    return build_app(AgentMetrics(), liveness, intake, hosts=HOSTS)
 
 
 @pytest.fixture
@@ -91,7 +94,7 @@ async def test_healthz_follows_last_sweep(max_age: float, status: int, body: str
     liveness.sweep_finished()
     intake = WebhookIntake(Woken(), AgentMetrics(), None, False, 1000, 1)
     metrics = AgentMetrics()
-    app = build_app(metrics, liveness, intake)
+    app = build_app(metrics, liveness, intake, hosts=HOSTS)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://a"
     ) as http:

@@ -114,9 +114,12 @@ def _chat_bodies(httpx_mock: HTTPXMock) -> list[dict[str, Any]]:
 async def test_a_refused_schema_is_learned_once_and_remembered(
     httpx_mock: HTTPXMock, deps: DiagnosisDeps, status: int, body: dict[str, Any]
 ) -> None:
-    """The first refusal of json_schema moves the endpoint to a JSON object with the schema;
-    it is never retried as a server error, and the next diagnosis never sends it again."""
-    httpx_mock.add_response(url=CHAT_URL, status_code=status, json=body)
+    """A refusal of json_schema (a 422 at once, a 500 when it comes twice in a row) moves
+    the endpoint to a JSON object with the schema; it is never retried as a server error
+    with backoff, and the next diagnosis never sends it again."""
+    refusals = 2 if status == 500 else 1
+    for _ in range(refusals):
+        httpx_mock.add_response(url=CHAT_URL, status_code=status, json=body)
     for answer in (triage(), completion("Leak."), plan(), triage(), completion("Leak."), plan()):
         httpx_mock.add_response(url=CHAT_URL, json=answer)
     first = (await diagnose(_finding(), deps, NOW)).decision
@@ -124,7 +127,7 @@ async def test_a_refused_schema_is_learned_once_and_remembered(
     assert first.decided_by == second.decided_by == "llm"
     formats = [b.get("response_format", {}).get("type") for b in _chat_bodies(httpx_mock)]
     assert formats == [
-        "json_schema",
+        *["json_schema"] * refusals,
         "json_object",
         None,
         "json_object",
@@ -132,7 +135,7 @@ async def test_a_refused_schema_is_learned_once_and_remembered(
         None,
         "json_object",
     ]
-    later = _chat_bodies(httpx_mock)[1]["response_format"]
+    later = _chat_bodies(httpx_mock)[refusals]["response_format"]
     assert later["schema"]["required"] == ["actionable", "urgency", "reason"]
     assert deps.llm is not None and deps.llm.features.structured == "json_object_schema"
     assert (deps.llm.features.tools, deps.llm.options.max_retries) == (True, 2)

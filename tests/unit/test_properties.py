@@ -225,8 +225,9 @@ def _check_logs(buffer: io.StringIO) -> None:
 def test_a_cycle_survives_whatever_the_peers_say(
     httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """No exception escapes, every log line is one bounded JSON object, and only the
-    catalogue's services and intents, with a vouched context, reach the gateway."""
+    """No exception escapes, every log line is one bounded JSON object, only the
+    catalogue's services and intents, with a vouched context, reach the gateway, and
+    nothing at all does in a dry run."""
     peers = Peers()
     httpx_mock.add_callback(
         peers.prometheus, url=re.compile(f"{PROM}/.*"), is_reusable=True, is_optional=True
@@ -262,7 +263,7 @@ def test_a_cycle_survives_whatever_the_peers_say(
     checked: list[int] = []
     hostile = "the correct command is docker system prune -af --volumes \ud800\x1b[2J"
 
-    @given(alerts=payload, replies=st.lists(reply, max_size=24))
+    @given(alerts=payload, replies=st.lists(reply, max_size=24), dry_run=st.booleans())
     @example(
         alerts={
             "status": "success",
@@ -283,6 +284,7 @@ def test_a_cycle_survives_whatever_the_peers_say(
             },
         },
         replies=[(hostile, [("prom_query", '{"minutes": 1e400}')])] * 6,
+        dry_run=False,
     )
     @settings(
         max_examples=60,
@@ -294,7 +296,9 @@ def test_a_cycle_survives_whatever_the_peers_say(
             HealthCheck.data_too_large,
         ],
     )
-    def one_example(alerts: Any, replies: list[tuple[str, list[tuple[str, str]]]]) -> None:
+    def one_example(
+        alerts: Any, replies: list[tuple[str, list[tuple[str, str]]]], dry_run: bool
+    ) -> None:
         peers.payload, peers.replies, peers.sent[:] = alerts, list(replies), []
         buffer = io.StringIO()
         configure_logging("INFO", "json", stream=buffer)
@@ -303,12 +307,13 @@ def test_a_cycle_survives_whatever_the_peers_say(
         settings_copy = type(base)(env=env_copy, config=base.config)
 
         async def cycle() -> None:
-            async with open_runtime(settings_copy) as rt:
+            async with open_runtime(settings_copy, dry_run=dry_run) as rt:
                 await run_cycle(rt, rt.clock())
 
         asyncio.run(cycle())
         _check_logs(buffer)
         _check_wire(peers)
+        assert not (dry_run and peers.sent), "a dry run sent a request to the gateway"
         checked.append(len(peers.sent))
 
     one_example()

@@ -155,3 +155,36 @@ def test_env_example_mirrors_the_settings_and_suits_systemd() -> None:
         assert lines[number - 1].startswith("#"), f"{name} has no comment above it"
         names.append(name)
     assert sorted(names) == sorted(f.upper() for f in EnvSettings.model_fields)
+
+
+def test_every_problem_is_reported_in_one_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A broken variable does not hide the checks across settings: the tokens, the state
+    directory and what the TOML file needs of the environment are reported in the same run."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    config = tmp_path / "agent.toml"
+    text = CONFIG.read_text().replace(
+        "[prometheus]\n", '[prometheus]\nca_bundle = "/nonexistent/ca.pem"\n', 1
+    )
+    config.write_text(text.replace('sources = ["prometheus"]', 'sources = ["alertmanager"]'))
+    for key, value in BASE_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AGENT_CONFIG", str(config))
+    monkeypatch.setenv("LLM_TEMPERATURE", "9")
+    monkeypatch.setenv("WEBHOOK_TOKEN", "same")
+    monkeypatch.setenv("APPROVAL_TOKEN", "same")
+    monkeypatch.setenv("AGENT_STATE_URL", f"sqlite:///{blocker / 'sub' / 'agent.db'}")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=None)
+    text = "\n".join(info.value.problems)
+    assert len(info.value.problems) == 5, text
+    for part in (
+        "LLM_TEMPERATURE",
+        "APPROVAL_TOKEN: must differ from WEBHOOK_TOKEN",
+        "AGENT_STATE_URL: state directory",
+        '"alertmanager" needs ALERTMANAGER_URL',
+        "prometheus.ca_bundle: no such file",
+    ):
+        assert part in text

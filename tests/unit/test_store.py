@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.config import Severity
 from agent.diagnosis.models import Decision, Diagnosis
-from agent.errors import StoreError
+from agent.errors import NoStore, StoreError
 from agent.gateway.response import GatewayResult
 from agent.guardrails.policy import Block
 from agent.incidents.lifecycle import (
+    Answer,
     BreakerChange,
     Step,
+    on_approval_denied,
+    on_approval_expired,
     on_block,
     on_claim,
     on_decision,
@@ -208,9 +213,13 @@ def test_gateway_outcome_and_breaker_are_committed_with_the_step(store: Incident
     assert opened == [False, False, True]
     breaker = store.breaker("market-predictor")
     assert breaker is not None and (breaker.failures, breaker.is_open) == (3, True)
-    store.reset_breaker("market-predictor", NOW)
+    before = store.reset_breaker("market-predictor", NOW, "alice")
+    assert before is not None and before.is_open
     breaker = store.breaker("market-predictor")
     assert breaker is not None and (breaker.failures, breaker.is_open) == (0, False)
+    assert (breaker.reset_by, breaker.reset_at) == ("alice", NOW)
+    assert store.reset_breaker("nosuch-service", NOW, "alice") is None
+    assert store.breaker("nosuch-service") is None
     copy = store.export_state(NOW - timedelta(hours=1))
     assert {(a.action, a.outcome) for a in copy.actions} == {("restart", "rejected")}
 
@@ -242,14 +251,33 @@ def test_renewal_touches_only_the_listed_leases_of_the_owner(store: IncidentStor
     assert leases == {a.id: later, b.id: NOW}
 
 
+def test_an_ended_console_session_is_remembered_until_it_expires(store: IncidentStore) -> None:
+    """A logged-out session stays ended; another does not; once past its expiry its record
+    is dropped by the next logout; ending one twice is harmless."""
+    store.end_session("s-old", NOW + timedelta(hours=1), NOW)
+    store.end_session("s-new", NOW + timedelta(hours=12), NOW)
+    store.end_session("s-new", NOW + timedelta(hours=12), NOW)
+    assert store.session_ended("s-old") and store.session_ended("s-new")
+    assert not store.session_ended("s-other")
+    store.end_session("s-later", NOW + timedelta(hours=14), NOW + timedelta(hours=2))
+    assert not store.session_ended("s-old")  # expired: the cookie itself is refused now
+    assert store.session_ended("s-new") and store.session_ended("s-later")
+
+
 def test_state_copies_into_another_store(store: IncidentStore, tmp_path: Path) -> None:
-    """A dry run's copy holds the current incidents, the recent actions and the breakers."""
+    """A dry run's copy holds the current incidents, the recent actions, the breakers and
+    when each failing check series started failing (so it sees what the daemon sees)."""
     claimed = _claim(store, _decided(store))
+    store.track_failing({"health:Down": ["a"]}, ["health:Down"], NOW)
     copy = open_store(f"sqlite:///{tmp_path / 'copy.db'}")
     try:
         copy.import_state(store.export_state(NOW - timedelta(hours=1)))
         assert copy.current() == [claimed]
         assert copy.export_state(NOW - timedelta(hours=1)).actions[0].incident_id == claimed.id
+        later = NOW + timedelta(seconds=90)
+        assert copy.track_failing({"health:Down": ["a"]}, ["health:Down"], later) == {
+            "health:Down": {"a": NOW}
+        }
     finally:
         copy.close()
 
@@ -347,3 +375,115 @@ def test_a_store_that_cannot_be_opened_is_one_clear_error(tmp_path: Path) -> Non
     with pytest.raises(StoreError) as caught:
         open_store("postgresql://agent:hunter2@127.0.0.1:9/nowhere?connect_timeout=2")
     assert "hunter2" not in str(caught.value) and "127.0.0.1:9" in str(caught.value)
+
+
+def test_failing_series_are_shared_by_replicas_and_forgotten_when_clean(store_url: str) -> None:
+    """A series one replica saw failing first keeps that start for another replica (and a
+    restart); a check that ran clean forgets it, one that could not run keeps it, one no
+    longer configured is dropped."""
+    first, second = open_store(store_url), open_store(store_url)
+    try:
+        known = ["health:Down", "health:Gone"]
+        first.track_failing({"health:Down": ["a"], "health:Gone": ["x"]}, known, NOW)
+        later = NOW + timedelta(seconds=30)
+        since = second.track_failing({"health:Down": ["a", "b"]}, known, later)
+        assert since == {"health:Down": {"a": NOW, "b": later}}
+        # health:Down could not run: nothing forgotten; health:Gone is no longer configured
+        first.track_failing({}, ["health:Down"], later)
+        again = second.track_failing({"health:Down": ["a"]}, ["health:Down"], later)
+        assert again == {"health:Down": {"a": NOW}}
+        second.track_failing({"health:Down": []}, ["health:Down"], later)  # a clean sweep
+        fresh = first.track_failing({"health:Down": ["a"]}, ["health:Down"], later)
+        assert fresh == {"health:Down": {"a": later}}
+        # the check that was dropped starts again from scratch if it comes back
+        back = first.track_failing({"health:Gone": ["x"]}, known, later)
+        assert back == {"health:Gone": {"x": later}}
+    finally:
+        first.close()
+        second.close()
+
+
+def _waiting(store: IncidentStore, name: str) -> Incident:
+    incident = _open(store, name=name)
+    started = _commit(
+        store, on_diagnosis_started(incident, "r1", NOW + timedelta(seconds=30), NOW), incident
+    )
+    decision = Decision("none", None, "llm", True, approval_action="restart")
+    decision = replace(decision, approval_target="market-predictor")
+    return _commit(store, on_decision(started, Diagnosis(decision), NOW), started)
+
+
+def test_approval_endings_are_counted_in_the_store(store_url: str) -> None:
+    """How each wait for a human ended is committed with its step, so any process (the
+    CLI, another replica) counts for the daemon's approvals_total."""
+    cli, daemon = open_store(store_url), open_store(store_url)
+    try:
+        denied = _waiting(cli, "A")
+        assert denied.state == "awaiting_approval"
+        answer = Answer(approve=False, by="alice", reason="not now", at=NOW)
+        _commit(cli, on_approval_denied(denied, answer, NOW), denied)
+        expired = _waiting(cli, "B")
+        _commit(cli, on_approval_expired(expired, NOW), expired)
+        assert daemon.approval_counts() == {"denied": 1, "expired": 1}
+    finally:
+        cli.close()
+        daemon.close()
+
+
+def test_a_command_that_only_reads_never_creates_a_store(store_url: str, tmp_path: Path) -> None:
+    """Opening without create: a missing store is NoStore naming where it looked, and
+    nothing (no file, no directory, no schema) is made."""
+    if store_url.startswith("sqlite:///"):
+        url = f"sqlite:///{tmp_path / 'nowhere' / 'agent.db'}"
+        with pytest.raises(NoStore, match=r"no incident store at .*nowhere/agent.db"):
+            open_store(url, create=False)
+        assert not (tmp_path / "nowhere").exists()
+        return
+    with pytest.raises(NoStore, match=r"\(AGENT_STATE_URL\)"):
+        open_store(store_url, create=False)
+    with pytest.raises(NoStore):
+        open_store(store_url, create=False)  # still nothing: the first made no schema
+    open_store(store_url).close()
+    opened = open_store(store_url, create=False)
+    assert opened.schema_version == len(MIGRATIONS)
+    opened.close()
+
+
+def _dialect(url: str) -> Any:
+    if url.startswith("sqlite:///"):
+        from agent.store.sqlite import SQLiteDialect
+
+        return SQLiteDialect(Path(url.removeprefix("sqlite:///")))
+    from agent.store.postgres import PostgresDialect
+
+    return PostgresDialect(url)
+
+
+def test_a_store_being_migrated_is_waited_for(store_url: str) -> None:
+    """A command opening a store while another process creates it waits for the migration
+    lock and then reads the finished store, instead of calling it missing."""
+    migrating = _dialect(store_url)
+    opened: list[IncidentStore] = []
+    errors: list[BaseException] = []
+
+    def opener() -> None:
+        try:
+            opened.append(open_store(store_url, create=False))
+        except BaseException as exc:  # the test reports it
+            errors.append(exc)
+
+    thread = threading.Thread(target=opener)
+    with migrating.transaction(locked=True) as cur:
+        migrating.schema_version(cur)
+        for script in MIGRATIONS:
+            for statement in script.format(serial=migrating.serial).split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+        migrating.set_schema_version(cur, len(MIGRATIONS))
+        thread.start()
+        time.sleep(0.5)  # let the opener reach the lock while the migration holds it
+    thread.join(timeout=30)
+    migrating.close()
+    assert errors == []
+    assert opened[0].schema_version == len(MIGRATIONS)
+    opened[0].close()
