@@ -26,6 +26,7 @@ from agent.daemon.http import Liveness, build_app
 from agent.daemon.verify import run_verifications
 from agent.daemon.webhook import WebhookIntake
 from agent.demo.gateway_sim import ActResult, GatewaySimulator
+from agent.hosts import HostPolicy
 from agent.incidents.model import Incident
 from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget, free_port
 from agent.runtime import Runtime, open_runtime
@@ -138,9 +139,10 @@ async def _api(rt: Runtime, incident_id: str, body: dict[str, Any]) -> httpx.Res
         max_body_bytes=1000,
         body_timeout=5,
     )
-    app = build_app(rt.metrics, liveness, intake, ApprovalApi(rt, token=TOKEN, body_timeout=5))
+    api = ApprovalApi(rt, token=TOKEN, body_timeout=5)
+    app = build_app(rt.metrics, liveness, intake, api, hosts=HostPolicy.of("agent.test"))
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://agent.test") as client:
         return await client.post(
             f"/api/incidents/{incident_id}/approve",
             json=body,
