@@ -19,6 +19,7 @@ import pytest
 
 from agent.daemon.cycle import run_cycle
 from agent.demo.gateway_sim import GatewaySimulator
+from agent.incidents.model import Incident
 from agent.local import (
     LocalAlertmanager,
     LocalPrometheus,
@@ -285,9 +286,11 @@ async def test_an_alert_from_both_sources_is_one_incident(
     alertmanager_only: LocalAlertmanager,
     gateway: GatewaySimulator,
 ) -> None:
-    """Prometheus' alerts and Alertmanager's v2 alerts both on: the alert Prometheus sent
-    (Alertmanager adds its external labels) is one incident; an alert only Alertmanager
-    knows (another Prometheus sent it) is seen too."""
+    """Prometheus' alerts and Alertmanager's v2 alerts both on (and Alertmanager trusted):
+    the alert Prometheus sent (Alertmanager adds its external labels) is one incident,
+    resting on Prometheus; an alert only Alertmanager knows (another Prometheus sent it) is
+    an incident resting on Alertmanager, and the re-check before its restart asks
+    Alertmanager, so it is restarted, not skipped as "no longer firing"."""
     am = alertmanager_only
     prom = LocalPrometheus(
         tmp_path / "prom",
@@ -305,7 +308,7 @@ async def test_an_alert_from_both_sources_is_one_incident(
     config = write_config(
         tmp_path / "agent.toml",
         diagnosis={"use_llm": False},
-        sweep={"sources": ["prometheus", "alertmanager"]},
+        sweep={"sources": ["prometheus", "alertmanager"], "trust_alertmanager": True},
     )
     env = agent_env(tmp_path, config, prom.url, gateway.url, ALERTMANAGER_URL=am.url)
     for key, value in env.items():
@@ -324,9 +327,18 @@ async def test_an_alert_from_both_sources_is_one_incident(
             incidents = rt.store.recent(100)
     finally:
         prom.stop()
-    assert sorted((i.name, i.target) for i in incidents) == [
+    by_name = {i.name: i for i in incidents if isinstance(i, Incident)}
+    assert sorted((i.name, i.target) for i in by_name.values()) == [
         ("ServiceDown", "coding-ai-agent"),
         ("ServiceMemoryLeak", "market-predictor"),
+    ]
+    elsewhere_incident, leak = by_name["ServiceDown"], by_name["ServiceMemoryLeak"]
+    assert elsewhere_incident.finding.source == "alertmanager"
+    assert elsewhere_incident.state in ("verifying", "resolved"), elsewhere_incident.resolution
+    assert leak.finding.source == "prometheus" and leak.state in ("verifying", "resolved")
+    assert sorted(e.body["target_resource"]["name"] for e in gateway.executions()) == [
+        "coding-ai-agent",
+        "market-predictor",
     ]
     for report in reports:
         assert {s.name for s in report.sweep.sources if s.ok} >= {"alerts", "alertmanager_alerts"}
