@@ -285,10 +285,18 @@ async def test_expiry_denial_and_clearing_end_the_wait(
     )
     async with open_runtime(settings) as rt:
         first = await until_waiting(rt)
-        await asyncio.sleep(1.2)
-        await run_cycle(rt, datetime.now(UTC))
-        expired = rt.store.get(first.id)
-        assert isinstance(expired, Incident) and expired.state == "escalated"
+
+        async def ended() -> Incident | None:
+            await run_cycle(rt, datetime.now(UTC))
+            found = rt.store.get(first.id)
+            return (
+                found
+                if isinstance(found, Incident) and found.state != "awaiting_approval"
+                else None
+            )
+
+        expired = await _until(ended, "the wait to end")  # by the agent's deadline, polled
+        assert expired.state == "escalated"
         assert (expired.resolution or "").startswith("approval expired")
         late = make_answer(approve=True, by="carol", reason="", at=datetime.now(UTC))
         reply = await answer_approval(rt, first.id, late)
