@@ -322,11 +322,23 @@ async def test_expiry_denial_and_clearing_end_the_wait(
         services_target.set("e2e_memory_bytes", 5000, service=SERVICE)
         second = await until_waiting(rt)
         assert second.id != first.id
-        no = make_answer(approve=False, by="dave", reason="deploy running", at=datetime.now(UTC))
-        reply = await answer_approval(rt, second.id, no)
-        assert reply.status == 200 and reply.incident is not None
-        assert reply.incident.state == "escalated"
-        assert reply.incident.resolution == "approval denied by dave: deploy running"
+        env = {k: v for k, v in __import__("os").environ.items() if k.isupper()}
+        denied = run_cli(
+            "incidents",
+            "deny",
+            second.id,
+            "--by",
+            "dave",
+            "--reason",
+            "deploy running",
+            env=env,
+            cwd=tmp_path,
+        )
+        assert denied.returncode == 0, denied.stderr
+        assert f"incident {second.id} denied by dave: now escalated" in denied.stdout
+        refused = rt.store.get(second.id)
+        assert isinstance(refused, Incident) and refused.state == "escalated"
+        assert refused.resolution == "approval denied by dave: deploy running"
         assert rt.metrics.approvals.value("denied") == 1
         escalations = _am_alerts(alertmanager, "DevopsAgentEscalation")
         assert any(a["labels"]["incident_id"] == second.id for a in escalations)

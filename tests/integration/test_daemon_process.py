@@ -154,6 +154,30 @@ def test_sigterm_during_diagnosis_exits_cleanly(
     assert took.total_seconds() < grace, took  # the daemon's own clock: within the grace
 
 
+def test_sigint_stops_the_daemon_like_sigterm(
+    tmp_path: Path, prom: LocalPrometheus, gateway: GatewaySimulator
+) -> None:
+    """Ctrl-C in a terminal (SIGINT): STOPPING=1, the same orderly stop, exit 0, no
+    traceback."""
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = _runbook_env(tmp_path, prom, gateway, NOTIFY_SOCKET=str(notify.path))
+    daemon = DaemonProcess(env, tmp_path)
+    try:
+        notify.wait_for("READY=1", timeout=30)
+        daemon.wait_for("sweep_finished", timeout=30)
+        daemon.signal(signal.SIGINT)
+        code = daemon.wait(timeout=30)
+        notify.wait_for("STOPPING=1", timeout=5)
+        names = [e["event"] for e in daemon.events()]
+        text = daemon.log_path.read_text()
+    finally:
+        daemon.close()
+        notify.close()
+    assert code == 0, text[-2000:]
+    assert "daemon_stopping" in names and names[-1] == "daemon_stopped"
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+
+
 def test_sd_notify_ready_watchdog_status(
     tmp_path: Path, prom: LocalPrometheus, gateway: GatewaySimulator
 ) -> None:
