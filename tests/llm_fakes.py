@@ -174,6 +174,8 @@ class FakeModel:
         self.delay = delay
         self.responder = responder
         self.delay_for = delay_for
+        #: Requests received (counted on arrival) and answered (counted once answered).
+        self.started = 0
         self.calls = 0
         lock = threading.Lock()
         outer = self
@@ -190,6 +192,8 @@ class FakeModel:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    outer.started += 1
                 time.sleep(outer.delay_for(body) if outer.delay_for else outer.delay)
                 with lock:
                     outer.calls += 1

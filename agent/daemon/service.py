@@ -53,8 +53,11 @@ class Waker:
     the rest of the burst lands in it, and one sweep follows. The burst is logged once,
     as ``webhook_received`` with its totals, not once per notification."""
 
-    def __init__(self, window: float) -> None:
+    def __init__(
+        self, window: float, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    ) -> None:
         self.window = window
+        self._sleep = sleep  # injected by tests: the window as a clock they drive
         self._wanted = asyncio.Event()
         self._burst = Counter[str]()
 
@@ -67,7 +70,7 @@ class Waker:
         """Until stopping: wait for a wake-up, absorb the burst, sweep once."""
         while not stopping.is_set():
             await self._wanted.wait()
-            await asyncio.sleep(self.window)
+            await self._sleep(self.window)
             self._wanted.clear()
             burst, self._burst = self._burst, Counter()
             log.info("webhook_received", **{k: burst[k] for k in _BURST_FIELDS})

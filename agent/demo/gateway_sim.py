@@ -66,6 +66,8 @@ class Recorded:
     headers: dict[str, str]
     body: Any
     received_at: float = field(default_factory=time.monotonic)
+    #: When its turn came (the simulator serves one request at a time), and when it ended.
+    started_at: float | None = None
     finished_at: float | None = None
 
 
@@ -306,6 +308,7 @@ class GatewaySimulator:
                 with sim._record_lock:
                     sim.requests.append(record)
                 with sim._serial:
+                    record.started_at = time.monotonic()
                     status, answer, headers = sim._route(
                         method, self.path, dict(self.headers.items()), raw
                     )

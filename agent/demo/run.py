@@ -142,6 +142,7 @@ class DemoService:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            cwd=self.workdir,  # so that a leftover is found by where it runs
         )
         log.close()
         wait_http(f"http://127.0.0.1:{self.port}/metrics", timeout=20, proc=self.proc)

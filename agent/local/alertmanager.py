@@ -1,5 +1,5 @@
 """A real Alertmanager (Debian's package) on a loopback port: one catch-all route, to
-nowhere or to a webhook receiver, clustering off."""
+nowhere or to a webhook receiver, optional inhibit rules, clustering off."""
 
 from __future__ import annotations
 
@@ -19,17 +19,21 @@ class LocalAlertmanager(LocalServer):
         *,
         webhook_url: str | None = None,
         webhook_token: str | None = None,
+        inhibit_rules: list[dict[str, object]] | None = None,
     ) -> None:
         super().__init__(workdir, port)
         self.webhook_url = webhook_url
         self.webhook_token = webhook_token
+        self.inhibit_rules = inhibit_rules or []
 
     def config(self) -> dict[str, object]:
         """The alertmanager.yml content (JSON is valid YAML)."""
+        inhibit = {"inhibit_rules": self.inhibit_rules} if self.inhibit_rules else {}
         if self.webhook_url is None:
             return {
                 "route": {"receiver": "null", "group_wait": "1s"},
                 "receivers": [{"name": "null"}],
+                **inhibit,
             }
         hook: dict[str, object] = {"url": self.webhook_url, "max_alerts": 100}
         if self.webhook_token is not None:
@@ -45,6 +49,7 @@ class LocalAlertmanager(LocalServer):
                 "repeat_interval": "1h",
             },
             "receivers": [{"name": "devops-agent", "webhook_configs": [hook]}],
+            **inhibit,
         }
 
     def start(self) -> LocalAlertmanager:

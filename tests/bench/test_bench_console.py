@@ -3,8 +3,9 @@ it sweeps.
 
 - ``console_page_p95_ms``: the 95th percentile of the incident page's load time at 10
   loads a second (target <= 300 ms);
-- ``console_sweep_ratio``: the mean sweep duration while pages load ÷ without (target
-  <= 1.3), from the daemon's own ``devops_agent_sweep_duration_seconds``.
+- ``console_sweep_ratio``: the mean duration of a whole cycle (collection, clearing,
+  opening, dispatch) while pages load ÷ without (target <= 1.3), from the daemon's own
+  ``devops_agent_cycle_duration_seconds``.
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ RATE = 10.0
 
 
 def _sweeps(base: str) -> tuple[float, float]:
-    """(sum, count) of the daemon's sweep durations so far."""
+    """(sum, count) of the daemon's whole-cycle durations so far."""
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
         text = response.read().decode()
     total = float(
-        re.search(r"^devops_agent_sweep_duration_seconds_sum (\S+)$", text, re.M).group(1)
+        re.search(r"^devops_agent_cycle_duration_seconds_sum (\S+)$", text, re.M).group(1)
     )  # type: ignore[union-attr]
     count = float(
-        re.search(r"^devops_agent_sweep_duration_seconds_count (\S+)$", text, re.M).group(1)
+        re.search(r"^devops_agent_cycle_duration_seconds_count (\S+)$", text, re.M).group(1)
     )  # type: ignore[union-attr]
     return total, count
 
@@ -107,7 +108,7 @@ def test_console_page_while_sweeping(tmp_path: Path) -> None:
         f"\nconsole_page_loads={len(latencies)} rate={len(latencies) / PHASE_SECONDS:.1f}/s"
         f"\nconsole_page_p50_ms={statistics.median(latencies) * 1e3:.0f} "
         f"console_page_p95_ms={p95 * 1e3:.0f} (target <= 300: {'met' if p95 <= 0.3 else 'NOT met'})"
-        f"\nsweep_ms_quiet={quiet * 1e3:.1f} sweep_ms_with_pages={busy * 1e3:.1f}"
+        f"\ncycle_ms_quiet={quiet * 1e3:.1f} cycle_ms_with_pages={busy * 1e3:.1f}"
         f"\nconsole_sweep_ratio={ratio:.2f} (target <= 1.3: {'met' if ratio <= 1.3 else 'NOT met'})"
     )
     assert len(latencies) > PHASE_SECONDS * RATE / 2

@@ -12,6 +12,7 @@ decoding, parsing, fingerprints, deduplication and logging.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import statistics
 import threading
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 
 from agent.clients.prometheus import PrometheusClient, build_http_client
+from agent.logs import LINE_MAX, configure_logging
 from agent.metrics import AgentMetrics
 from agent.sweep.collector import SweepDeps, sweep
 from tests.conftest import make_config
@@ -124,7 +126,11 @@ async def _median_sweep(server: _Server, body: bytes) -> tuple[float, int, int]:
 
 
 def test_hostile_sweep() -> None:
-    """Print hostile_sweep = sweep with 1% hostile alerts / sweep with the same all clean."""
+    """Print hostile_sweep = sweep with 1% hostile alerts / sweep with the same all clean,
+    with its log events rendered as the daemon renders them (JSON at INFO, every field
+    bounded), into a sink."""
+    sink = io.StringIO()
+    configure_logging("INFO", "json", stream=sink)
     server = _Server()
     try:
         clean, clean_found, clean_bytes = asyncio.run(_median_sweep(server, _payload(False)))
@@ -140,3 +146,6 @@ def test_hostile_sweep() -> None:
         f"\nhostile_sweep={ratio:.2f} (target <= 1.3: {'met' if ratio <= 1.3 else 'NOT met'})"
     )
     assert hostile_found >= clean_found - N_ALERTS // HOSTILE_EVERY
+    lines = sink.getvalue().splitlines()
+    assert lines, "no log event was rendered: the sweep's logging was not measured"
+    assert all(len(line.encode()) <= LINE_MAX and json.loads(line) for line in lines)

@@ -112,3 +112,4 @@ def test_duplicates_under_chaos(tmp_path: Path) -> None:
         f"\nduplicates_under_chaos={duplicates} (target 0: {'met' if duplicates == 0 else 'NOT met'})"
     )
     assert stuck == 0
+    assert duplicates == 0, f"intents sent twice: { {k: n for k, n in sent.items() if n > 1} }"

@@ -4,8 +4,10 @@
   intent, through a real Alertmanager (`group_wait: 0s`) notifying the agent, with a sweep
   interval of 60 s and a model without latency: target <= 3 s, printed beside the interval.
 - webhook_throughput: notifications per second the endpoint accepts on loopback for a
-  bounded time while the daemon sweeps every second: target >= 500/s; scheduled sweeps
-  during the load are compared with an equally long quiet window before it.
+  bounded time while the daemon sweeps every second: target >= 500/s; scheduled cycles
+  during the load are compared with an equally long quiet window before it, in number and
+  in the median duration of a whole cycle (``cycle_duration_seconds`` of the daemon's
+  ``sweep_finished`` events: collection, clearing, opening, dispatch).
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ def test_push_latency(tmp_path: Path) -> None:
         while not gateway.executions() and time.monotonic() < deadline:
             time.sleep(0.01)
         executions = gateway.executions()
-        if executions:  # the acting sweep logs once its dispatch is done
-            daemon.wait_for("sweep_finished", where=lambda e: e["dispatches"] > 0, timeout=30)
+        if executions:  # the dispatch is logged once the gateway answered
+            daemon.wait_for("remediation_dispatched", timeout=30)
         triggers = [e["trigger"] for e in daemon.events() if e.get("event") == "sweep_finished"]
     finally:
         daemon.close()
@@ -190,19 +192,21 @@ def test_webhook_throughput(tmp_path: Path) -> None:
         gateway.stop()
         prom.stop()
         target.stop()
-    assert accepted > 0 and refused == 0
+    assert refused == 0, f"{refused} valid notifications refused under load"
     rate = accepted / load_seconds
     loaded = [e for e in loaded_events if e["trigger"] == "schedule"]
     woken = [e for e in loaded_events if e["trigger"] == "webhook"]
-    quiet_ms = statistics.median(e["duration_seconds"] for e in quiet) * 1000
-    loaded_ms = statistics.median(e["duration_seconds"] for e in loaded) * 1000 if loaded else 0
+    quiet_ms = statistics.median(e["cycle_duration_seconds"] for e in quiet) * 1000
+    loaded_ms = (
+        statistics.median(e["cycle_duration_seconds"] for e in loaded) * 1000 if loaded else 0
+    )
     print(
         f"\nwebhook_accepted_per_s={rate:.0f} over {load_seconds:.1f}s from {CLIENTS} "
         f"connections (target >= 500: {'met' if rate >= 500 else 'NOT met'})"
         f"\nscheduled_sweeps quiet={len(quiet)} in {quiet_end - quiet_start:.1f}s, "
         f"loaded={len(loaded)} in {load_seconds:.1f}s "
         f"(ratio {len(loaded) / max(len(quiet), 1):.2f}); woken sweeps during load={len(woken)}"
-        f"\nsweep_duration_median_ms quiet={quiet_ms:.1f} loaded={loaded_ms:.1f} "
+        f"\ncycle_duration_median_ms quiet={quiet_ms:.1f} loaded={loaded_ms:.1f} "
         f"(ratio {loaded_ms / quiet_ms if quiet_ms else 0:.2f})"
     )
 

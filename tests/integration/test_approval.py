@@ -285,10 +285,18 @@ async def test_expiry_denial_and_clearing_end_the_wait(
     )
     async with open_runtime(settings) as rt:
         first = await until_waiting(rt)
-        await asyncio.sleep(1.2)
-        await run_cycle(rt, datetime.now(UTC))
-        expired = rt.store.get(first.id)
-        assert isinstance(expired, Incident) and expired.state == "escalated"
+
+        async def ended() -> Incident | None:
+            await run_cycle(rt, datetime.now(UTC))
+            found = rt.store.get(first.id)
+            return (
+                found
+                if isinstance(found, Incident) and found.state != "awaiting_approval"
+                else None
+            )
+
+        expired = await _until(ended, "the wait to end")  # by the agent's deadline, polled
+        assert expired.state == "escalated"
         assert (expired.resolution or "").startswith("approval expired")
         late = make_answer(approve=True, by="carol", reason="", at=datetime.now(UTC))
         reply = await answer_approval(rt, first.id, late)
@@ -314,11 +322,23 @@ async def test_expiry_denial_and_clearing_end_the_wait(
         services_target.set("e2e_memory_bytes", 5000, service=SERVICE)
         second = await until_waiting(rt)
         assert second.id != first.id
-        no = make_answer(approve=False, by="dave", reason="deploy running", at=datetime.now(UTC))
-        reply = await answer_approval(rt, second.id, no)
-        assert reply.status == 200 and reply.incident is not None
-        assert reply.incident.state == "escalated"
-        assert reply.incident.resolution == "approval denied by dave: deploy running"
+        env = {k: v for k, v in __import__("os").environ.items() if k.isupper()}
+        denied = run_cli(
+            "incidents",
+            "deny",
+            second.id,
+            "--by",
+            "dave",
+            "--reason",
+            "deploy running",
+            env=env,
+            cwd=tmp_path,
+        )
+        assert denied.returncode == 0, denied.stderr
+        assert f"incident {second.id} denied by dave: now escalated" in denied.stdout
+        refused = rt.store.get(second.id)
+        assert isinstance(refused, Incident) and refused.state == "escalated"
+        assert refused.resolution == "approval denied by dave: deploy running"
         assert rt.metrics.approvals.value("denied") == 1
         escalations = _am_alerts(alertmanager, "DevopsAgentEscalation")
         assert any(a["labels"]["incident_id"] == second.id for a in escalations)

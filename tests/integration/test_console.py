@@ -19,17 +19,19 @@ from pytest_httpx import HTTPXMock
 
 from agent.console.access import Access
 from agent.console.app import Console
+from agent.daemon.cycle import run_cycle
 from agent.daemon.http import Liveness, build_app
 from agent.daemon.webhook import WebhookIntake
 from agent.demo.gateway_sim import GatewaySimulator
 from agent.hosts import HostPolicy
 from agent.incidents.lifecycle import on_finding
+from agent.incidents.model import Incident
 from agent.local import LocalPrometheus, MetricsTarget, free_port
 from agent.runtime import Runtime, open_runtime
 from agent.settings import load_settings
 from agent.sweep.findings import Finding
 from tests.conftest import alert_finding
-from tests.integration.daemon_support import agent_env, until_waiting, write_config
+from tests.integration.daemon_support import agent_env, write_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, phase_of, plan, triage
 
 pytestmark = [
@@ -77,6 +79,18 @@ async def _page_with_points(client: httpx.AsyncClient, page: str, points: int) -
         await asyncio.sleep(0.5)
 
 
+async def _both_waiting(rt: Runtime) -> dict[str, Incident]:
+    """Cycle until both leaking services' restarts wait for approval."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        await run_cycle(rt, datetime.now(UTC))
+        waiting = {i.target or "": i for i in rt.store.current() if i.state == "awaiting_approval"}
+        if len(waiting) == 2:
+            return waiting
+        await asyncio.sleep(0.3)
+    raise AssertionError("both restarts never came to wait for approval")
+
+
 def _csrf(html: str) -> str:
     found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
     assert found, "no CSRF field in the form"
@@ -91,9 +105,11 @@ async def test_console_access_plot_escaping_and_approval(
     services_target: MetricsTarget,
 ) -> None:
     """Login per role, the list and its filters, the incident page with its plot, hostile
-    text shown as text, CSRF checked, and the form's approval sends one restart."""
+    text shown as text, CSRF checked, the form's approval sends one restart, and the form's
+    denial of another service's restart escalates it with who and why, sending nothing."""
     httpx_mock.add_callback(_none, url=CHAT_URL, is_reusable=True)
     services_target.set("e2e_memory_bytes", 5000, service="market-predictor", note=HOSTILE)
+    services_target.set("e2e_memory_bytes", 5000, service="coding-ai-agent")
     gateway = GatewaySimulator().start()
     config = write_config(tmp_path / "agent.toml")
     env = agent_env(tmp_path, config, e2e_prometheus.url, gateway.url, OPENAI_BASE_URL=LLM_BASE)
@@ -102,7 +118,8 @@ async def test_console_access_plot_escaping_and_approval(
     access = Access(console_token=VIEW, approval_token=APPROVE, loopback=False)
     try:
         async with open_runtime(load_settings(env_file=None)) as rt:
-            waiting = await until_waiting(rt)
+            both = await _both_waiting(rt)
+            waiting, other = both["market-predictor"], both["coding-ai-agent"]
             page = f"/ui/incidents/{waiting.id}"
             async with _client(rt, access) as client:
                 assert (await client.get("/ui/")).status_code == 303  # to the login form
@@ -143,10 +160,25 @@ async def test_console_access_plot_escaping_and_approval(
                 assert "approved" in after and "&lt;script&gt;" in after
                 again = await client.post(f"{page}/approve", data={"by": "bob", "csrf": csrf})
                 assert "not+approved" in again.headers["location"]
+                denied = await client.post(
+                    f"/ui/incidents/{other.id}/deny",
+                    data={
+                        "by": "carol",
+                        "reason": "deploy running",
+                        "csrf": csrf,
+                        "action": "restart",
+                        "target": "coding-ai-agent",
+                    },
+                )
+                assert denied.status_code == 303 and "message=denied" in denied.headers["location"]
+            after_deny = rt.store.get(other.id)
             await_stop = gateway.executions()
     finally:
         gateway.stop()
+    assert isinstance(after_deny, Incident) and after_deny.state == "escalated"
+    assert after_deny.resolution == "approval denied by carol: deploy running"
     assert len(await_stop) == 1
+    assert await_stop[0].body["target_resource"]["name"] == "market-predictor"
     assert await_stop[0].body["action_request"]["intent"] == "restart the service"
     assert "script" not in json.dumps(await_stop[0].body)
 

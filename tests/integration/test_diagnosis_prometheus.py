@@ -12,6 +12,7 @@ from agent.clients.llm import LLMOptions, build_llm_client
 from agent.config import Severity
 from agent.diagnosis.engine import DiagnosisDeps, diagnose
 from agent.local import LocalPrometheus, MetricsTarget
+from agent.sweep.collector import fetch_alerts
 from agent.sweep.findings import Finding, fingerprint
 from tests.conftest import MakePrometheus, make_config
 from tests.integration.conftest import eventually
@@ -29,7 +30,18 @@ async def test_full_run_with_tool_calls(
 ) -> None:
     """Triage, two investigation steps with four real tool calls, then a validated plan."""
     metrics_target.set("test_diag_bytes", 123456, service="market-predictor")
+    metrics_target.set("test_leak_bytes", 500, service="market-predictor")  # TestMemoryLeak
     client = make_prometheus(prometheus.url, timeout=5)
+
+    async def firing() -> bool:
+        return any(
+            f.name == "TestMemoryLeak"
+            for f in (
+                await fetch_alerts(client, make_config().prometheus, datetime.now(UTC))
+            ).findings
+        )
+
+    await eventually(firing, what="TestMemoryLeak to fire")
 
     async def scraped() -> bool:
         # At least 2 s of history: the library rounds a range query's end to whole seconds.
@@ -92,7 +104,10 @@ async def test_full_run_with_tool_calls(
     summary = json.loads(tools["prom_range"])[0]
     assert summary["max"] == 123456 and summary["points"] >= 1
     assert json.loads(tools["alert_rule"])["expr"] == "test_leak_bytes > 100"
-    assert isinstance(json.loads(tools["service_alerts"]), list)
+    # the alerts firing for the service, as Prometheus lists them: the leak among them
+    listed = json.loads(tools["service_alerts"])
+    assert {"alertname": "TestMemoryLeak", "state": "firing"} in listed, listed
+    assert all(set(a) == {"alertname", "state"} for a in listed), listed
     # The tool results went back to the model in the next request.
     last_investigation = json.loads(httpx_mock.get_requests(url=CHAT_URL)[3].read())
     assert sum(m["role"] == "tool" for m in last_investigation["messages"]) == 4

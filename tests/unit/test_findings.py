@@ -228,13 +228,18 @@ def test_untrusted_label_values_survive() -> None:
     [finding] = _parse([entry]).findings
     assert finding.target == 'sérvice "quoted"\nnew line ☃'
     assert finding.labels["blob"] == huge
-    assert len(finding.fingerprint) == 32
+    # pinned: the same labels must give the same fingerprint on every machine and release
+    assert finding.fingerprint == "b4f95926cddd3457011e52d23294fd69"
     assert finding.to_dict()["labels"]["blob"] == huge  # type: ignore[index]
 
 
 def test_lone_surrogate_does_not_break_fingerprint() -> None:
-    """A label value with a lone surrogate (possible from JSON) still fingerprints."""
-    assert len(fingerprint("alert", "A", {"x": "\ud800"}, [])) == 32
+    """A label value with a lone surrogate (possible from JSON) still fingerprints, to the
+    pinned value, and differs from the replacement character's."""
+    assert fingerprint("alert", "A", {"x": "\ud800"}, []) == "cc5e60984b01d1aa48a46d0b88c0f4dd"
+    assert fingerprint("alert", "A", {"x": "\ufffd"}, []) != fingerprint(
+        "alert", "A", {"x": "\ud800"}, []
+    )
 
 
 @pytest.mark.parametrize(
@@ -374,6 +379,7 @@ def test_alertmanager_alert_has_the_fingerprint_of_the_same_prometheus_alert() -
     assert (from_am.name, from_am.target) == ("MemoryLeak", "market-predictor")
     assert from_am.first_seen == datetime(2026, 11, 23, 11, 58, tzinfo=UTC)
     assert from_am.value is None
+    assert (from_am.source, from_prom.source) == ("alertmanager", "prometheus")
 
 
 @pytest.mark.parametrize(

@@ -219,19 +219,31 @@ def test_parse_notification_counts_firing_and_resolved() -> None:
 
 
 async def test_a_burst_of_notifications_wakes_one_sweep() -> None:
-    """100 notifications inside the window: one sweep, not 100."""
-    waker = Waker(window=0.05)
+    """The first notification opens the window; 99 more land while it is open (the test
+    drives the window's clock): one sweep follows, not 100."""
     stopping = asyncio.Event()
+    windows: list[float] = []
+
+    async def window(seconds: float) -> None:
+        windows.append(seconds)
+        if len(windows) == 1:
+            for _ in range(99):  # the rest of the burst arrives while the window is open
+                waker.wake(Notice("firing", 1, 0))
+
+    waker = Waker(window=0.5, sleep=window)
     swept: list[int] = []
 
     async def sweep() -> None:
         swept.append(1)
-        stopping.set()
 
-    for _ in range(100):
-        waker.wake(Notice("firing", 1, 0))
-    await asyncio.wait_for(waker.run(sweep, stopping), timeout=30)
-    assert swept == [1]
+    waker.wake(Notice("firing", 1, 0))
+    running = asyncio.create_task(waker.run(sweep, stopping))
+    for _ in range(500):  # let the waker do all it wants to with the burst
+        await asyncio.sleep(0)
+    stopping.set()
+    waker.wake(Notice("resolved", 0, 1))  # release the waker so that it sees it must stop
+    await asyncio.wait_for(running, timeout=30)
+    assert swept == [1] and windows[0] == 0.5
 
 
 async def test_a_notification_during_a_sweep_wakes_another() -> None:

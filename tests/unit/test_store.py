@@ -189,11 +189,18 @@ def test_guard_facts_are_read_under_the_lock(store: IncidentStore) -> None:
         seen.append(facts)
         return on_block(fresh, Block("in_flight", "busy"), NOW)
 
-    applied = store.decide_under_lock(other, "market-predictor", "restart", NOW, "r1", decide)
+    store.decide_under_lock(other, "market-predictor", "restart", NOW, "r1", decide)
     [facts] = seen
     assert facts == GuardFacts(NOW, 1, 1, True, False)
-    assert applied.incident.blocked_reason == "in_flight"
-    assert claimed.state == "acting"
+    # what the decision committed under the lock is what the store now holds
+    stored_other, stored_claimed = store.get(other.id), store.get(claimed.id)
+    assert isinstance(stored_other, Incident) and isinstance(stored_claimed, Incident)
+    assert stored_other.blocked_reason == "in_flight"
+    assert stored_other.version == other.version + 1
+    assert [e.data for e in store.events(other.id) if e.kind == "blocked"] == [
+        {"reason": "in_flight", "detail": "busy"}
+    ]
+    assert stored_claimed.state == "acting" and stored_claimed.version == claimed.version
 
 
 def test_gateway_outcome_and_breaker_are_committed_with_the_step(store: IncidentStore) -> None:
