@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator
@@ -412,3 +413,23 @@ async def test_a_schema_following_model_never_names_anything_outside(
         if decision.action not in ("escalate", "none"):
             assert decision.target == service
             assert decision.action in CONFIG.services[service].actions
+
+
+async def test_a_retry_after_of_an_hour_ends_at_the_diagnosis_deadline(
+    httpx_mock: HTTPXMock, deps: DiagnosisDeps
+) -> None:
+    """A model answering 503 with Retry-After: 3600 (waited for, with a real sleep, up to
+    its cap) never holds a diagnosis past diagnosis.deadline_seconds: the model counts as
+    failed, and the failure is named."""
+    deps.llm.sleep = asyncio.sleep  # type: ignore[union-attr]
+    deps.config = make_config(diagnosis={"deadline_seconds": 1.5, "max_retries": 3})
+    httpx_mock.add_response(
+        url=CHAT_URL,
+        status_code=503,
+        headers={"retry-after": "3600"},
+        json={"error": {"message": "come back later"}},
+    )
+    decision = (await diagnose(_finding(), deps, NOW)).decision
+    assert decision.decided_by == "runbook"
+    assert decision.model_failure == "no decision within 1.5s (diagnosis.deadline_seconds)"
+    assert len(httpx_mock.get_requests(url=CHAT_URL)) == 1
