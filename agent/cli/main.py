@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent import __version__
+from agent.approvals import BadAnswer, Pin, answer_approval, make_answer
 from agent.cli.probe import probe_peers, probe_store
 from agent.cli.render import (
     render_autonomy,
@@ -31,7 +32,6 @@ from agent.cli.render import (
     unreadable_row,
 )
 from agent.clients.gateway import GatewayClient, GatewayProbe, build_http_client
-from agent.daemon.approvals import BadAnswer, Pin, answer_approval, make_answer
 from agent.daemon.cycle import CycleReport, run_cycle
 from agent.daemon.service import serve
 from agent.daemon.verify import run_verifications

@@ -48,7 +48,7 @@ from hypothesis.stateful import (
 )
 from pytest_httpx import HTTPXMock
 
-from agent.daemon.approvals import Pin, answer_approval, make_answer
+from agent.approvals import Pin, answer_approval, make_answer
 from agent.daemon.cycle import run_cycle
 from agent.daemon.verify import run_verifications
 from agent.daemon.work import Diagnoses
