@@ -110,8 +110,8 @@ class DaemonDesk:
 
     async def answer(self, incident_id: str, answer: Answer, pin: Pin) -> Reply:
         """The answer as the daemon's task: shielded from the caller going away."""
-        work = self.run(answer_approval(self.rt, incident_id, answer, pin=pin))
-        return await asyncio.shield(work)
+        work = answer_approval(self.rt, incident_id, answer, pin=pin)
+        return await asyncio.shield(self.run(_logged(work, self.via, incident_id, answer)))
 
 
 class ProcessDesk:
@@ -144,7 +144,8 @@ class ProcessDesk:
 
         async def carry_out() -> Reply:
             async with open_runtime(self.settings, create_store=False) as rt:
-                return await answer_approval(rt, incident_id, answer, pin=pin)
+                work = answer_approval(rt, incident_id, answer, pin=pin)
+                return await _logged(work, self.via, incident_id, answer)
 
         task = asyncio.ensure_future(carry_out())
         self._answers.add(task)
@@ -169,3 +170,19 @@ class ProcessDesk:
         if late:
             await asyncio.wait(late, timeout=5)
             log.warning("mcp_answers_cancelled", answers=len(late))
+
+
+async def _logged(
+    work: Coroutine[Any, Any, Reply], via: str, incident_id: str, answer: Answer
+) -> Reply:
+    """Carry out an answer and log how it went, whether or not its caller is still there."""
+    reply = await work
+    log.info(
+        "approval_answered",
+        incident_id=incident_id,
+        approve=answer.approve,
+        by=answer.by,
+        status=reply.status,
+        via=f"mcp-{via}",
+    )
+    return reply

@@ -393,11 +393,12 @@ def fit(sections: Sequence[str], pointer: str, limit: int = ANSWER_MAX) -> str:
     kept = list(sections)
     dropped: list[str] = []
     while kept and len("\n".join(kept)) > limit - 400:
-        dropped.insert(0, one_line(kept.pop().split("\n", 1)[0], 60))
+        dropped.append(one_line(kept.pop().split("\n", 1)[0], 60))
     if not kept:
         return f"this answer is too long to give here; read it with: {pointer}"
     if dropped:
-        kept.append(f"left out to stay under {limit} characters: {'; '.join(dropped)} ({pointer})")
+        left_out = "; ".join(reversed(dropped))
+        kept.append(f"left out to stay under {limit} characters: {left_out} ({pointer})")
     return "\n".join(kept)
 
 

@@ -215,10 +215,11 @@ async def serve_stdio(settings: Settings, *, allow_answers: bool) -> int:
                 async with out:
                     await server.run(received, out, options)
                 reading.cancel_scope.cancel()
+        # a signal now changes nothing: answers in flight are waited for, within the grace
+        await desk.drain(settings.config.schedule.shutdown_grace_seconds)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(sig)
-    await desk.drain(settings.config.schedule.shutdown_grace_seconds)
     log.info("mcp_stopped")
     return 0

@@ -133,14 +133,6 @@ async def _answer(desk: Desk, given: Mapping[str, object], approve: bool) -> str
     with desk.reading() as records:
         _exact(records, asked.incident_id)
     reply = await desk.answer(asked.incident_id, answer, pin)
-    log.info(
-        "approval_answered",
-        incident_id=asked.incident_id,
-        approve=approve,
-        by=answer.by,
-        status=reply.status,
-        via=f"mcp-{desk.via}",
-    )
     if not reply.accepted:
         done = "approved" if approve else "denied"
         raise Refused(f"not {done}: {one_line(reply.reason, 600)}")

@@ -34,6 +34,7 @@ from agent.incidents.model import Incident
 from agent.local import LocalPrometheus, MetricsTarget
 from agent.runtime import open_runtime
 from agent.settings import load_settings
+from agent.store import open_store
 from tests.conftest import BASE_ENV
 from tests.integration.daemon_support import DaemonProcess, agent_env, write_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, FakeModel, completion, phase_of, plan, triage
@@ -157,7 +158,8 @@ async def test_an_assistant_over_stdio_reads_the_records_and_answers_only_when_a
     the hostile annotation inside an escaped untrusted block (the API key redacted); the
     other service's restart waits and is shown with its target; bad calls get one-line
     errors and the server stays up; without --allow-answers approve is refused; with it, a
-    wrong target sends nothing and the pinned approval sends exactly one restart."""
+    wrong target sends nothing, and the pinned approval sends exactly one restart, carried
+    out whole though the client leaves while the gateway is at work."""
     httpx_mock.add_callback(_says, url=CHAT_URL, is_reusable=True)
     for service in (MP, CA):
         services_target.set("e2e_memory_bytes", 5000, service=service)
@@ -250,16 +252,32 @@ async def test_an_assistant_over_stdio_reads_the_records_and_answers_only_when_a
         )
         assert prefix.isError and "full ids only" in _text(prefix)
         assert len(gateway.executions()) == 1
-        done = await mcp.call_tool(
-            "approve",
-            {"id": waiting.id, "action": "restart", "target": CA, "by": "alice", "reason": "ok"},
-        )
-        assert not done.isError, _text(done)
-        assert f"approved: restart on {CA} went through the guardrails and was sent" in _text(done)
-    assert [e.body["target_resource"]["name"] for e in gateway.executions()] == [MP, CA]
+        # the right answer, and the client leaves while the gateway is still at work
+        gateway.delay = 1.0
+        pinned = {"id": waiting.id, "action": "restart", "target": CA, "by": "alice"}
+        answering = asyncio.create_task(mcp.call_tool("approve", pinned))
+
+        async def sent() -> bool:
+            return len(gateway.executions()) == 2
+
+        await _until(sent, "the approved restart to reach the gateway")
+        answering.cancel()
+    # the client closed stdin and the server exited: the answer was carried out whole
+    restarts = gateway.executions()
+    assert [e.body["target_resource"]["name"] for e in restarts] == [MP, CA]
+    assert restarts[1].finished_at is not None
+    reader = open_store(settings.env.state_url, read_only=True)
+    answered = reader.get(waiting.id)
+    reader.close()
+    assert isinstance(answered, Incident) and answered.state == "verifying"
+    assert answered.dispatch_outcome == "succeeded" and answered.decision is not None
+    assert answered.decision.approved_by == "alice"
     logged = (tmp_path / "mcp--allow-answers.log").read_text()
-    events = [json.loads(line)["event"] for line in logged.splitlines() if line.startswith("{")]
-    assert "approval_answered" in events and "mcp_stopped" in events
+    events = [json.loads(line) for line in logged.splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert names.index("mcp_answers_draining") < names.index("mcp_stopped")
+    answers = [(e["status"], e["via"]) for e in events if e["event"] == "approval_answered"]
+    assert answers == [(409, "mcp-stdio"), (200, "mcp-stdio")]  # the wrong target, the right
 
 
 def _model_for_daemon(body: dict[str, Any]) -> dict[str, Any]:
@@ -329,6 +347,10 @@ async def test_an_assistant_over_http_needs_a_token_and_answers_only_with_the_ap
                 "approve", {"id": incident_id, "action": "restart", "target": CA, "by": "bob"}
             )
             assert not done.isError, _text(done)
+            assert (
+                f"approved: restart on {CA} went through the guardrails and was sent; "
+                f"incident {incident_id} is now verifying"
+            ) in _text(done)
         assert [e.body["target_resource"]["name"] for e in gateway.executions()] == [CA]
         daemon.wait_for("approval_answered", where=lambda e: e.get("via") == "mcp-http")
     finally:

@@ -519,3 +519,36 @@ def test_a_read_only_store_reads_and_refuses_every_write(store_url: str, tmp_pat
     finally:
         reader.close()
         writer.close()
+
+
+@pytest.mark.integration
+def test_a_database_user_that_may_only_select_reads_a_store_opened_read_only() -> None:
+    """PostgreSQL: a role granted SELECT and nothing else opens the store read-only and
+    reads it (what `devops-agent mcp` needs without answers)."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    from tests.conftest import POSTGRES, postgres_schema
+
+    url, drop = postgres_schema("ro")
+    schema = url.rsplit("%3D", 1)[1]
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    writer = open_store(url)
+    kept = _open(writer)
+    writer.close()
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    try:
+        parts = urlsplit(url)
+        where = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        reader = open_store(urlunsplit(parts._replace(netloc=f"{role}@{where}")), read_only=True)
+        assert [i.id for i in reader.current()] == [kept.id]
+        reader.close()
+    finally:
+        drop()
+        with psycopg.connect(POSTGRES, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE {role}")
