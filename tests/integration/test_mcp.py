@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -367,3 +368,76 @@ async def _http(url: str, token: str) -> AsyncIterator[ClientSession]:
             async with ClientSession(read, write) as session:
                 await session.initialize()
                 yield session
+
+
+def test_stdout_carries_the_protocol_only_and_a_huge_message_is_refused(tmp_path: Path) -> None:
+    """`devops-agent mcp` as a client sees it byte for byte: every line on stdout is a
+    JSON-RPC answer, the logs are on stderr; a 40 MB message is refused by its id and the
+    next one is answered; a bad environment is exit 78 with nothing on stdout."""
+    env = {
+        **BASE_ENV,
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "DEVOPS_AGENT_ROOT": str(tmp_path / "no-service-install"),
+        "AGENT_STATE_URL": f"sqlite:///{tmp_path / 'none' / 'agent.db'}",
+        "LOG_FORMAT": "json",
+    }
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "0"},
+        },
+    }
+    huge = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "get_incident", "arguments": {"id": "x" * 40_000_000}},
+    }
+    listing = {"jsonrpc": "2.0", "id": 3, "method": "tools/list"}
+    with (
+        (tmp_path / "mcp.log").open("wb") as errlog,
+        subprocess.Popen(
+            [sys.executable, "-m", "agent", "mcp"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errlog,
+            env=env,
+            cwd=tmp_path,
+        ) as server,
+    ):
+        assert server.stdin is not None and server.stdout is not None
+        try:
+            for message in (init, huge, listing):
+                server.stdin.write(json.dumps(message).encode() + b"\n")
+                server.stdin.flush()
+            answers = [json.loads(server.stdout.readline()) for _ in range(3)]
+            server.stdin.close()
+            assert server.wait(timeout=30) == 0
+            assert server.stdout.read() == b""
+        finally:
+            if server.poll() is None:
+                server.kill()
+    assert [a["id"] for a in answers] == [1, 2, 3]
+    assert answers[0]["result"]["serverInfo"]["name"] == "devops-agent"
+    assert "message over 33554432 bytes" in answers[1]["error"]["message"]
+    assert len(answers[2]["result"]["tools"]) == 6
+    lines = (tmp_path / "mcp.log").read_text().splitlines()
+    logged = [json.loads(line)["event"] for line in lines]
+    assert logged[0] == "mcp_started" and "mcp_message_too_large" in logged
+
+    broken = subprocess.run(
+        [sys.executable, "-m", "agent", "mcp"],
+        input=b"",
+        env={**env, "LLM_TEMPERATURE": "hot"},
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert broken.returncode == 78 and broken.stdout == b""
+    assert b"LLM_TEMPERATURE" in broken.stderr and b"Traceback" not in broken.stderr

@@ -33,9 +33,9 @@ from agent.mcp.catalogue import (
     TOOLS,
     UNTRUSTED,
 )
-from agent.mcp.desk import STDIO_READ_ONLY, DaemonDesk
+from agent.mcp.desk import STDIO_READ_ONLY, DaemonDesk, ProcessDesk
 from agent.mcp.http import McpEndpoint
-from agent.mcp.render import ANSWER_MAX, Vocabulary
+from agent.mcp.render import ANSWER_MAX, Vocabulary, fit
 from agent.mcp.report import NO_LEDGER
 from agent.mcp.stdio import Oversized, lines, request_id
 from agent.mcp.tools import call
@@ -344,3 +344,40 @@ def test_the_daemon_and_the_cli_load_no_sdk_until_asked() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_an_answer_too_long_loses_its_last_sections_and_names_them() -> None:
+    """Sections that do not fit are left out from the end, each named by its first line,
+    with the command that shows everything."""
+    sections = ["head\n" + "a" * 300, "timeline: 9 event(s)\n" + "b" * 300, "tail\n" + "c" * 50]
+    shown = fit(sections, "devops-agent incidents show X", limit=1000)
+    assert shown.startswith("head\n") and "b" * 300 not in shown and "c" * 50 not in shown
+    assert shown.endswith(
+        "left out to stay under 1000 characters: timeline: 9 event(s); tail "
+        "(devops-agent incidents show X)"
+    )
+    assert fit(sections, "cmd", limit=20_000) == "\n".join(sections)
+
+
+async def test_an_unreachable_store_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The stdio server's desk on a store that is not there, or a PostgreSQL that refuses
+    connections: each call is an error naming the store, and nothing is created."""
+    missing = tmp_path / "typo" / "agent.db"
+    for url, said in (
+        (f"sqlite:///{missing}", f"no incident store at {missing} (AGENT_STATE_URL)"),
+        (
+            "postgresql://agent:pw-secret-1234@127.0.0.1:1/devops",
+            "cannot open incident store postgresql://agent:***@127.0.0.1:1/devops",
+        ),
+    ):
+        for key, value in dict(BASE_ENV, AGENT_STATE_URL=url).items():
+            monkeypatch.setenv(key, value)
+        desk = ProcessDesk(load_settings(env_file=None), allow_answers=False)
+        for tool, given in (("list_incidents", {}), ("get_incident", {"id": "abc"})):
+            failed = await call(desk, tool, given)
+            assert failed.error and "\n" not in failed.text
+            assert failed.text.startswith(f"the incident store cannot be read: {said}")
+            assert "pw-secret-1234" not in failed.text
+    assert not missing.parent.exists()
