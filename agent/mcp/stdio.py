@@ -95,9 +95,12 @@ def request_id(head: bytes) -> int | str | None:
 class Pipes:
     """The protocol's input (stdin) and output (stdout moved to a descriptor of its own)."""
 
-    def __init__(self, read: Read, write: Callable[[bytes], Awaitable[None]]) -> None:
+    def __init__(
+        self, read: Read, write: Callable[[bytes], Awaitable[None]], fds: tuple[int, int]
+    ) -> None:
         self.read = read
         self.write = write
+        self._fds = fds
 
     @classmethod
     async def open(cls) -> Pipes:
@@ -105,7 +108,13 @@ class Pipes:
         out_fd = os.dup(1)
         os.dup2(2, 1)
         loop = asyncio.get_running_loop()
-        return cls(await _reader(loop), await _writer(loop, out_fd))
+        return cls(await _reader(loop), await _writer(loop, out_fd), (0, out_fd))
+
+    def release(self) -> None:
+        """Leave stdin and stdout blocking again (a terminal shares them with its shell)."""
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, True)
 
 
 async def _reader(loop: asyncio.AbstractEventLoop) -> Read:
@@ -221,5 +230,6 @@ async def serve_stdio(settings: Settings, *, allow_answers: bool) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(sig)
+        pipes.release()
     log.info("mcp_stopped")
     return 0

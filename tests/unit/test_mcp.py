@@ -336,7 +336,7 @@ def test_the_daemon_and_the_cli_load_no_sdk_until_asked() -> None:
     """Importing the daemon, its HTTP app with /mcp wired, and the command line loads
     neither the MCP SDK nor its dependencies."""
     script = (
-        "import sys, agent.daemon.service, agent.cli.main, agent.mcp.http\n"
+        "import sys, agent.daemon.service, agent.cli.main, agent.mcp.http, agent.mcp.tools\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'jsonschema'))\n"
         "print(loaded)\n"
     )
