@@ -42,6 +42,8 @@ log = get_logger("agent.mcp")
 #: One message (one line), at most: a 10 MB argument is still read, and refused by the tool.
 MESSAGE_MAX = 32 * 1024 * 1024
 CHUNK = 65536
+#: How long the last answers may take to be written once the server is done.
+FLUSH_SECONDS = 5.0
 _REQUEST_ID = re.compile(rb'"id"\s*:\s*(-?[0-9]{1,18}|"[^"\\]{0,64}")')
 
 
@@ -224,6 +226,8 @@ async def serve_stdio(settings: Settings, *, allow_answers: bool) -> int:
                 async with out:
                     await server.run(received, out, options)
                 reading.cancel_scope.cancel()
+            # the server is done: what it said is written out, unless nobody reads it
+            writing.cancel_scope.deadline = anyio.current_time() + FLUSH_SECONDS
         # a signal now changes nothing: answers in flight are waited for, within the grace
         await desk.drain(settings.config.schedule.shutdown_grace_seconds)
     finally:

@@ -122,8 +122,6 @@ async def _report(desk: Desk, given: Mapping[str, object]) -> str:
 
 
 async def _answer(desk: Desk, given: Mapping[str, object], approve: bool) -> str:
-    if desk.answering is not None:
-        raise Refused(desk.answering)
     asked = args.answering(given, approve=approve)
     try:
         answer = make_answer(approve=approve, by=asked.by, reason=asked.reason, at=desk.clock())
@@ -166,6 +164,8 @@ async def call(desk: Desk, name: str, arguments: Mapping[str, object] | None) ->
         known = ", ".join(tool.name for tool in TOOLS)
         raise UnknownTool(f"unknown tool {one_line(name, 64)!r}; the tools are {known}")
     try:
+        if spec.answers and desk.answering is not None:
+            raise Refused(desk.answering)  # before anything else: say how to allow it
         given = args.checked(spec, arguments)
         result = ToolResult(await HANDLERS[name](desk, given))
     except (args.BadArgument, Refused) as exc:
