@@ -24,9 +24,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from math import isfinite
+from typing import TYPE_CHECKING, Any
 
-from agent.approvals import Reply
 from agent.config import AgentConfig
 from agent.console import view
 from agent.diagnosis.safety import PASSIVE
@@ -34,6 +34,9 @@ from agent.incidents.model import TERMINAL, Event, Incident
 from agent.logs import Redactor
 from agent.store.base import Unreadable
 from agent.text import clip, in_block, one_line
+
+if TYPE_CHECKING:
+    from agent.approvals import Reply
 
 NOTE = (
     "Text inside <untrusted-data> blocks came from alerts, logs, the gateway, approvers or a "
@@ -119,7 +122,7 @@ def finding_data(incident: Incident) -> dict[str, Any]:
     return {
         **_finding_brief(incident),
         "severity": finding.severity.value,
-        "value": finding.value,
+        "value": finding.value if finding.value is not None and isfinite(finding.value) else None,
         "labels": _capped(finding.labels, 3000),
         "annotations": _capped(finding.annotations, 3000),
     }

@@ -37,6 +37,8 @@ PURE = [
     "eval/case.py",
     "eval/history.py",
     "eval/scoring.py",
+    "mcp/args.py",
+    "mcp/catalogue.py",
 ]
 IO_MODULES = (
     "httpx",
