@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent import __version__
+from agent.approvals import BadAnswer, Pin, answer_approval, make_answer
 from agent.cli.probe import probe_peers, probe_store
 from agent.cli.render import (
     render_autonomy,
@@ -31,7 +32,6 @@ from agent.cli.render import (
     unreadable_row,
 )
 from agent.clients.gateway import GatewayClient, GatewayProbe, build_http_client
-from agent.daemon.approvals import BadAnswer, Pin, answer_approval, make_answer
 from agent.daemon.cycle import CycleReport, run_cycle
 from agent.daemon.service import serve
 from agent.daemon.verify import run_verifications
@@ -498,6 +498,37 @@ def _eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ev.set_defaults(func=cmd_eval)
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """Serve MCP over stdin and stdout for an assistant; logs go to stderr."""
+    settings = load_or_report(args)
+    if settings is None:
+        return EX_CONFIG
+    setup_logging(settings, to_stderr=True)
+    from agent.mcp.stdio import serve_stdio  # the SDK is loaded only for this command
+
+    return asyncio.run(serve_stdio(settings, allow_answers=args.allow_answers))
+
+
+def _mcp_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mcp = sub.add_parser(
+        "mcp",
+        help="serve the agent's records to an assistant over MCP (stdio)",
+        description=(
+            "An MCP server on stdin and stdout, for an assistant that starts it: "
+            "list_incidents, get_incident, pending_approvals, report, approve and deny, and "
+            "the resource incident://ID. It reads the incident store read-only; approve and "
+            "deny are refused unless --allow-answers is given. Logs go to stderr. It ends "
+            "when the client closes stdin, or on SIGTERM or SIGINT."
+        ),
+    )
+    mcp.add_argument(
+        "--allow-answers",
+        action="store_true",
+        help="let the assistant approve and deny (through the agent's one approval path)",
+    )
+    mcp.set_defaults(func=cmd_mcp)
+
+
 def _readable_incident(store: IncidentStore, incident_id: str) -> Incident | None:
     """The incident with this id (or unique prefix); None, with the reason printed, when
     there is none or it cannot be read."""
@@ -646,6 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     incidents.set_defaults(func=cmd_incidents, action=None)
     _eval_parser(sub)
     _local_model_parser(sub)
+    _mcp_parser(sub)
     return parser
 
 

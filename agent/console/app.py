@@ -4,7 +4,7 @@ Routes of the daemon's one Starlette app: the incident list (filters by state an
 service), one incident (its plot, decision with both keys, the history it saw, the
 model's transcript, the gateway exchanges, the timeline), the incidents waiting for
 approval, a login form, and the approve and deny forms, which go through exactly the
-path of `devops-agent incidents approve` and of the HTTP API (``daemon/approvals.py``).
+path of `devops-agent incidents approve` and of the HTTP API (``agent/approvals.py``).
 Jinja2 escapes every value (autoescape); the pages carry no JavaScript at all.
 """
 
@@ -21,10 +21,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from agent.approvals import BadAnswer, Pin, Reply, answer_approval, make_answer
 from agent.console import view
 from agent.console.access import COOKIE, SESSION_SECONDS, Access, LoginThrottle, Role, Session
 from agent.console.plot import Series, plotted, render, series_from_matrix, threshold_of
-from agent.daemon.approvals import BadAnswer, Pin, Reply, answer_approval, make_answer
 from agent.daemon.bodies import BodyTooLarge, read_body
 from agent.diagnosis.tools import finding_query
 from agent.errors import PrometheusError

@@ -1,7 +1,7 @@
 """The approval API: ``POST /api/incidents/{id}/approve`` and ``/deny`` on ``METRICS_ADDR``.
 
 A human (or a chat bot acting for one) answers an approval request over HTTP. The answer
-goes through ``daemon/approvals.py``, exactly as ``devops-agent incidents approve`` does.
+goes through ``agent/approvals.py``, exactly as ``devops-agent incidents approve`` does.
 
 Authorised by its own bearer token, ``APPROVAL_TOKEN`` (never the webhook's: a token that
 only wakes sweeps must not be able to restart anything); without it the API is off (404).
@@ -30,8 +30,8 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
+from agent.approvals import BadAnswer, Pin, Reply, answer_approval, make_answer
 from agent.clients.http import decode_json
-from agent.daemon.approvals import BadAnswer, Pin, Reply, answer_approval, make_answer
 from agent.daemon.bodies import BodyTooLarge, read_body
 from agent.logs import get_logger
 from agent.runtime import Runtime

@@ -1,5 +1,5 @@
 """The agent's own HTTP endpoint: ``/metrics``, ``/healthz``, the Alertmanager webhook, the
-approval API and the console (``/ui/``).
+approval API, the console (``/ui/``) and the MCP server (``/mcp``).
 
 One Starlette app served by uvicorn inside the daemon's event loop (no thread). The
 daemon owns SIGTERM and SIGINT, so the embedded server installs no signal handlers of its
@@ -10,8 +10,8 @@ process is alive.
 
 Every path but ``/metrics`` and ``/healthz`` (which Prometheus scrapes by any address)
 answers only requests whose ``Host`` names the agent (``agent/hosts.py``): 400 otherwise,
-so a web page cannot reach the console, the approval API or the webhook by DNS
-rebinding. With ``TLS_CERT_FILE`` and ``TLS_KEY_FILE`` uvicorn serves HTTPS itself.
+so a web page cannot reach the console, the approval API, the MCP server or the
+webhook by DNS rebinding. With ``TLS_CERT_FILE`` and ``TLS_KEY_FILE`` uvicorn serves HTTPS itself.
 """
 
 from __future__ import annotations
@@ -119,10 +119,12 @@ def build_app(
     console: Sequence[BaseRoute] = (),
     *,
     hosts: HostPolicy,
+    mcp: ASGIApp | None = None,
 ) -> Starlette:
     """The app: metrics for Prometheus, health for probes, the webhook for Alertmanager,
-    the approval API and the console (``console``: its routes) for humans; every path but
-    the first two only for a ``Host`` that ``hosts`` allows."""
+    the approval API and the console (``console``: its routes) for humans, the MCP server
+    (``mcp``: ``/mcp``) for their assistants; every path but the first two only for a
+    ``Host`` that ``hosts`` allows."""
 
     async def metrics_page(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -146,6 +148,7 @@ def build_app(
                 else []
             ),
             *console,
+            *([Route("/mcp", mcp)] if mcp is not None else []),
         ],
         middleware=[Middleware(HostCheck, policy=hosts)],
     )

@@ -35,6 +35,7 @@ from agent.daemon.work import Diagnoses
 from agent.errors import AgentError
 from agent.hosts import HostPolicy
 from agent.logs import get_logger
+from agent.mcp.http import McpEndpoint
 from agent.runtime import Runtime, open_runtime
 from agent.settings import Settings, reveal
 
@@ -219,8 +220,23 @@ def _endpoint(settings: Settings, rt: Runtime, liveness: Liveness, daemon: Daemo
         secure_cookie=env.tls is not None or (env.public_url or "").startswith("https://"),
     )
     console = Console(rt, access, run=daemon.track).routes()
+    mcp = McpEndpoint(
+        rt,
+        console_token=reveal(env.console_token),
+        approval_token=reveal(env.approval_token),
+        body_timeout=options.body_timeout_seconds,
+        run=daemon.track,
+    )
     hosts = HostPolicy.of(host, env.public_url)
-    app = build_app(rt.metrics, liveness, intake, api, console, hosts=hosts)
+    app = build_app(
+        rt.metrics,
+        liveness,
+        intake,
+        api,
+        console,
+        hosts=hosts,
+        mcp=mcp if mcp.enabled else None,
+    )
     try:
         return HttpEndpoint(app, host, port, tls=env.tls)
     except OSError as exc:

@@ -340,10 +340,23 @@ def _raw_values(i: Incident) -> dict[str, Any]:
 class SQLStore:
     """The incident store over one database connection."""
 
-    def __init__(self, dialect: Dialect, *, create: bool = True, migrate: bool = True) -> None:
+    def __init__(
+        self,
+        dialect: Dialect,
+        *,
+        create: bool = True,
+        migrate: bool = True,
+        read_only: bool = False,
+    ) -> None:
         self._d = dialect
+        #: Opened to read only (its connection refuses writes): never migrated, and an
+        #: unreadable row is left out without being quarantined.
+        self.read_only = read_only
         try:
-            self.migrate(create=create, apply=migrate)
+            if read_only:
+                self._check_readable()
+            else:
+                self.migrate(create=create, apply=migrate)
         except BaseException:
             dialect.close()
             raise
@@ -410,6 +423,19 @@ class SQLStore:
                         cur.execute(statement)
                 self._d.set_schema_version(cur, version)
 
+    def _check_readable(self) -> None:
+        """A read-only opening: NoStore for an empty database, StoreError for a schema
+        older than this agent reads (it is never migrated from here)."""
+        with self._read() as cur:
+            current = self._d.schema_version(cur, create=False)
+        if current == 0:
+            raise NoStore(f"no incident store at {self._d.where} (AGENT_STATE_URL)")
+        if current < len(MIGRATIONS):
+            raise StoreError(
+                f"incident store {self._d.where} is at schema {current}, this agent reads "
+                f"{len(MIGRATIONS)}: run the daemon (or any `incidents` command) once to migrate it"
+            )
+
     def close(self) -> None:
         """Close the connection."""
         self._d.close()
@@ -423,7 +449,8 @@ class SQLStore:
             "WHERE cleared_at IS NULL AND quarantine IS NULL ORDER BY opened_at, id"
         )
         for bad in (f for f in found if isinstance(f, Unreadable)):
-            self._quarantine(bad)
+            if not self.read_only:
+                self._quarantine(bad)
         return [f for f in found if isinstance(f, Incident)]
 
     def _quarantine(self, bad: Unreadable) -> None:

@@ -43,7 +43,7 @@ class SQLiteDialect:
     name = "sqlite"
     serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+    def __init__(self, path: Path, *, create: bool = True, read_only: bool = False) -> None:
         self.where = str(path)
         if not create:
             _must_exist(path)
@@ -59,6 +59,9 @@ class SQLiteDialect:
             _wal(self._db)
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            if read_only:
+                # Every write on this connection (a transaction too) is refused by SQLite.
+                self._db.execute("PRAGMA query_only=ON")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open incident store {path}: {exc}") from exc
 

@@ -22,8 +22,8 @@ import pytest
 from prometheus_client import generate_latest
 from pytest_httpx import HTTPXMock
 
+from agent.approvals import answer_approval, make_answer
 from agent.daemon.api import ApprovalApi
-from agent.daemon.approvals import answer_approval, make_answer
 from agent.daemon.cycle import run_cycle
 from agent.daemon.http import Liveness, build_app
 from agent.daemon.verify import run_verifications

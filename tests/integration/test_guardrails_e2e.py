@@ -22,8 +22,8 @@ import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
+from agent.approvals import answer_approval, make_answer
 from agent.clients.prometheus import PrometheusClient
-from agent.daemon.approvals import answer_approval, make_answer
 from agent.daemon.cycle import run_cycle
 from agent.demo.gateway_sim import GatewaySimulator
 from agent.incidents.model import Incident

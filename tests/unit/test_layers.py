@@ -38,6 +38,8 @@ PURE = [
     "eval/case.py",
     "eval/history.py",
     "eval/scoring.py",
+    "mcp/args.py",
+    "mcp/catalogue.py",
 ]
 IO_MODULES = (
     "httpx",
@@ -241,3 +243,58 @@ def test_readme_architecture_names_every_module() -> None:
     stale = sorted(n for n in named if not (AGENT / n).is_file())
     assert missing == [], f"README architecture does not name {missing}"
     assert stale == [], f"README architecture names modules that do not exist: {stale}"
+
+
+#: The surfaces that answer approvals: they parse, authorise and render.
+ANSWERING = [
+    "cli/main.py",
+    "daemon/api.py",
+    "console/app.py",
+    *sorted(str(p.relative_to(AGENT)) for p in (AGENT / "mcp").glob("*.py")),
+]
+#: What turns an answer into a step and commits it: agent/approvals.py's business only.
+STEP_MAKERS = ("agent.daemon.steps", "agent.daemon.effects", "agent.dispatch")
+STORE_WRITES = frozenset({"apply", "insert", "decide_under_lock", "note"})
+
+
+def _step_uses(path: Path) -> set[str]:
+    """Step-making modules and step constructors imported, and store writes called."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if _under(node.module, STEP_MAKERS):
+                found.add(node.module)
+            if node.module == "agent.incidents.lifecycle":
+                found |= {a.name for a in node.names if a.name.startswith("on_")}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if _under(a.name, STEP_MAKERS)}
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in STORE_WRITES:
+                found.add(f".{node.func.attr}()")
+    return found
+
+
+@pytest.mark.parametrize("module", ANSWERING)
+def test_surfaces_answer_through_the_one_approval_path(module: str) -> None:
+    """The CLI, the approval API, the console and the MCP server make no lifecycle step
+    and write no incident themselves: answers go through agent/approvals.py."""
+    assert _step_uses(AGENT / module) == set(), module
+
+
+def test_the_approval_path_check_can_fail(tmp_path: Path) -> None:
+    """The detector finds a step constructor, a step-making module and a store write."""
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "from agent.incidents.lifecycle import Answer, on_approval_denied\n"
+        "from agent.daemon.steps import commit\n"
+        "store.apply(step)\nstore.get('x')\n"
+    )
+    assert _step_uses(sample) == {"on_approval_denied", "agent.daemon.steps", ".apply()"}
+
+
+def test_every_surface_imports_the_approval_path_from_its_own_room() -> None:
+    """Those that answer import agent.approvals; the daemon keeps no approvals module."""
+    for module in ("cli/main.py", "daemon/api.py", "console/app.py", "mcp/tools.py"):
+        assert "agent.approvals" in _imports(AGENT / module), module
+    assert not (AGENT / "daemon" / "approvals.py").exists()

@@ -5,7 +5,8 @@ after every step checks the promises that must hold whatever happened.
 What varies: dry run or not; what the model does for each finding (agrees with the
 runbook, proposes more, holds back, fails, answers garbage, is slow past the deadline,
 targets a related service); where a finding comes from (Prometheus, or Alertmanager only);
-human answers (yes, yes pinned to the wrong action or service, no, twice, late); time
+human answers (yes, yes pinned to the wrong action or service, no, twice, late; from the
+CLI's path or through the MCP server's approve tool, allowed to answer or not); time
 passing (cooldowns, approval deadlines, leases); verification; cycles with the daemon's
 background diagnoses or inline; and replicas that restart, or crash in the middle of a
 diagnosis and are taken over.
@@ -48,11 +49,13 @@ from hypothesis.stateful import (
 )
 from pytest_httpx import HTTPXMock
 
-from agent.daemon.approvals import Pin, answer_approval, make_answer
+from agent.approvals import Pin, answer_approval, make_answer
 from agent.daemon.cycle import run_cycle
 from agent.daemon.verify import run_verifications
 from agent.daemon.work import Diagnoses
 from agent.incidents.model import Incident
+from agent.mcp.desk import STDIO_READ_ONLY, DaemonDesk
+from agent.mcp.tools import call
 from agent.runtime import Runtime, open_runtime, replica_id
 from agent.settings import Settings, load_settings
 from tests.conftest import BASE_ENV
@@ -450,7 +453,17 @@ class Seams(RuleBasedStateMachine):
     @rule(
         which=st.integers(0, 3),
         kind=st.sampled_from(
-            ["yes", "yes_unpinned", "wrong_target", "wrong_action", "no", "twice"]
+            [
+                "yes",
+                "yes_unpinned",
+                "wrong_target",
+                "wrong_action",
+                "no",
+                "twice",
+                "mcp_yes",
+                "mcp_wrong_target",
+                "mcp_closed",
+            ]
         ),
     )
     def answer(self, which: int, kind: str) -> None:
@@ -460,6 +473,10 @@ class Seams(RuleBasedStateMachine):
             return
         incident = asking[which % len(asking)]
         action, target = incident.awaiting or "", incident.awaiting_target or ""
+        if kind.startswith("mcp"):
+            self._answer_over_mcp(incident, kind, action, target)
+            self.cycle(background=False)
+            return
         pins = {
             "yes": Pin(action, target),
             "twice": Pin(action, target),
@@ -480,6 +497,30 @@ class Seams(RuleBasedStateMachine):
                 WORLD.approved.add((incident.id, action, target))
             SEEN[f"answer_{reply.status}"] += 1
         self.cycle(background=False)
+
+    def _answer_over_mcp(self, incident: Incident, kind: str, action: str, target: str) -> None:
+        """An assistant's approve tool call, through the daemon's desk: pinned to what it
+        was shown (or to another service), allowed to answer or not."""
+        closed = kind == "mcp_closed"
+        desk = DaemonDesk(self.agent, asyncio.ensure_future, STDIO_READ_ONLY if closed else None)
+        pinned = "devops-ai-agent" if kind == "mcp_wrong_target" else target
+        given = {"id": incident.id, "action": action, "target": pinned, "by": "alice"}
+        before = len(WORLD.sent)
+        result = self.run(call(desk, "approve", given))
+        if kind == "mcp_yes":
+            if not result.error:
+                WORLD.approved.add((incident.id, action, target))
+            SEEN[f"mcp_answer_{'refused' if result.error else 'accepted'}"] += 1
+            return
+        assert result.error, result
+        assert len(WORLD.sent) == before, "a refused tool call sent something"
+        if closed:
+            assert result.text == STDIO_READ_ONLY
+            after = self.agent.store.get(incident.id)
+            assert isinstance(after, Incident) and after.version == incident.version
+        else:
+            assert f"waiting for approval of {action} on {target}" in result.text
+        SEEN[f"mcp_answer_{kind}"] += 1
 
     # -- invariants ---------------------------------------------------------------------
     @invariant()
@@ -568,6 +609,8 @@ TOURS: list[tuple[bool, tuple[tuple[str, tuple[Any, ...]], ...]]] = [
             ("verify", ()),
             ("fire", ("leak", "prometheus", "fails", True)),
             ("answer", (0, "wrong_target")),
+            ("answer", (0, "mcp_closed")),
+            ("answer", (0, "mcp_wrong_target")),
             ("answer", (0, "yes")),
             ("advance", (121, False)),
             ("verify", ()),
@@ -596,7 +639,7 @@ TOURS: list[tuple[bool, tuple[tuple[str, tuple[Any, ...]], ...]]] = [
         (
             ("fire", ("leak", "alertmanager", "agrees", False)),
             ("advance", (5, True)),
-            ("answer", (0, "yes")),
+            ("answer", (0, "mcp_yes")),
         ),
     ),
     # a dry run sends nothing; a replica dies in a slow diagnosis and is taken over
@@ -668,5 +711,8 @@ def test_where_the_safety_features_meet(
         "state_awaiting_approval",
         "source_alertmanager",
         "model_failed",
+        "mcp_answer_accepted",
+        "mcp_answer_mcp_closed",
+        "mcp_answer_mcp_wrong_target",
     }
     assert reached <= set(SEEN), f"paths never taken: {sorted(reached - set(SEEN))}; {SEEN}"

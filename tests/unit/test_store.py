@@ -494,3 +494,68 @@ def test_a_store_being_migrated_is_waited_for(store_url: str) -> None:
     assert errors == []
     assert opened[0].schema_version == len(MIGRATIONS)
     opened[0].close()
+
+
+def test_a_read_only_store_reads_and_refuses_every_write(store_url: str, tmp_path: Path) -> None:
+    """Opened read-only (the MCP server's reads): a missing store is NoStore and nothing is
+    made; an existing one reads as usual, the database refuses every write, and a row
+    that cannot be read is left out without being quarantined (that is a write)."""
+    with pytest.raises(NoStore):
+        open_store(store_url, read_only=True)
+    if store_url.startswith("sqlite:///"):
+        assert not Path(store_url.removeprefix("sqlite:///")).exists()
+    with pytest.raises(NoStore):
+        open_store(store_url, read_only=True)  # still nothing: the first made no schema
+    writer = open_store(store_url)
+    kept, broken = _open(writer), _open(writer, "coding-ai-agent")
+    reader = open_store(store_url, read_only=True)
+    try:
+        corrupt = "UPDATE incidents SET finding_json = '{broken' WHERE id = ?"
+        with writer._write() as cur:  # type: ignore[attr-defined]
+            cur.execute(writer._d.sql(corrupt), (broken.id,))  # type: ignore[attr-defined]
+        assert [i.id for i in reader.current()] == [kept.id]
+        assert {i.id for i in reader.recent(10)} == {kept.id, broken.id}
+        assert reader.events(kept.id)[0].kind == "opened"
+        with pytest.raises(StoreError, match="read"):
+            reader.insert(on_finding(_finding("devops-ai-agent"), "x1", NOW))
+        with pytest.raises(StoreError, match="read"):
+            reader.note(kept.id, Event(NOW, "note", {}))
+        assert writer.get(broken.id) is not None
+        [readable] = writer.current()  # the writer quarantines it, the reader did not
+        assert readable.id == kept.id
+    finally:
+        reader.close()
+        writer.close()
+
+
+@pytest.mark.integration
+def test_a_database_user_that_may_only_select_reads_a_store_opened_read_only() -> None:
+    """PostgreSQL: a role granted SELECT and nothing else opens the store read-only and
+    reads it (what `devops-agent mcp` needs without answers)."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    from tests.conftest import POSTGRES, postgres_schema
+
+    url, drop = postgres_schema("ro")
+    schema = url.rsplit("%3D", 1)[1]
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    writer = open_store(url)
+    kept = _open(writer)
+    writer.close()
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    try:
+        parts = urlsplit(url)
+        where = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        reader = open_store(urlunsplit(parts._replace(netloc=f"{role}@{where}")), read_only=True)
+        assert [i.id for i in reader.current()] == [kept.id]
+        reader.close()
+    finally:
+        drop()
+        with psycopg.connect(POSTGRES, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE {role}")

@@ -1,5 +1,7 @@
-"""A human's answer to an approval request: one path for the CLI, the HTTP API and the console.
+"""A human's answer to an approval request: the one path of every surface that answers.
 
+The CLI, the HTTP API, the console and the MCP server parse and authorise an answer; this
+module alone turns it into a lifecycle step (none of them writes the store itself).
 ``answer_approval`` turns "yes" or "no" for one incident into a step, whoever asks. A yes
 is for this incident, this action and this target only (an answer may pin both: a pinned
 action or target that differs from what waits is refused, naming what waits), and goes
