@@ -30,6 +30,7 @@ from agent.cli.render import (
     show,
     unreadable_row,
 )
+from agent.cli.report import BadDuration, build_report, parse_duration, report_json, report_text
 from agent.clients.gateway import GatewayClient, GatewayProbe, build_http_client
 from agent.daemon.approvals import BadAnswer, Pin, answer_approval, make_answer
 from agent.daemon.cycle import CycleReport, run_cycle
@@ -367,6 +368,51 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EX_OK if ok else EX_FAILURE
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """The outcome report over ``--since`` and the tiers its evidence supports; never
+    creating a store."""
+    try:
+        since = parse_duration(args.since)
+    except BadDuration as exc:
+        _fail(str(exc))
+        return EX_FAILURE
+    settings = load_or_report(args)
+    if settings is None:
+        return EX_CONFIG
+    setup_logging(settings, to_stderr=True)
+    store = open_store(settings.env.state_url, create=False)
+    try:
+        report, suggestions = build_report(
+            store, settings.config, since=since, now=datetime.now(UTC), service=args.service
+        )
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report_json(report, suggestions), indent=2, ensure_ascii=False))
+    else:
+        print(report_text(report, suggestions))
+    return EX_OK
+
+
+def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = sub.add_parser(
+        "report",
+        help="what the agent did and how well, per service and action; tier suggestions",
+        description=(
+            "Fold the outcome ledger over a time range: incidents, what was sent, approved, "
+            "denied or observed, success and recurrence, time to recovery, approval latency, "
+            "model and runbook agreement, tokens and cost per verified recovery; then the "
+            "tier changes the evidence supports, each with the TOML to paste (never applied)."
+        ),
+    )
+    report.add_argument(
+        "--since", default="7d", help="how far back, a Prometheus duration (default 7d)"
+    )
+    report.add_argument("--service", default=None, help="only this service's rows")
+    report.add_argument("--json", action="store_true", help="print rows and suggestions as JSON")
+    report.set_defaults(func=cmd_report)
+
+
 #: The local model server's API key, when the operator gives it (the example unit's
 #: environment file); otherwise one is made at random and printed.
 LOCAL_MODEL_KEY = "LOCAL_MODEL_API_KEY"
@@ -645,6 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     incidents.set_defaults(func=cmd_incidents, action=None)
     _eval_parser(sub)
+    _report_parser(sub)
     _local_model_parser(sub)
     return parser
 
