@@ -30,7 +30,7 @@ from agent.cli.render import (
     show,
     unreadable_row,
 )
-from agent.cli.report import BadDuration, build_report, parse_duration, report_json, report_text
+from agent.cli.report import report_json, report_text
 from agent.clients.gateway import GatewayClient, GatewayProbe, build_http_client
 from agent.daemon.approvals import BadAnswer, Pin, answer_approval, make_answer
 from agent.daemon.cycle import CycleReport, run_cycle
@@ -49,6 +49,7 @@ from agent.local import LocalModel, MissingBinary, PortTaken, shipped_model
 from agent.local.model import ALIAS as MODEL_ALIAS
 from agent.local.model import CONTEXT_TOKENS
 from agent.logs import configure_logging
+from agent.reporting import BadDuration, build_report, parse_duration
 from agent.runtime import open_runtime
 from agent.settings import Settings, load_settings, redacted_summary, reveal, secret_values
 from agent.store import open_store

@@ -1,81 +1,17 @@
-"""``devops-agent report``: what the agent did, how well, at what cost, and which tiers
-the evidence supports.
+"""``devops-agent report`` as a terminal shows it: tables, then the suggestions with their
+TOML; or one JSON document (``rows``, ``by_name``, ``suggestions``) for ``--json``.
 
-Reads the outcome ledger over a time range (``--since``, a Prometheus-style duration),
-folds it (``ledger/report.py``) and asks the ladder for suggestions
-(``guardrails/ladder.py``); prints tables, or one JSON document with ``--json``. It never
-creates a store and never changes a tier.
+What the report holds is read and folded by ``agent/reporting.py``; this only renders.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta
 from typing import Any
 
-from agent.config import AgentConfig, autonomy_of
-from agent.errors import AgentError
-from agent.guardrails.ladder import Suggestion, suggest
-from agent.ledger.report import Report, Row, fold
-from agent.logs import get_logger
-from agent.store.base import IncidentStore
+from agent.guardrails.ladder import Suggestion
+from agent.ledger.report import Report, Row
 from agent.text import clip, printable
-
-log = get_logger("agent.report")
-
-_UNITS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_PART = re.compile(r"([0-9]+)(ms|[ywdhms])")
-#: Far enough back for any retention (keep_days is at most ten years).
-MAX_SECONDS = 20 * 365 * 86400
-
-
-class BadDuration(AgentError):
-    """``--since`` is not a duration."""
-
-
-def parse_duration(text: str) -> timedelta:
-    """A Prometheus-style duration (``90m``, ``7d``, ``1h30m``); BadDuration otherwise."""
-    pos, seconds = 0, 0.0
-    for match in _PART.finditer(text):
-        if match.start() != pos:
-            break
-        value, unit = int(match.group(1)), match.group(2)
-        seconds += value / 1000 if unit == "ms" else value * _UNITS[unit]
-        pos = match.end()
-    if not text or pos != len(text) or seconds <= 0 or seconds > MAX_SECONDS:
-        raise BadDuration(
-            f"--since: {clip(printable(text), 40)!r} is not a duration like 90m, 7d or 1h30m "
-            "(units ms, s, m, h, d, w, y; more than 0, at most 20y)"
-        )
-    return timedelta(seconds=seconds)
-
-
-def build_report(
-    store: IncidentStore,
-    config: AgentConfig,
-    *,
-    since: timedelta,
-    now: datetime,
-    service: str | None = None,
-) -> tuple[Report, list[Suggestion]]:
-    """Read the ledger over the range and fold it; the report and its suggestions."""
-    start = now - since
-    read = store.outcomes(start, now + timedelta(seconds=1))
-    for bad in read.unreadable:
-        log.warning("outcome_unreadable", incident_id=bad.id, error=bad.error)
-    report = fold(
-        read.outcomes,
-        read.openings,
-        since=start,
-        until=now,
-        tier_of=lambda s, a: autonomy_of(config, s, a),
-        services=config.services,
-        recurrence_seconds=config.policy.recurrence_seconds,
-        service=service,
-        unreadable=len(read.unreadable),
-    )
-    return report, suggest(report.rows, config)
 
 
 def report_json(report: Report, suggestions: Sequence[Suggestion]) -> dict[str, Any]:

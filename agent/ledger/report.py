@@ -192,6 +192,8 @@ class Report:
     by_name: list[Row]
     #: Records that could not be read: skipped and counted.
     unreadable: int = 0
+    #: Incidents that ended per day (``YYYY-MM-DD``, UTC) per service.
+    per_day: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def recurrences(
@@ -230,9 +232,11 @@ def fold(
     by_action: dict[tuple[str, str], Tally] = defaultdict(Tally)
     by_name: dict[str, Tally] = defaultdict(Tally)
     tiers: dict[tuple[str, str], Autonomy] = {}
+    per_day: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for o in outcomes:
         if service is not None and o.service != service:
             continue
+        per_day[o.ended_at.strftime("%Y-%m-%d")][o.service] += 1
         key = (o.service, o.action)
         if key not in tiers:
             tiers[key] = tier_of(o.service, o.action)
@@ -252,4 +256,5 @@ def fold(
         for (s, a), t in sorted(by_action.items())
     ]
     names = [Row("", "", n, t) for n, t in sorted(by_name.items())]
-    return Report(since, until, rows, names, unreadable)
+    days = {day: dict(counts) for day, counts in sorted(per_day.items())}
+    return Report(since, until, rows, names, unreadable, days)
