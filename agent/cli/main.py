@@ -360,7 +360,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             progress=None if args.json else _progress,
         )
     )
-    prices = (args.price_per_1k_input, args.price_per_1k_output)
+    prices = _eval_prices(args, settings)
     if args.json:
         print(json.dumps(as_json(result, args.min_pass, prices), indent=2, ensure_ascii=False))
     else:
@@ -412,6 +412,15 @@ def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     report.add_argument("--service", default=None, help="only this service's rows")
     report.add_argument("--json", action="store_true", help="print rows and suggestions as JSON")
     report.set_defaults(func=cmd_report)
+
+
+def _eval_prices(args: argparse.Namespace, settings: Settings) -> tuple[float | None, float | None]:
+    """Prices per 1,000 tokens: the flags', else ``[diagnosis.prices]`` (per million)."""
+    given = (args.price_per_1k_input, args.price_per_1k_output)
+    configured = settings.config.diagnosis.prices
+    if given != (None, None) or configured is None:
+        return given
+    return configured.prompt / 1000, configured.completion / 1000
 
 
 #: The local model server's API key, when the operator gives it (the example unit's
