@@ -36,10 +36,12 @@ def _secs(value: float | None) -> str:
     return f"{value / 60:.1f}m" if value >= 600 else f"{value:.0f}s"
 
 
-def _money(value: float | None, tokens: int) -> str:
-    if value is None:
-        return "unknown" if tokens else "-"
-    return f"{value:.4f}"
+def _money(figures: dict[str, Any]) -> str:
+    """The cost per verified recovery: '-' without one, 'unknown' without prices."""
+    if figures["tokens_per_recovery"] is None:
+        return "-"
+    value = figures["cost_per_recovery"]
+    return "unknown" if value is None else f"{value:.4f}"
 
 
 _HEAD = (
@@ -65,7 +67,7 @@ def _cells(row: Row) -> list[str]:
         _secs(f["approval_latency_p50_seconds"]),
         _pct(f["agreement_rate"]),
         "-" if per is None else f"{per:.0f}",
-        _money(f["cost_per_recovery"], f["tokens"]),
+        _money(f),
         _pct(f["observed_cleared_alone_rate"]),
         _pct(f["observed_persisted_rate"]),
     ]
