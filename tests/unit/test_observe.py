@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.cli.main import main
 from agent.config import AgentConfig, autonomy_of
 from agent.diagnosis.models import Decision, Diagnosis, PhaseUsage
 from agent.diagnosis.runbook import runbook_decide
+from agent.eval.case import load_cases
+from agent.eval.runner import settings_for_case
 from agent.gateway.response import GatewayResult
 from agent.guardrails.autonomy import judge
 from agent.incidents.lifecycle import (
@@ -29,7 +33,9 @@ from agent.incidents.lifecycle import (
     storm_finding,
 )
 from agent.incidents.model import Incident
-from tests.conftest import alert_finding, make_config
+from agent.settings import Settings, load_settings
+from tests.conftest import BASE_ENV, alert_finding, make_config
+from tests.integration.daemon_support import write_config
 
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
 MP, CA = "market-predictor", "coding-ai-agent"
@@ -246,3 +252,40 @@ def test_the_finding_going_away_ends_a_watch_but_not_a_storm() -> None:
     assert "after restart on market-predictor sent by the agent" in (gone.incident.resolution or "")
     storm = on_storm(storm_finding([MP, CA], 3, NOW), "storm001", NOW).incident
     assert on_gone(storm, NOW) is None
+
+
+def test_eval_judges_an_observe_tier_as_auto(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """eval measures what the agent would do: a fleet at observe, or a catalogue action at
+    observe, is judged as auto there (and nowhere else)."""
+    config = make_config(
+        policy={"default_autonomy": "observe"},
+        actions={
+            **{k: v.model_dump(exclude_none=True) for k, v in make_config().actions.items()},
+            "restart": {"intent": "restart the service", "mutating": True, "autonomy": "observe"},
+        },
+    )
+    for key, value in BASE_ENV.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(env=load_settings(env_file=None).env, config=config)
+    case = load_cases([])[0].case
+    judged = settings_for_case(settings, case, tmp_path / "agent.db").config
+    service = next(iter(case.scope))
+    assert autonomy_of(judged, service, "restart") == "auto"
+    assert autonomy_of(config, service, "restart") == "observe"
+
+
+def test_check_config_prints_the_observe_tier(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-config prints an observe tier like the others."""
+    config = write_config(
+        tmp_path / "agent.toml",
+        services={MP: {"actions": ["restart", "collect_logs"], "autonomy": {"restart": "observe"}}},
+    )
+    for key, value in dict(BASE_ENV, AGENT_CONFIG=str(config)).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    assert main(["check-config"]) == 0
+    assert f"{MP}: restart=observe, collect_logs=auto" in capsys.readouterr().out
