@@ -157,6 +157,7 @@ def render_cycle(report: Any) -> str:
     lines += [
         f"  decision {d['incident_id']}: {show(d['action'])} on {show(d['target'])}"
         f" ({d['decided_by']}: {show(d['reason'])})"
+        + (f"; observed: {show(_observed(d))}" if d.get("observed_action") else "")
         for d in report.decisions
     ]
     lines += [
@@ -175,6 +176,12 @@ def render_cycle(report: Any) -> str:
     lines += [_would_send(w) for w in report.would_send]
     lines += [_would_escalate(w) for w in report.would_escalate]
     return "\n".join(lines)
+
+
+def _observed(decision: dict[str, Any]) -> str:
+    """What an observe tier held back, from a decision record."""
+    what = "asked a human to approve" if decision.get("observed_would") == "ask" else "sent"
+    return f"would have {what} {decision['observed_action']} on {decision.get('observed_target')}"
 
 
 def _would_send(entry: dict[str, Any]) -> str:

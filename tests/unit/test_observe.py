@@ -6,11 +6,13 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from agent.cli.main import main
+from agent.cli.render import render_cycle
 from agent.config import AgentConfig, autonomy_of
 from agent.diagnosis.models import Decision, Diagnosis, PhaseUsage
 from agent.diagnosis.runbook import runbook_decide
@@ -289,3 +291,24 @@ def test_check_config_prints_the_observe_tier(
     monkeypatch.chdir(tmp_path)
     assert main(["check-config"]) == 0
     assert f"{MP}: restart=observe, collect_logs=auto" in capsys.readouterr().out
+
+
+def test_sweep_prints_what_an_observe_tier_held_back() -> None:
+    """The one-shot sweep's summary says what would have been sent or asked."""
+    sweep = SimpleNamespace(
+        sweep_id="s1", findings=[], duration_seconds=0.1, failed_sources=[], skipped=[]
+    )
+    decision = {
+        "incident_id": "obs0001",
+        "action": "none",
+        "target": MP,
+        "decided_by": "runbook",
+        "reason": "runbook rule 'memory' matched",
+        "observed_action": "restart",
+        "observed_target": MP,
+        "observed_would": "send",
+    }
+    report = SimpleNamespace(
+        sweep=sweep, decisions=[decision], dispatches=[], skips=[], would_send=[], would_escalate=[]
+    )
+    assert "observed: would have sent restart on market-predictor" in render_cycle(report)
