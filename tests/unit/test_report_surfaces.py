@@ -17,6 +17,8 @@ from agent.console.access import Access
 from agent.console.app import Console
 from agent.daemon.api import ApprovalApi
 from agent.daemon.http import Liveness, build_app
+from agent.daemon.notify import Notifier
+from agent.daemon.service import Daemon
 from agent.daemon.webhook import WebhookIntake
 from agent.diagnosis.models import Decision
 from agent.hosts import HostPolicy
@@ -144,3 +146,26 @@ async def test_the_console_report_page(rt: Runtime) -> None:
             'devops_agent_outcomes_total{action="restart",result="denied",'
             'service="market-predictor"} 3.0' in metrics
         )
+
+
+async def test_the_daemon_prunes_old_records_and_keeps_the_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's hourly job drops records older than report.keep_days; outcomes_total
+    keeps counting them."""
+    url = f"sqlite:///{tmp_path / 'agent.db'}"
+    now = datetime.now(UTC)
+    store = open_store(url)
+    try:
+        _ended(store, 1, SENT, now - timedelta(days=100))
+        _ended(store, 2, SENT, now - timedelta(days=10))
+    finally:
+        store.close()
+    for key, value in dict(BASE_ENV, AGENT_STATE_URL=url).items():
+        monkeypatch.setenv(key, value)
+    async with open_runtime(load_settings(env_file=None)) as runtime:
+        daemon = Daemon(runtime, Notifier(None), Liveness(60))
+        await daemon.prune_job()
+        kept = runtime.store.outcomes(now - timedelta(days=365), now)
+        assert [o.incident_id for o in kept.outcomes] == ["inc00002"]
+        assert runtime.store.outcome_counts()[(MP, "none", "none")] == 2
