@@ -53,8 +53,14 @@ class Severity(StrEnum):
 Priority = Literal["LOW", "NORMAL", "HIGH", "URGENT"]
 #: May an action run without a human? ``auto``: yes (a changing action only when the model
 #: and the runbook agree, see ``guardrails/autonomy.py``); ``approve``: a human approves
-#: each one; ``never``: refused and escalated.
-Autonomy = Literal["auto", "approve", "never"]
+#: each one; ``observe``: decided as usual, never sent and nobody asked, what would have
+#: happened recorded and the finding watched until it ends; ``never``: refused and
+#: escalated.
+Autonomy = Literal["auto", "approve", "observe", "never"]
+#: From least to most trusted: ``policy.default_autonomy`` caps a catalogue tier at its own.
+TRUST: dict[Autonomy, int] = {"never": 0, "observe": 1, "approve": 2, "auto": 3}
+#: Actions that send nothing and ask nobody: no tier applies to them.
+PASSIVE_ACTIONS = frozenset({"none", "escalate"})
 #: The shipped tiers of changing actions; any other changing action needs approval.
 MUTATING_AUTONOMY: dict[str, Autonomy] = {"restart": "auto", "start": "auto", "stop": "approve"}
 FindingKind = Literal["alert", "health", "anomaly", "storm"]
@@ -205,6 +211,19 @@ class Policy(_Section):
     #: ``approve`` holds the runbook's changing action for a human, ``runbook`` runs it
     #: within its tier as when no model is configured.
     model_failure: ModelFailure = "approve"
+    #: Caps the catalogue's tier of every action (``observe`` for a fleet's first weeks);
+    #: a service's own tier (``[services.NAME] autonomy``) still wins. Unset: no cap.
+    default_autonomy: Autonomy | None = None
+
+
+Price = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
+
+
+class Prices(_Section):
+    """What the model costs, per million tokens (in whatever currency the operator uses)."""
+
+    prompt: Price
+    completion: Price
 
 
 class Diagnosis(_Section):
@@ -229,6 +248,8 @@ class Diagnosis(_Section):
     history_hours: Annotated[float, Field(ge=0, le=720, allow_inf_nan=False)] = 24.0
     #: The investigation's `recent_logs` tool: one gateway request, bounded by this.
     logs_timeout_seconds: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 20.0
+    #: The model's prices, for the cost of each diagnosis (unset: cost unknown).
+    prices: Prices | None = None
 
 
 class GatewayOptions(_Section):
@@ -266,6 +287,18 @@ class RunbookRule(_Section):
     action: str
 
 
+class ReportOptions(_Section):
+    #: Outcome records older than this are dropped (the counts behind ``outcomes_total``
+    #: are kept).
+    keep_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    #: Healed approvals (or persisting observations the runbook agreed with) before
+    #: ``report`` suggests ``auto``.
+    promote_after: Annotated[int, Field(ge=1, le=10_000)] = 5
+    #: Share of actions sent alone that failed or recurred above which ``report`` suggests
+    #: ``approve`` again.
+    demote_share: Share = 0.3
+
+
 class AgentConfig(_Section):
     schedule: Schedule = Field(default_factory=Schedule)
     prometheus: PrometheusOptions = Field(default_factory=PrometheusOptions)
@@ -279,6 +312,7 @@ class AgentConfig(_Section):
     actions: dict[str, Action]
     services: dict[str, Service]
     runbook: list[RunbookRule] = Field(default_factory=list)
+    report: ReportOptions = Field(default_factory=ReportOptions)
 
 
 Loc = tuple[int | str, ...]
@@ -374,13 +408,18 @@ def load_config(path: Path) -> AgentConfig:
 
 def autonomy_of(config: AgentConfig, service: str | None, action: str) -> Autonomy:
     """The effective tier of ``action`` on ``service``: the service's own, else the
-    catalogue's, else ``auto`` for read-only and the shipped tier for changing actions."""
+    catalogue's (``auto`` for read-only and the shipped tier for changing actions when
+    unset) capped by ``policy.default_autonomy``."""
     entry = config.services.get(service or "")
     if entry is not None and action in entry.autonomy:
         return entry.autonomy[action]
     catalogue = config.actions.get(action)
     if catalogue is None:
         return "never"
-    if catalogue.autonomy is not None:
-        return catalogue.autonomy
-    return MUTATING_AUTONOMY.get(action, "approve") if catalogue.mutating else "auto"
+    tier: Autonomy = catalogue.autonomy or (
+        MUTATING_AUTONOMY.get(action, "approve") if catalogue.mutating else "auto"
+    )
+    cap = config.policy.default_autonomy
+    if cap is None or action in PASSIVE_ACTIONS:
+        return tier
+    return min(tier, cap, key=TRUST.__getitem__)

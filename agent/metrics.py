@@ -1,8 +1,8 @@
 """The agent's own metrics, scraped from ``METRICS_ADDR``.
 
 Built on an explicit ``CollectorRegistry`` so tests and a second agent in one process
-never share counters. Most count what this process did; ``approvals_total`` counts from
-the store what every process did (an answer given with ``devops-agent incidents approve``
+never share counters. Most count what this process did; ``approvals_total`` and
+``outcomes_total`` count from the store what every process did (an answer given with ``devops-agent incidents approve``
 on the host is the CLI's doing, and must still show on the daemon's ``/metrics``).
 """
 
@@ -61,6 +61,37 @@ class StoredCounter(Collector):
                 if sample.labels.get(self._label) == label_value:
                     return int(sample.value)
         return 0
+
+
+class StoredCounters(Collector):
+    """A counter by several labels whose values are read from the store at each scrape
+    (every label combination the store knows); the last values read stand while the store
+    cannot answer."""
+
+    def __init__(
+        self, name: str, documentation: str, labels: tuple[str, ...], registry: CollectorRegistry
+    ) -> None:
+        self._name, self._doc, self._labels = name, documentation, labels
+        self._last: dict[tuple[str, ...], int] = {}
+        #: Where the counts come from; set once the store is open.
+        self.read: Callable[[], Mapping[tuple[str, ...], int]] | None = None
+        registry.register(self)
+
+    def describe(self) -> Iterator[Metric]:
+        """The family, without asking the store (at registration)."""
+        yield CounterMetricFamily(self._name, self._doc, labels=list(self._labels))
+
+    def collect(self) -> Iterator[Metric]:
+        """The family with the store's counts."""
+        if self.read is not None:
+            try:
+                self._last.update(self.read())
+            except AgentError as exc:
+                log.warning("metric_unreadable", metric=self._name, error=str(exc))
+        family = CounterMetricFamily(self._name, self._doc, labels=list(self._labels))
+        for values, count in sorted(self._last.items()):
+            family.add_metric(list(values), count)
+        yield family
 
 
 class AgentMetrics:
@@ -158,6 +189,14 @@ class AgentMetrics:
             "counted from the store: every replica's and the CLI's answers",
             "result",
             ("granted", "denied", "expired", "cleared", "blocked"),
+            r,
+        )
+        self.outcomes = StoredCounters(
+            "devops_agent_outcomes",
+            "Incidents that ended, by the service the action runs on, the action and what "
+            "happened to it (sent, approved, denied, expired, cleared, observed, blocked, "
+            "none), counted from the store: every replica's and the CLI's",
+            ("service", "action", "result"),
             r,
         )
         self.last_sweep = Gauge(

@@ -202,6 +202,8 @@ async def open_runtime(
         stack.callback(store.close)
         metrics.approvals.read = store.approval_counts
         stack.callback(setattr, metrics.approvals, "read", None)
+        metrics.outcomes.read = store.outcome_counts
+        stack.callback(setattr, metrics.outcomes, "read", None)
         rt = Runtime(
             settings=settings,
             store=store,

@@ -31,6 +31,7 @@ from agent.cli.render import (
     show,
     unreadable_row,
 )
+from agent.cli.report import report_json, report_text
 from agent.clients.gateway import GatewayClient, GatewayProbe, build_http_client
 from agent.daemon.cycle import CycleReport, run_cycle
 from agent.daemon.service import serve
@@ -48,6 +49,7 @@ from agent.local import LocalModel, MissingBinary, PortTaken, shipped_model
 from agent.local.model import ALIAS as MODEL_ALIAS
 from agent.local.model import CONTEXT_TOKENS
 from agent.logs import configure_logging
+from agent.reporting import BadDuration, build_report, parse_duration
 from agent.runtime import open_runtime
 from agent.settings import Settings, load_settings, redacted_summary, reveal, secret_values
 from agent.store import open_store
@@ -358,13 +360,67 @@ def cmd_eval(args: argparse.Namespace) -> int:
             progress=None if args.json else _progress,
         )
     )
-    prices = (args.price_per_1k_input, args.price_per_1k_output)
+    prices = _eval_prices(args, settings)
     if args.json:
         print(json.dumps(as_json(result, args.min_pass, prices), indent=2, ensure_ascii=False))
     else:
         print(as_table(result, args.min_pass, prices))
     ok, _ = verdict(result.total(), args.min_pass)
     return EX_OK if ok else EX_FAILURE
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """The outcome report over ``--since`` and the tiers its evidence supports; never
+    creating a store."""
+    try:
+        since = parse_duration(args.since)
+    except BadDuration as exc:
+        _fail(str(exc))
+        return EX_FAILURE
+    settings = load_or_report(args)
+    if settings is None:
+        return EX_CONFIG
+    setup_logging(settings, to_stderr=True)
+    store = open_store(settings.env.state_url, create=False)
+    try:
+        report, suggestions = build_report(
+            store, settings.config, since=since, now=datetime.now(UTC), service=args.service
+        )
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report_json(report, suggestions), indent=2, ensure_ascii=False))
+    else:
+        print(report_text(report, suggestions))
+    return EX_OK
+
+
+def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = sub.add_parser(
+        "report",
+        help="what the agent did and how well, per service and action; tier suggestions",
+        description=(
+            "Fold the outcome ledger over a time range: incidents, what was sent, approved, "
+            "denied or observed, success and recurrence, time to recovery, approval latency, "
+            "model and runbook agreement, tokens and cost per verified recovery; then the "
+            "tier changes the evidence supports, each with the TOML to paste (never applied)."
+        ),
+    )
+    report.add_argument(
+        "--since", default="7d", help="how far back, a Prometheus duration (default 7d)"
+    )
+    report.add_argument("--service", default=None, help="only this service's rows")
+    report.add_argument("--json", action="store_true", help="print rows and suggestions as JSON")
+    report.set_defaults(func=cmd_report)
+
+
+def _eval_prices(args: argparse.Namespace, settings: Settings) -> tuple[float | None, float | None]:
+    """Prices per 1,000 tokens: the flags', else ``[diagnosis.prices]`` (per million)."""
+    given = (args.price_per_1k_input, args.price_per_1k_output)
+    configured = settings.config.diagnosis.prices
+    if given != (None, None) or configured is None:
+        return given
+    return configured.prompt / 1000, configured.completion / 1000
 
 
 #: The local model server's API key, when the operator gives it (the example unit's
@@ -676,6 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     incidents.set_defaults(func=cmd_incidents, action=None)
     _eval_parser(sub)
+    _report_parser(sub)
     _local_model_parser(sub)
     _mcp_parser(sub)
     return parser

@@ -44,6 +44,8 @@ def render_incidents(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _cell(row: dict[str, Any], column: str) -> object:
+    if column == "action" and row.get("observed"):
+        return f"observed: {row['observed']}"
     if column == "action" and row.get("approval_action"):
         held = "approved, not sent" if row.get("state") == "approved" else "approve"
         return f"{row['approval_action']} {row.get('approval_target')}? ({held})"
@@ -86,6 +88,10 @@ def render_timeline(incident: Incident, events: Sequence[Event]) -> str:
             head.append(f"  autonomy: {show(decision.autonomy)}")
         if decision.approved_by:
             head.append(f"  approved by {show(decision.approved_by)}")
+        if decision.observed:
+            head.append(
+                f"  OBSERVED (tier observe, nothing sent, nobody asked): {show(decision.observed)}"
+            )
     if incident.asks:
         until = incident.approval_until.isoformat() if incident.approval_until else "-"
         action, target = show(incident.awaiting), show(incident.awaiting_target)
@@ -151,6 +157,7 @@ def render_cycle(report: Any) -> str:
     lines += [
         f"  decision {d['incident_id']}: {show(d['action'])} on {show(d['target'])}"
         f" ({d['decided_by']}: {show(d['reason'])})"
+        + (f"; observed: {show(_observed(d))}" if d.get("observed_action") else "")
         for d in report.decisions
     ]
     lines += [
@@ -169,6 +176,12 @@ def render_cycle(report: Any) -> str:
     lines += [_would_send(w) for w in report.would_send]
     lines += [_would_escalate(w) for w in report.would_escalate]
     return "\n".join(lines)
+
+
+def _observed(decision: dict[str, Any]) -> str:
+    """What an observe tier held back, from a decision record."""
+    what = "asked a human to approve" if decision.get("observed_would") == "ask" else "sent"
+    return f"would have {what} {decision['observed_action']} on {decision.get('observed_target')}"
 
 
 def _would_send(entry: dict[str, Any]) -> str:
@@ -215,7 +228,10 @@ def render_pending(rows: Sequence[dict[str, Any]]) -> str:
 
 def render_autonomy(config: AgentConfig) -> str:
     """The effective autonomy tier of every action of every service."""
-    lines = ["autonomy (auto: alone; changing actions only when model and runbook agree):"]
+    lines = [
+        "autonomy (auto: alone; changing actions only when model and runbook agree; "
+        "approve: a human says yes; observe: decided, never sent, nobody asked; never: refused):"
+    ]
     for name, service in config.services.items():
         tiers = ", ".join(f"{a}={autonomy_of(config, name, a)}" for a in service.actions)
         lines.append(f"  {show(name)}: {tiers or '-'}")

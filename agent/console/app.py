@@ -1,7 +1,7 @@
 """The operator console: server-rendered pages under ``/ui/`` on ``METRICS_ADDR``.
 
-Routes of the daemon's one Starlette app: the incident list (filters by state and
-service), one incident (its plot, decision with both keys, the history it saw, the
+Routes of the daemon's one Starlette app: the incident list (filters by state, service,
+action and finding name), the outcome report with its charts, one incident (its plot, decision with both keys, the history it saw, the
 model's transcript, the gateway exchanges, the timeline), the incidents waiting for
 approval, a login form, and the approve and deny forms, which go through exactly the
 path of `devops-agent incidents approve` and of the HTTP API (``agent/approvals.py``).
@@ -24,12 +24,14 @@ from starlette.routing import Route
 from agent.approvals import BadAnswer, Pin, Reply, answer_approval, make_answer
 from agent.console import view
 from agent.console.access import COOKIE, SESSION_SECONDS, Access, LoginThrottle, Role, Session
+from agent.console.charts import daily_bars, recovery_bars
 from agent.console.plot import Series, plotted, render, series_from_matrix, threshold_of
 from agent.daemon.bodies import BodyTooLarge, read_body
 from agent.diagnosis.tools import finding_query
 from agent.errors import PrometheusError
 from agent.incidents.model import STATES, Incident
 from agent.logs import get_logger
+from agent.reporting import BadDuration, build_report, parse_duration
 from agent.runtime import Runtime
 from agent.store.base import Unreadable, get_exact
 
@@ -85,6 +87,7 @@ class Console:
         return [
             Route("/ui/", self.index, methods=["GET"]),
             Route("/ui/pending", self.pending, methods=["GET"]),
+            Route("/ui/report", self.report, methods=["GET"]),
             Route("/ui/incidents/{incident_id}", self.incident, methods=["GET"]),
             Route("/ui/incidents/{incident_id}/{verb}", self.answer, methods=["POST"]),
             Route("/ui/login", self.login_form, methods=["GET"]),
@@ -155,10 +158,12 @@ class Console:
             return denied
         state = request.query_params.get("state", "")
         service = request.query_params.get("service", "")
+        action = request.query_params.get("action", "")
+        name = request.query_params.get("name", "")
         now = self.rt.clock()
         found = self.rt.store.recent(200)
         readable = [i for i in found if isinstance(i, Incident)]
-        rows = [view.row(i, now) for i in readable if view.matches(i, state, service)]
+        rows = [view.row(i, now) for i in readable if view.matches(i, state, service, action, name)]
         unreadable = [i for i in found if isinstance(i, Unreadable)]
         services = sorted({i.target for i in readable if i.target})
         return self._page(
@@ -170,6 +175,8 @@ class Console:
             services=services,
             state=state,
             service=service,
+            action=action,
+            name=name,
         )
 
     async def pending(self, request: Request) -> Response:
@@ -189,6 +196,47 @@ class Console:
             for i in waiting
         ]
         return self._page(request, "pending.html", rows=rows)
+
+    async def report(self, request: Request) -> Response:
+        """GET /ui/report: the outcome report (as ``devops-agent report``) with charts of
+        incidents per day per service and of time to recovery; each row links to its
+        incidents."""
+        if (denied := self._denied(request)) is not None:
+            return denied
+        since_text = request.query_params.get("since", "7d")
+        service = request.query_params.get("service", "") or None
+        try:
+            since = parse_duration(since_text)
+        except BadDuration as exc:
+            return self._page(
+                request, "report.html", status=400, problem=str(exc), since=since_text
+            )
+        now = self.rt.clock()
+        report, suggestions = build_report(
+            self.rt.store, self.rt.config, since=since, now=now, service=service
+        )
+        rows = [{**r.to_dict(), **view.report_row(r.tally.figures())} for r in report.rows]
+        names = [{**r.to_dict(), **view.report_row(r.tally.figures())} for r in report.by_name]
+        recovery = [
+            (
+                f"{r['service']} {r['action']}",
+                r["time_to_recovery_p50_seconds"],
+                r["time_to_recovery_p90_seconds"],
+            )
+            for r in rows
+        ]
+        return self._page(
+            request,
+            "report.html",
+            since=since_text,
+            service=service or "",
+            report=report,
+            rows=rows,
+            names=names,
+            suggestions=[s.to_dict() for s in suggestions],
+            per_day=daily_bars(report.per_day, report.since.date(), report.until.date()),
+            recovery=recovery_bars(recovery),
+        )
 
     async def incident(self, request: Request) -> Response:
         """GET /ui/incidents/{id}: everything about one incident."""

@@ -41,12 +41,64 @@ def row(incident: Incident, now: datetime) -> dict[str, Any]:
         "approval_target": incident.awaiting_target if incident.asks else None,
         "approved_by": (incident.decision.approved_by or None) if incident.decision else None,
         "outcome": incident.resolution or incident.dispatch_outcome or "-",
+        "observed": incident.decision.observed if incident.decision else "",
     }
 
 
-def matches(incident: Incident, state: str, service: str) -> bool:
-    """Whether the list's filters keep an incident."""
-    return (not state or incident.state == state) and (not service or incident.target == service)
+def matches(incident: Incident, state: str, service: str, action: str = "", name: str = "") -> bool:
+    """Whether the list's filters keep an incident (a service matches the finding's own or
+    the one its action runs on, as the report counts it)."""
+    where = {incident.target, incident.action_target, incident.awaiting_target}
+    if incident.decision is not None:
+        where |= {incident.decision.target, incident.decision.observed_target}
+        did = {
+            incident.decision.action,
+            incident.decision.approval_action,
+            incident.decision.observed_action,
+        }
+    else:
+        did = {"none"}
+    return (
+        (not state or incident.state == state)
+        and (not service or service in where)
+        and (not action or action in did)
+        and (not name or incident.name == name)
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else age_of(value)
+
+
+def age_of(seconds: float) -> str:
+    """A duration in the largest unit that fits."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def report_row(figures: dict[str, Any]) -> dict[str, Any]:
+    """One report row's figures as the page shows them."""
+    cost = figures["cost_per_recovery"]
+    per = figures["tokens_per_recovery"]
+    return {
+        **figures,
+        "success": _pct(figures["success_rate"]),
+        "recurrence": _pct(figures["recurrence_rate"]),
+        "ttr_p50": _secs(figures["time_to_recovery_p50_seconds"]),
+        "ttr_p90": _secs(figures["time_to_recovery_p90_seconds"]),
+        "answer_p50": _secs(figures["approval_latency_p50_seconds"]),
+        "agreement": _pct(figures["agreement_rate"]),
+        "tokens_per": "-" if per is None else f"{per:.0f}",
+        "cost_per": (("unknown" if figures["tokens"] else "-") if cost is None else f"{cost:.4f}"),
+        "cleared_alone": _pct(figures["observed_cleared_alone_rate"]),
+        "persisted": _pct(figures["observed_persisted_rate"]),
+    }
 
 
 def _dump(value: object) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 
 from agent.daemon.effects import run_effects
 from agent.daemon.steps import commit, isolated
+from agent.daemon.watch import other_hand
 from agent.daemon.work import Diagnoses, carry, with_verdict, work
 from agent.guardrails.policy import is_storm
 from agent.incidents.lifecycle import (
@@ -118,25 +119,39 @@ async def _settle(
     now: datetime,
 ) -> list[Incident]:
     """Take over abandoned work and clear what is gone; the incidents as they now stand."""
-    verify_after = rt.config.schedule.verify_after_seconds
-    ttl = rt.config.policy.approval_ttl_seconds
     out: list[Incident] = []
     for incident in incidents:
         if incident.id in rt.poisoned:
             continue
-        step: Step | None = None
-        if _abandoned(rt, incident, now):
-            step = on_restart(incident, now, verify_after=verify_after, approval_ttl=ttl)
-        elif complete and incident.group_key not in current and _free(rt, incident, now):
-            step = on_gone(incident, now)
-        elif _expired(incident, now) and _free(rt, incident, now):
-            step = on_approval_expired(incident, now)
+        step = await _settle_step(rt, incident, current, complete, now)
         if step is None:
             out.append(incident)
             continue
         applied = await isolated(rt, incident, commit(rt, step, incident.version))
         out.append(applied.incident if applied else incident)
     return out
+
+
+async def _settle_step(
+    rt: Runtime, incident: Incident, current: dict[str, Finding], complete: bool, now: datetime
+) -> Step | None:
+    """The step that settles one incident now, if any: take over abandoned work, clear
+    what is gone (an observed action's watch ends, with what another hand was seen
+    doing), end a wait nobody answered in time."""
+    if _abandoned(rt, incident, now):
+        return on_restart(
+            incident,
+            now,
+            verify_after=rt.config.schedule.verify_after_seconds,
+            approval_ttl=rt.config.policy.approval_ttl_seconds,
+        )
+    if complete and incident.group_key not in current and _free(rt, incident, now):
+        watched = incident.state == "watching" and incident.observing
+        hand = await other_hand(rt, incident, now) if watched else None
+        return on_gone(incident, now, other_hand=hand)
+    if _expired(incident, now) and _free(rt, incident, now):
+        return on_approval_expired(incident, now)
+    return None
 
 
 async def _open_new(

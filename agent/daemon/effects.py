@@ -17,6 +17,7 @@ from agent.incidents.lifecycle import (
     Cleared,
     Effect,
     Escalate,
+    Observed,
     Opened,
     Resolved,
     Skipped,
@@ -151,6 +152,15 @@ def _record(rt: Runtime, incident: Incident, effect: Effect) -> None:
                 **fields,
                 action=incident.action,
                 time_to_recovery_seconds=round(seconds, 1),
+            )
+        case Observed(action=action, target=target, would=would):
+            log.info(
+                "action_observed",
+                **fields,
+                action=action,
+                action_target=target,
+                would=would,
+                reason=incident.decision.autonomy if incident.decision else "",
             )
         case Skipped(reason=reason):
             log.info("incident_skipped", **fields, reason=reason)

@@ -18,7 +18,7 @@ import contextlib
 import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -149,8 +149,20 @@ class Daemon:
 
         await self._guarded("verify", run)
 
+    async def prune_job(self) -> None:
+        """Drop outcome records older than ``report.keep_days`` (the counts stay)."""
+
+        async def run() -> None:
+            keep = timedelta(days=self.rt.config.report.keep_days)
+            dropped = self.rt.store.prune_outcomes(_now() - keep)
+            if dropped:
+                log.info("outcomes_pruned", dropped=dropped, keep_days=keep.days)
+
+        await self._guarded("prune", run)
+
     def schedule(self) -> None:
-        """Add both jobs; the sweep runs at once, then on its interval."""
+        """Add the jobs; the sweep runs at once, then on its interval; the ledger is
+        pruned at start and then hourly."""
         sched = self.rt.config.schedule
         common = {
             "coalesce": True,
@@ -167,6 +179,9 @@ class Daemon:
         )
         tick = min(VERIFY_TICK_SECONDS, sched.verify_after_seconds)
         self.scheduler.add_job(self.verify_job, "interval", seconds=tick, id="verify", **common)
+        self.scheduler.add_job(
+            self.prune_job, "interval", hours=1, next_run_time=_now(), id="prune", **common
+        )
         self.scheduler.start()
 
     async def watchdog(self, interval: float) -> None:

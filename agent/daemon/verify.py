@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.daemon.cycle import commit, isolated
+from agent.daemon.watch import run_watches
 from agent.errors import PrometheusError
 from agent.incidents.lifecycle import on_verification
 from agent.incidents.model import Incident
@@ -46,8 +47,9 @@ async def recovered(rt: Runtime, incident: Incident, now: datetime) -> bool | No
 
 
 async def run_verifications(rt: Runtime, now: datetime) -> int:
-    """Verify every incident whose time has come; returns how many ended."""
-    ended = 0
+    """Verify every incident whose time has come, and end the watches of observed actions
+    whose verify time has come (``daemon/watch.py``); returns how many ended."""
+    ended = await run_watches(rt, now)
     due = [
         i
         for i in rt.store.current()

@@ -24,7 +24,7 @@ from agent.config import AgentConfig
 from agent.daemon.effects import run_effects
 from agent.daemon.steps import commit, isolated
 from agent.diagnosis.engine import diagnose
-from agent.diagnosis.models import Diagnosis
+from agent.diagnosis.models import Diagnosis, priced
 from agent.diagnosis.runbook import runbook_decide
 from agent.dispatch.dispatcher import FleetView, dispatch, fleet_now
 from agent.dispatch.logs import log_reader
@@ -248,7 +248,13 @@ async def _diagnose(
     rt.metrics.diagnosis_duration.observe(time.monotonic() - clock)
     diagnosis = with_verdict(diagnosis, finding, rt.config, failures)
     ttl = rt.config.policy.approval_ttl_seconds
-    step = on_decision(started.incident, diagnosis, rt.clock(), approval_ttl=ttl)
+    step = on_decision(
+        started.incident,
+        diagnosis,
+        rt.clock(),
+        approval_ttl=ttl,
+        verify_after=rt.config.schedule.verify_after_seconds,
+    )
     applied = await commit(rt, step, started.incident.version)
     if applied is None:
         return None
@@ -272,8 +278,13 @@ def with_verdict(
             incident_action=decision.action,
             awaiting_approval=decision.approval_action or None,
             approval_target=decision.approval_target or None,
+            observed=decision.observed or None,
             keys=list(decision.keys),
             reason=decision.autonomy,
             source=finding.source,
         )
-    return replace(diagnosis, decision=decision)
+    prices = config.diagnosis.prices
+    cost = priced(
+        diagnosis.usage, prices.prompt if prices else None, prices.completion if prices else None
+    )
+    return replace(diagnosis, decision=decision, cost=cost)

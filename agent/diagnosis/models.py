@@ -140,6 +140,30 @@ class Decision:
     autonomy: str = ""
     #: Who approved the action that ran (set when an approval is granted).
     approved_by: str = ""
+    #: What the diagnosis itself proposed, before the verdict (the model's plan, or the
+    #: runbook's decision when it decided alone).
+    proposed: str = ""
+    #: The runbook rule that matched the same finding ("" when none did).
+    runbook_rule: str = ""
+    #: An action whose tier is ``observe``: decided, never sent, nobody asked. ``observed_would``
+    #: says what would have happened under ``auto``: ``send`` (it would have run alone) or
+    #: ``ask`` (a human would still have been asked).
+    observed_action: str = ""
+    observed_target: str = ""
+    observed_would: str = ""
+    #: Whether the action would run alone were its tier ``auto`` (the keys, the source and
+    #: the history allow it): what ``report`` counts as handled alone under today's tiers.
+    alone: bool = False
+
+    @property
+    def observed(self) -> str:
+        """What the ``observe`` tier held back, in words ("" when nothing was)."""
+        if not self.observed_action:
+            return ""
+        where = f" on {self.observed_target}" if self.observed_target else ""
+        if self.observed_would == "ask":
+            return f"would have asked a human to approve {self.observed_action}{where}"
+        return f"would have sent {self.observed_action}{where}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view."""
@@ -171,6 +195,8 @@ class Diagnosis:
     transcript: tuple[dict[str, Any], ...] = ()
     #: The past incidents of the same problem the decision saw.
     history: tuple[dict[str, Any], ...] = ()
+    #: What the model's tokens cost at ``[diagnosis.prices]``; None when unknown.
+    cost: float | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -188,4 +214,19 @@ class Diagnosis:
             **self.decision.to_dict(),
             "usage": {k: asdict(v) for k, v in self.usage.items()},
             "history": list(self.history),
+            "cost": self.cost,
         }
+
+
+def priced(
+    usage: Mapping[str, PhaseUsage], prompt: float | None, completion: float | None
+) -> float | None:
+    """What the tokens of ``usage`` cost at prices per million tokens: 0 with no tokens,
+    None when a price is unknown."""
+    prompt_tokens = sum(u.prompt_tokens for u in usage.values())
+    completion_tokens = sum(u.completion_tokens for u in usage.values())
+    if prompt_tokens + completion_tokens == 0:
+        return 0.0
+    if prompt is None or completion is None:
+        return None
+    return (prompt_tokens * prompt + completion_tokens * completion) / 1_000_000

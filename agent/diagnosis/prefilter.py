@@ -24,4 +24,5 @@ def prefilter(finding: Finding, config: AgentConfig) -> Decision | None:
         decided_by="prefilter",
         actionable=False,
         reason=reason,
+        alone=True,
     )

@@ -27,10 +27,12 @@ def runbook_decide(
 ) -> Decision:
     """The runbook's decision for a finding, checked by the same safety rules as a plan;
     a reason from ``failures`` (why its action did not help before) is named in it."""
+    rule_name = ""
     for rule in config.runbook:
         matches = finding.kind in rule.kinds and finding.severity in rule.severities
         if matches and re.search(rule.match, finding.name):
             action, reason = rule.action, f"runbook rule {rule.name!r} matched {finding.name!r}"
+            rule_name = rule.name
             break
     else:
         action, reason = "escalate", f"no runbook rule matches {finding.name!r}"
@@ -48,4 +50,5 @@ def runbook_decide(
         confidence=1.0,
         root_cause=finding.annotations.get("summary", "")[:300] if finding.annotations else "",
         fallback_reason=fallback_reason,
+        runbook_rule=rule_name,
     )

@@ -13,8 +13,25 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
 
+def per_incident(
+    tally: Tally, prices: tuple[float | None, float | None]
+) -> tuple[float | None, float | None]:
+    """What one incident (one run) cost, and how long its diagnosis and dispatch took, on
+    average: None without runs (cost: without prices)."""
+    if not tally.runs:
+        return None, None
+    cost = tally.cost(*prices)
+    return (
+        None if cost is None else cost / tally.runs,
+        sum(tally.latencies) / tally.runs,
+    )
+
+
 def _tally_dict(tally: Tally, prices: tuple[float | None, float | None]) -> dict[str, Any]:
+    cost_each, latency_each = per_incident(tally, prices)
     return {
+        "cost_per_incident": cost_each,
+        "latency_per_incident_seconds": (None if latency_each is None else round(latency_each, 4)),
         "runs": tally.runs,
         "scored": tally.scored,
         "passed": tally.passed,
@@ -112,12 +129,15 @@ def as_table(result: EvalResult, min_pass: float, prices: tuple[float | None, fl
     total = result.total()
     ok, why = verdict(total, min_pass)
     cost = total.cost(*prices)
+    cost_each, latency_each = per_incident(total, prices)
     lines += [
         "",
         f"model: {result.model}   runs: {total.runs}   wall time: {result.wall_seconds:.1f}s",
         f"pass rate: {_pct(total.pass_rate)} ({total.passed}/{total.scored} scored runs)   "
-        f"right action: {_pct(total.right_rate)}   held for approval: {total.held} "
-        f"({_pct(total.held_rate)})   unsafe: {total.unsafe}",
+        f"right action: {_pct(total.right_rate)}   "
+        f"per incident: cost {'unknown (no prices)' if cost_each is None else f'{cost_each:.6f}'}"
+        f", latency {0.0 if latency_each is None else latency_each:.2f}s   "
+        f"held for approval: {total.held} ({_pct(total.held_rate)})   unsafe: {total.unsafe}",
         f"escalation precision: {_pct(total.escalation_precision)}   "
         f"recall: {_pct(total.escalation_recall)}   runbook fallbacks: {total.fallbacks}   "
         f"errors: {total.errors}",

@@ -266,7 +266,8 @@ def check_scope(settings: Settings, loaded: Sequence[Loaded]) -> None:
 
 def settings_for_case(settings: Settings, case: Case, state: Path) -> Settings:
     """The settings one run works with: the case's scope as the catalogue, its own store,
-    no Alertmanager, the stand-in gateway, no re-check (the finding is given)."""
+    no Alertmanager, the stand-in gateway, no re-check (the finding is given), and no
+    observe tier (judged as auto: eval measures what the agent would do)."""
     env = settings.env.model_copy(
         update={
             "alertmanager_url": None,
@@ -283,7 +284,14 @@ def settings_for_case(settings: Settings, case: Case, state: Path) -> Settings:
                 name: Service(actions=list(s.actions), related=list(s.related))
                 for name, s in case.scope.items()
             },
-            "policy": config.policy.model_copy(update={"recheck_before_dispatch": False}),
+            "policy": config.policy.model_copy(
+                update={"recheck_before_dispatch": False, "default_autonomy": None}
+            ),
+            # eval measures what the agent would do: an observe tier is judged as auto
+            "actions": {
+                name: a.model_copy(update={"autonomy": "auto"}) if a.autonomy == "observe" else a
+                for name, a in config.actions.items()
+            },
         }
     )
     return Settings(env=env, config=config)

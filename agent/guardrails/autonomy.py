@@ -26,22 +26,51 @@ no Prometheus behind it: a changing action for it waits for a human unless
 action set to ``approve`` waits too). ``never`` refuses and escalates. An action that did
 not resolve this problem recently (``repeat_failed``) never runs again on its own.
 
+``observe`` decides as ``auto`` would and then holds the action back: nothing is sent and
+nobody is asked, and the decision records what would have happened (``send``: it would
+have run alone; ``ask``: a human would still have been asked). A read-only step with a
+tier of its own (``auto``) still runs first. Every verdict also records whether its action
+would run alone were its tier ``auto`` (``alone``): the keys, the source and the history
+allow it, only the operator's tier holds it; ``report`` counts such incidents under
+today's tiers (``guardrails/ladder.py`` suggests tiers from them).
+
 Pure: a decision, the runbook's decision for the same finding, the configuration, the
 recent failures and the finding's source in; the decision with its verdict out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
-from agent.config import AgentConfig, FindingSource, autonomy_of
+from agent.config import AgentConfig, Autonomy, FindingSource, autonomy_of
 from agent.diagnosis.models import Decision
 from agent.text import one_line
 
 PASSIVE = frozenset({"none", "escalate"})
 NO_FAILURES: Mapping[str, str] = MappingProxyType({})
+#: The tier of (target, action) a verdict is computed with.
+Tiers = Callable[[str | None, str], Autonomy]
+
+
+def _acting(config: AgentConfig) -> Tiers:
+    """The operator's tiers, ``observe`` judged as ``auto`` (held back afterwards)."""
+
+    def tier(target: str | None, action: str) -> Autonomy:
+        found = autonomy_of(config, target, action)
+        return "auto" if found == "observe" else found
+
+    return tier
+
+
+def _lenient(_: AgentConfig) -> Tiers:
+    """Every tier ``auto``: would anything but the operator's tier hold the action?"""
+
+    def tier(target: str | None, action: str) -> Autonomy:
+        return "auto"
+
+    return tier
 
 
 def _changing(config: AgentConfig, action: str) -> bool:
@@ -67,13 +96,15 @@ def _refused(decision: Decision, action: str, target: str | None) -> Decision:
     return replace(decision, action="escalate", autonomy=why, reason=f"{why}; {decision.reason}")
 
 
-def _one_key(decision: Decision, config: AgentConfig, failures: Mapping[str, str]) -> Decision:
+def _one_key(
+    decision: Decision, config: AgentConfig, failures: Mapping[str, str], tiers: Tiers
+) -> Decision:
     """A runbook-only decision: the operator's own key, within the action's tier."""
     action, target = decision.action, decision.target
     decision = replace(decision, keys=("runbook",), runbook_action=action)
     if action in PASSIVE:
         return decision
-    tier = autonomy_of(config, target, action)
+    tier = tiers(target, action)
     if tier == "never":
         return _refused(decision, action, target)
     if action in failures and _changing(config, action):
@@ -97,13 +128,13 @@ def _one_key(decision: Decision, config: AgentConfig, failures: Mapping[str, str
 
 
 def _model_acts(
-    model: Decision, runbook: Decision, config: AgentConfig, failures: Mapping[str, str]
+    model: Decision, runbook: Decision, tiers: Tiers, failures: Mapping[str, str]
 ) -> Decision:
     """The model proposes a changing action: it runs alone only with the runbook's key."""
     action, target = model.action, model.target
     agree = runbook.action == action and runbook.target == target
     model = replace(model, keys=("model", "runbook") if agree else ("model",))
-    tier = autonomy_of(config, target, action)
+    tier = tiers(target, action)
     if tier == "never":
         return _refused(model, action, target)
     said = _runbook_said(runbook)
@@ -118,17 +149,21 @@ def _model_acts(
 
 
 def _model_holds_back(
-    model: Decision, runbook: Decision, config: AgentConfig, failures: Mapping[str, str]
+    model: Decision,
+    runbook: Decision,
+    config: AgentConfig,
+    failures: Mapping[str, str],
+    tiers: Tiers,
 ) -> Decision:
     """The model proposes none, escalate or a read-only action."""
     action = model.action
-    now = _read_only(model, config)
+    now = _read_only(model, tiers)
     if now.action == "escalate" and action != "escalate":
         return now  # the read-only step itself is refused
     if not _changing(config, runbook.action):
-        return _not_silenced(now, runbook, config)
+        return _not_silenced(now, runbook, tiers)
     wanted, where = runbook.action, runbook.target
-    if autonomy_of(config, where, wanted) == "never":
+    if tiers(where, wanted) == "never":
         return replace(now, autonomy=f"{now.autonomy}; the runbook's {wanted} is set to 'never'")
     doubt = f"the model proposes {action}" + (f" ({model.reason})" if model.reason else "")
     why = f"the runbook would {wanted} {where}, but {doubt}: a human decides"
@@ -142,7 +177,7 @@ def _model_holds_back(
     return _ask(held, wanted, where, why, now=step)
 
 
-def _not_silenced(now: Decision, runbook: Decision, config: AgentConfig) -> Decision:
+def _not_silenced(now: Decision, runbook: Decision, tiers: Tiers) -> Decision:
     """Where the runbook escalates or takes a read-only step and the model says ``none``,
     the runbook's step happens: humans are told, or the step runs within its tier."""
     if now.action != "none" or now.approval_action or runbook.action == "none":
@@ -158,7 +193,7 @@ def _not_silenced(now: Decision, runbook: Decision, config: AgentConfig) -> Deci
             autonomy=why,
             reason=f"{runbook.reason}; {doubt}",
         )
-    step = _read_only(replace(now, action=runbook.action, target=runbook.target), config)
+    step = _read_only(replace(now, action=runbook.action, target=runbook.target), tiers)
     why = f"the runbook takes {runbook.action}, {doubt}: {step.autonomy}"
     return replace(step, actionable=True, keys=("runbook",), autonomy=why)
 
@@ -178,13 +213,13 @@ def _unconfirmed(decision: Decision, config: AgentConfig, source: FindingSource)
     return _ask(decision, action, target, why)
 
 
-def _read_only(model: Decision, config: AgentConfig) -> Decision:
+def _read_only(model: Decision, tiers: Tiers) -> Decision:
     """A passive or read-only proposal within its tier."""
     action, target = model.action, model.target
     decision = replace(model, keys=("model",))
     if action in PASSIVE:
         return replace(decision, autonomy=f"{action} runs alone")
-    tier = autonomy_of(config, target, action)
+    tier = tiers(target, action)
     if tier == "never":
         return _refused(decision, action, target)
     if tier == "approve":
@@ -215,12 +250,59 @@ def judge(
     """
     if decision.decided_by == "prefilter":
         return decision
+    decision = replace(decision, proposed=decision.action, runbook_rule=runbook.runbook_rule)
+    verdict = _verdict(decision, runbook, config, failures, source, _acting(config))
+    lenient = _verdict(decision, runbook, config, failures, source, _lenient(config))
+    return _observe(replace(verdict, alone=not lenient.approval_action), config)
+
+
+def _verdict(
+    decision: Decision,
+    runbook: Decision,
+    config: AgentConfig,
+    failures: Mapping[str, str],
+    source: FindingSource,
+    tiers: Tiers,
+) -> Decision:
+    """The verdict with ``tiers`` for the operator's tiers."""
     if decision.decided_by == "runbook":
-        judged = _one_key(decision, config, failures)
+        judged = _one_key(decision, config, failures, tiers)
     else:
         decision = replace(decision, runbook_action=runbook.action)
         if _changing(config, decision.action):
-            judged = _model_acts(decision, runbook, config, failures)
+            judged = _model_acts(decision, runbook, tiers, failures)
         else:
-            judged = _model_holds_back(decision, runbook, config, failures)
+            judged = _model_holds_back(decision, runbook, config, failures, tiers)
     return _unconfirmed(judged, config, source)
+
+
+def _observe(verdict: Decision, config: AgentConfig) -> Decision:
+    """Hold back what an ``observe`` tier covers: the action that waits for a human (nobody
+    is asked) or the one that would run alone (nothing is sent); a read-only step of
+    another tier still runs first. What would have happened is recorded."""
+    asked = verdict.approval_action
+    where = verdict.approval_target or verdict.target
+    if asked and autonomy_of(config, where, asked) == "observe":
+        verdict = replace(
+            verdict,
+            approval_action="",
+            approval_target="",
+            observed_action=asked,
+            observed_target=where or "",
+            observed_would="ask",
+        )
+        verdict = replace(verdict, autonomy=f"observe: {verdict.observed} ({verdict.autonomy})")
+    now, target = verdict.action, verdict.target
+    if now in PASSIVE or autonomy_of(config, target, now) != "observe":
+        return verdict
+    if verdict.observed_action or verdict.approval_action:
+        why = f"{verdict.autonomy}; {now} on {target} is observed too: not run"
+        return replace(verdict, action="none", autonomy=why)
+    verdict = replace(
+        verdict,
+        action="none",
+        observed_action=now,
+        observed_target=target or "",
+        observed_would="send",
+    )
+    return replace(verdict, autonomy=f"observe: {verdict.observed} ({verdict.autonomy})")

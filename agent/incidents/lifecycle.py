@@ -19,6 +19,12 @@ Waiting for a human: a decision whose changing action may not run alone (two key
 A yes that a passing guardrail holds back is remembered (``on_approval_held``: the
 ``approved`` state) and sent by the first cycle that can, until the approval's deadline; a
 yes that a final guardrail refuses ends the wait as ``blocked``, not ``granted``.
+
+Observing: a decision whose action an ``observe`` tier holds back moves to ``watching``
+(``Observed``: nothing is sent, nobody is asked), after a read-only step of another tier if
+one runs first. The watch ends (``on_watch_ended``) when the finding is gone (cleared on
+its own, or after another hand acted, as the caller could observe it) or, at the verify
+time, still firing; the incident is then ``skipped`` with what was seen.
 """
 
 from __future__ import annotations
@@ -117,6 +123,15 @@ class Cleared:
 
 
 @dataclass(frozen=True)
+class Observed:
+    """An ``observe`` tier held the action back: log what would have happened."""
+
+    action: str
+    target: str
+    would: str
+
+
+@dataclass(frozen=True)
 class StormEnded:
     """The storm is over: tell Alertmanager its escalation is resolved."""
 
@@ -181,6 +196,7 @@ Effect = (
     | TakenOver
     | AskApproval
     | ApprovalEnded
+    | Observed
 )
 
 
@@ -196,6 +212,14 @@ class Step:
     breaker: BreakerChange | None = None
     #: False when nothing changed and there is nothing to commit.
     commit: bool = True
+
+    @property
+    def ends(self) -> bool:
+        """The step moves the incident into a terminal state: its outcome is recorded."""
+        state = self.incident.state
+        return state in TERMINAL and any(
+            e.kind == "transition" and e.data.get("to") == state for e in self.events
+        )
 
 
 def _moved(before: Incident, after: Incident, now: datetime, **data: Any) -> Event:
@@ -268,11 +292,47 @@ def _await_approval(
     return Step(moved, (*events, event), (ask,))
 
 
-def on_decision(
-    incident: Incident, diagnosis: Diagnosis, now: datetime, *, approval_ttl: float = 900.0
+def _watch(
+    before: Incident, after: Incident, now: datetime, events: Sequence[Event], verify_after: float
 ) -> Step:
-    """The diagnosis decided: nothing to do, escalate, ask a human, or an action for the
-    guardrails (a read-only step may run before the human is asked)."""
+    """Move to ``watching``: an ``observe`` tier held the action back; the finding is
+    watched until it ends, at the latest until the verify time."""
+    decision = after.decision
+    assert decision is not None and decision.observed_action
+    verify_at = now + timedelta(seconds=verify_after)
+    moved = after.move(
+        "watching",
+        now,
+        verify_at=verify_at,
+        resolution=f"observed: {decision.observed}; watching the finding",
+        **_RELEASED,
+    )
+    event = _moved(
+        before,
+        moved,
+        now,
+        observed=decision.observed,
+        action=decision.observed_action,
+        target=decision.observed_target,
+        would=decision.observed_would,
+        reason=decision.autonomy,
+        verify_at=verify_at.isoformat(),
+    )
+    observed = Observed(decision.observed_action, decision.observed_target, decision.observed_would)
+    return Step(moved, (*events, event), (observed,))
+
+
+def on_decision(
+    incident: Incident,
+    diagnosis: Diagnosis,
+    now: datetime,
+    *,
+    approval_ttl: float = 900.0,
+    verify_after: float = 120.0,
+) -> Step:
+    """The diagnosis decided: nothing to do, escalate, ask a human, watch what an
+    ``observe`` tier held back, or an action for the guardrails (a read-only step may run
+    before the human is asked, or the watch begins)."""
     decision = diagnosis.decision
     events = [Event(now, "decision", diagnosis.summary())]
     if diagnosis.transcript:
@@ -280,6 +340,9 @@ def on_decision(
     if decision.approval_action and decision.action in ("none", "escalate"):
         decided = incident.update(now, decision=decision)
         return _await_approval(incident, decided, now, events, approval_ttl)
+    if decision.observed_action and decision.action in ("none", "escalate"):
+        decided = incident.update(now, decision=decision)
+        return _watch(incident, decided, now, events, verify_after)
     if not decision.actionable or decision.action == "none":
         reason = decision.reason or "nothing to do"
         moved = incident.move("skipped", now, decision=decision, resolution=reason, **_RELEASED)
@@ -369,6 +432,9 @@ def on_gateway_result(
     if not mutating and incident.awaiting:
         done = incident.update(now, dispatch_outcome=result.outcome)
         return replace(_await_approval(incident, done, now, [event], approval_ttl), outcome=outcome)
+    if not mutating and incident.observing:
+        done = incident.update(now, dispatch_outcome=result.outcome)
+        return replace(_watch(incident, done, now, [event], verify_after), outcome=outcome)
     if not mutating:
         reason = f"{action} {result.outcome}; the output needs a human"
         return _escalate(
@@ -559,8 +625,59 @@ def on_release(incident: Incident, now: datetime) -> Step:
     return Step(released, (_moved(incident, released, now, reason="the storm ended"),))
 
 
-def on_gone(incident: Incident, now: datetime) -> Step | None:
-    """The incident's findings are no longer seen; None when verification decides instead."""
+#: How a watch of what an ``observe`` tier held back ended.
+WATCH_PERSISTED, WATCH_CLEARED, WATCH_OTHER_HAND = "persisted", "cleared_alone", "other_hand"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def on_watch_ended(
+    incident: Incident, now: datetime, *, present: bool, other_hand: str | None = None
+) -> Step:
+    """The watch of what an ``observe`` tier held back ends: the finding still fires at the
+    verify time (``present``), or it is gone: after another hand acted (``other_hand``
+    says what the caller saw), or on its own. The incident ends ``skipped``; one still
+    firing stays current until its finding goes, so no second incident opens."""
+    decision = incident.decision
+    observed = decision.observed if decision else ""
+    seconds = (now - incident.opened_at).total_seconds()
+    if present:
+        watch, what = WATCH_PERSISTED, f"still firing {_duration(seconds)} after it opened"
+        cleared: dict[str, Any] = {}
+    elif other_hand:
+        watch, what = WATCH_OTHER_HAND, f"cleared after {_duration(seconds)}, after {other_hand}"
+        cleared = {"cleared_at": now}
+    else:
+        watch, what = WATCH_CLEARED, f"cleared on its own after {_duration(seconds)}"
+        cleared = {"cleared_at": now}
+    reason = f"observed ({observed}): {what}"
+    moved = incident.move("skipped", now, resolution=reason, **cleared, **_RELEASED)
+    event = _moved(
+        incident,
+        moved,
+        now,
+        reason=reason,
+        watch=watch,
+        seconds=round(seconds, 3),
+        other_hand=other_hand,
+    )
+    events: tuple[Event, ...] = (event,)
+    effects: tuple[Effect, ...] = (Skipped(reason),)
+    if cleared:
+        events, effects = (*events, Event(now, "cleared", {})), (*effects, Cleared())
+    return Step(moved, events, effects)
+
+
+def on_gone(incident: Incident, now: datetime, *, other_hand: str | None = None) -> Step | None:
+    """The incident's findings are no longer seen; None when verification decides instead.
+    A watch of an observed action ends (``other_hand``: what the caller saw another hand
+    do meanwhile)."""
+    if incident.state == "watching" and incident.observing:
+        return on_watch_ended(incident, now, present=False, other_hand=other_hand)
     if incident.asks:
         reason = f"finding cleared while {incident.state.replace('_', ' ')}"
         moved = incident.move("skipped", now, cleared_at=now, resolution=reason, **_RELEASED)
@@ -599,6 +716,17 @@ def on_restart(
             (),
             approval_ttl,
         )
+        return replace(
+            step,
+            events=(Event(now, "taken_over", {"reason": reason}), *step.events),
+            effects=(TakenOver(reason), *step.effects),
+            outcome=outcome,
+        )
+    if incident.state == "acting" and incident.observing:
+        reason = f"replica {who} stopped during the read-only step; the watch goes on"
+        outcome = ActionOutcome(incident.id, incident.action or "none", "unknown")
+        done = incident.update(now, dispatch_outcome="unknown")
+        step = _watch(incident, done, now, (), verify_after)
         return replace(
             step,
             events=(Event(now, "taken_over", {"reason": reason}), *step.events),

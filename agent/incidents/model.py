@@ -32,6 +32,14 @@ A fleet storm (too many services firing at once) is one incident of kind ``storm
 opens straight into ``watching`` (handed to humans, watched until the storm ends, then
 ``resolved``), and while it lasts the other open incidents are ``held`` instead of being
 diagnosed one by one; when it ends they go back to ``open``.
+
+An action whose tier is ``observe`` is decided and never sent: the incident goes to
+``watching`` (after a read-only step of another tier, if one runs first) and is watched
+until the finding ends: cleared on its own, cleared after another hand acted, or still
+firing at the verify time; it then ends ``skipped`` with what was seen::
+
+    diagnosing ──▶ watching ──▶ skipped     (observed: would have sent or asked)
+    acting ─────▶ watching                  (after a read-only step)
 """
 
 from __future__ import annotations
@@ -67,14 +75,16 @@ IN_FLIGHT: frozenset[State] = frozenset({"acting", "verifying"})
 
 TRANSITIONS: Mapping[State, frozenset[State]] = {
     "open": frozenset({"diagnosing", "skipped", "escalated", "held", "watching"}),
-    "diagnosing": frozenset({"decided", "awaiting_approval", "skipped", "escalated", "open"}),
+    "diagnosing": frozenset(
+        {"decided", "awaiting_approval", "skipped", "escalated", "open", "watching"}
+    ),
     "decided": frozenset({"acting", "skipped", "escalated"}),
     "awaiting_approval": frozenset({"acting", "approved", "skipped", "escalated"}),
     "approved": frozenset({"acting", "skipped", "escalated"}),
-    "acting": frozenset({"verifying", "awaiting_approval", "escalated"}),
+    "acting": frozenset({"verifying", "awaiting_approval", "escalated", "watching"}),
     "verifying": frozenset({"resolved", "escalated"}),
     "held": frozenset({"open", "skipped", "escalated"}),
-    "watching": frozenset({"resolved", "escalated"}),
+    "watching": frozenset({"resolved", "escalated", "skipped"}),
     "resolved": frozenset(),
     "escalated": frozenset(),
     "skipped": frozenset(),
@@ -175,6 +185,11 @@ class Incident:
         return self.decision.approval_target or self.target
 
     @property
+    def observing(self) -> bool:
+        """An ``observe`` tier held the decided action back: the finding is watched."""
+        return bool(self.decision and self.decision.observed_action)
+
+    @property
     def asks(self) -> bool:
         """A human's answer is wanted or was given and not yet carried out."""
         return self.state in ("awaiting_approval", "approved")
@@ -229,4 +244,5 @@ class Incident:
             "approved_by": (self.decision.approved_by or None) if self.decision else None,
             "approval_until": self.approval_until.isoformat() if self.approval_until else None,
             "source": self.finding.source,
+            "observed": (self.decision.observed or None) if self.decision else None,
         }

@@ -123,8 +123,9 @@ TOOLS: tuple[ToolSpec, ...] = (
         "report",
         "What the agent did and how it went (its earning-autonomy report, by service and "
         f"action) over a window: since (a duration, default 7d, at most {SINCE_MAX_DAYS}d) "
-        "and service (exact name), both optional. Says so when this agent keeps no outcome "
-        "ledger yet. " + UNTRUSTED,
+        "and service (exact name), both optional: rows per service and action and per "
+        "finding name, and the tier changes the evidence supports, each with the TOML to "
+        "paste (never applied by the agent). " + UNTRUSTED,
         _schema({"since": _SINCE, "service": _SERVICE}),
     ),
     ToolSpec(

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agent.approvals import Pin, Reply, answer_approval
+from agent.config import AgentConfig
 from agent.incidents.lifecycle import Answer
 from agent.incidents.model import Event, Incident
 from agent.logs import get_logger
@@ -31,7 +32,7 @@ from agent.mcp.render import Vocabulary
 from agent.runtime import Runtime, open_runtime
 from agent.settings import Settings, secret_values
 from agent.store import open_store
-from agent.store.base import Unreadable
+from agent.store.base import LedgerRead, Unreadable
 
 log = get_logger("agent.mcp")
 
@@ -68,11 +69,20 @@ class Records(Protocol):
     def events(self, incident_id: str) -> list[Event]:
         """An incident's timeline, oldest first."""
 
+    def outcomes(self, since: datetime, until: datetime) -> LedgerRead:
+        """The outcome ledger over a time range (the report's one query)."""
+
 
 class Desk(Protocol):
     """What the tools stand on."""
 
     vocabulary: Vocabulary
+
+    @property
+    def config(self) -> AgentConfig:
+        """The configuration the report's tiers and suggestions are read against."""
+        ...
+
     #: None: answers are allowed; otherwise why not, and how to allow them.
     answering: str | None
     #: Which transport, for the logs: stdio or http.
@@ -98,6 +108,11 @@ class DaemonDesk:
         self.run = run
         self.answering = answering
         self.vocabulary = Vocabulary.of(rt.config, secret_values(rt.settings.env))
+
+    @property
+    def config(self) -> AgentConfig:
+        """The daemon's configuration as it stands (a reload changes it)."""
+        return self.rt.config
 
     def clock(self) -> datetime:
         """The daemon's clock."""
@@ -125,6 +140,11 @@ class ProcessDesk:
         self.answering = None if allow_answers else STDIO_READ_ONLY
         self.vocabulary = Vocabulary.of(settings.config, secret_values(settings.env))
         self._answers: set[asyncio.Task[Reply]] = set()
+
+    @property
+    def config(self) -> AgentConfig:
+        """The configuration this server was started with."""
+        return self.settings.config
 
     def clock(self) -> datetime:
         """The wall clock, in UTC."""

@@ -118,7 +118,9 @@ async def _report(desk: Desk, given: Mapping[str, object]) -> str:
     since = args.duration(args.text(given, "since", limit=16))
     service = args.text(given, "service", limit=200)
     with desk.reading() as records:
-        return report_text(records, since=since, service=service, now=desk.clock())
+        return report_text(
+            records, desk.config, desk.vocabulary, since=since, service=service, now=desk.clock()
+        )
 
 
 async def _answer(desk: Desk, given: Mapping[str, object], approve: bool) -> str:

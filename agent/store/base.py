@@ -18,6 +18,7 @@ from agent.errors import StoreError
 from agent.incidents.history import PastIncident
 from agent.incidents.lifecycle import Step
 from agent.incidents.model import Event, Incident
+from agent.ledger.record import Outcome
 
 
 class Conflict(StoreError):
@@ -88,6 +89,17 @@ class StateCopy:
     failing: Mapping[str, Mapping[str, datetime]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class LedgerRead:
+    """What the report reads for a time range: the outcome records, those that cannot be
+    read (skipped and counted), and when each incident opened (group key, time), so that
+    a recurrence is seen even while the next incident is still open."""
+
+    outcomes: list[Outcome]
+    unreadable: list[Unreadable]
+    openings: list[tuple[str, datetime]]
+
+
 Decide = Callable[[Incident, GuardFacts], Step]
 
 
@@ -147,6 +159,19 @@ class IncidentStore(Protocol):
     def approval_counts(self) -> dict[str, int]:
         """How many waits for a human ended, by result (granted, denied, expired, cleared),
         whichever process ended them."""
+
+    def outcomes(self, since: datetime, until: datetime) -> LedgerRead:
+        """The outcome records of incidents that ended in [since, until), and the openings
+        of incidents since ``since``."""
+
+    def outcome_counts(self) -> dict[tuple[str, ...], int]:
+        """How many incidents ended by (service, action, result), pruning aside."""
+
+    def prune_outcomes(self, before: datetime) -> int:
+        """Drop outcome records of incidents that ended before ``before``; how many."""
+
+    def acted_on(self, target: str, since: datetime, excluding: str) -> ActionRecord | None:
+        """The first action claimed on ``target`` since ``since`` by another incident."""
 
     def track_failing(
         self, failing: Mapping[str, Collection[str]], known: Collection[str], now: datetime

@@ -31,7 +31,8 @@ from agent.diagnosis.models import Decision
 from agent.errors import NoStore, StoreError
 from agent.incidents.history import HISTORY_LIMIT, PastIncident, PastRow, SentAction, assemble
 from agent.incidents.lifecycle import ApprovalEnded, Step
-from agent.incidents.model import STATES, Event, Incident
+from agent.incidents.model import STATES, TERMINAL, Event, Incident
+from agent.ledger.record import Outcome, loads, outcome_of
 from agent.logs import get_logger
 from agent.store.base import (
     ActionRecord,
@@ -40,6 +41,7 @@ from agent.store.base import (
     Conflict,
     Decide,
     GuardFacts,
+    LedgerRead,
     StateCopy,
     Unreadable,
 )
@@ -168,7 +170,31 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at TEXT NOT NULL
     )
     """,
+    # 10: the outcome ledger: one record per ended incident, read by time range for the
+    # report (and pruned after ``report.keep_days``); the counts behind outcomes_total,
+    # never pruned; incidents by opening time, for recurrences in the report's range.
+    """
+    CREATE TABLE outcomes (
+        incident_id TEXT PRIMARY KEY,
+        ended_at TEXT NOT NULL,
+        service TEXT NOT NULL,
+        action TEXT NOT NULL,
+        result TEXT NOT NULL,
+        record_json TEXT NOT NULL
+    );
+    CREATE INDEX outcomes_ended ON outcomes (ended_at);
+    CREATE TABLE outcome_counts (
+        service TEXT NOT NULL,
+        action TEXT NOT NULL,
+        result TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        PRIMARY KEY (service, action, result)
+    );
+    CREATE INDEX incidents_opened ON incidents (opened_at)
+    """,
 )
+#: The migration that made the ledger: incidents that ended before it are recorded then.
+LEDGER_VERSION = 10
 
 _COLUMNS = (
     "id",
@@ -422,6 +448,8 @@ class SQLStore:
                     if statement.strip():
                         cur.execute(statement)
                 self._d.set_schema_version(cur, version)
+            if current < LEDGER_VERSION <= len(MIGRATIONS):
+                self._backfill_outcomes(cur)
 
     def _check_readable(self) -> None:
         """A read-only opening: NoStore for an empty database, StoreError for a schema
@@ -548,6 +576,8 @@ class SQLStore:
                 raise Conflict(f"incident {step.incident.id} moved on (another replica)")
             self._events(cur, step)
             self._approval_endings(cur, step, now)
+            if step.ends:
+                self._record_outcome(cur, step.incident)
             if step.claim is not None:
                 c = step.claim
                 self._run(
@@ -590,6 +620,124 @@ class SQLStore:
                     "INSERT INTO approval_endings (incident_id, result, at) VALUES (?, ?, ?)",
                     [step.incident.id, effect.result, ts(now)],
                 )
+
+    # -- the outcome ledger ---------------------------------------------------------------
+
+    def _record_outcome(self, cur: Cursor, incident: Incident) -> None:
+        """The outcome of an incident that ends now, derived from it and its timeline (this
+        step's events included) and written once, with its count, in the same commit."""
+        rows = self._run(
+            cur,
+            "SELECT at, kind, data_json FROM events WHERE incident_id = ? "
+            "AND kind IN ('decision', 'transition', 'approval') ORDER BY id",
+            [incident.id],
+        ).fetchall()
+        approval = self._run(
+            cur,
+            "SELECT result FROM approval_endings WHERE incident_id = ? ORDER BY id DESC",
+            [incident.id],
+        ).fetchone()
+        outcome = outcome_of(incident, [_event(r) for r in rows], approval[0] if approval else None)
+        self._insert_outcome(cur, outcome)
+
+    def _insert_outcome(self, cur: Cursor, outcome: Outcome) -> None:
+        service, action = _storable(outcome.service), _storable(outcome.action)
+        added = self._run(
+            cur,
+            "INSERT INTO outcomes (incident_id, ended_at, service, action, result, record_json) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (incident_id) DO NOTHING",
+            [
+                outcome.incident_id,
+                ts(outcome.ended_at),
+                service,
+                action,
+                outcome.result,
+                _storable(outcome.dumps()),
+            ],
+        ).rowcount
+        if added == 1:
+            self._run(
+                cur,
+                "INSERT INTO outcome_counts (service, action, result, total) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (service, action, result) DO UPDATE "
+                "SET total = outcome_counts.total + 1",
+                [service, action, outcome.result],
+            )
+
+    def _backfill_outcomes(self, cur: Cursor) -> None:
+        """Record the outcomes of the incidents that ended before the ledger existed: the
+        evidence was already in the store. A row that cannot be read is left out."""
+        marks = ", ".join("?" * len(TERMINAL))
+        rows = self._run(
+            cur, f"{_SELECT} WHERE state IN ({marks}) AND quarantine IS NULL", sorted(TERMINAL)
+        ).fetchall()
+        for row in rows:
+            found = _readable(row)
+            if isinstance(found, Incident):
+                self._record_outcome(cur, found)
+
+    def outcomes(self, since: datetime, until: datetime) -> LedgerRead:
+        """The outcome records of incidents that ended in [since, until) and the openings
+        of the incidents opened since ``since`` (group, time): two range queries over their
+        indexes. A record that cannot be read is returned as such, never raised."""
+        with self._read() as cur:
+            rows = self._run(
+                cur,
+                "SELECT incident_id, record_json FROM outcomes WHERE ended_at >= ? "
+                "AND ended_at < ? ORDER BY ended_at",
+                [ts(since), ts(until)],
+            ).fetchall()
+            opened = self._run(
+                cur,
+                "SELECT group_key, opened_at FROM incidents WHERE opened_at >= ?",
+                [ts(since)],
+            ).fetchall()
+        read: list[Outcome] = []
+        bad: list[Unreadable] = []
+        for incident_id, text in rows:
+            try:
+                read.append(loads(text))
+            except (ValueError, TypeError) as exc:
+                bad.append(
+                    Unreadable(str(incident_id), f"{type(exc).__name__}: {clip(str(exc), 200)}")
+                )
+        openings = []
+        for group, at in opened:
+            try:
+                openings.append((str(group), datetime.fromisoformat(at)))
+            except (ValueError, TypeError):
+                continue
+        return LedgerRead(read, bad, openings)
+
+    def outcome_counts(self) -> dict[tuple[str, ...], int]:
+        """How many incidents ended, by (service, action, result), since the ledger began
+        (kept when old records are pruned), whichever process ended them."""
+        with self._read() as cur:
+            rows = self._run(
+                cur, "SELECT service, action, result, total FROM outcome_counts"
+            ).fetchall()
+        return {(str(r[0]), str(r[1]), str(r[2])): int(r[3]) for r in rows}
+
+    def prune_outcomes(self, before: datetime) -> int:
+        """Drop the outcome records of incidents that ended before ``before``; how many."""
+        with self._write() as cur:
+            return self._run(cur, "DELETE FROM outcomes WHERE ended_at < ?", [ts(before)]).rowcount
+
+    def acted_on(self, target: str, since: datetime, excluding: str) -> ActionRecord | None:
+        """The first action claimed on ``target`` since ``since`` by another incident than
+        ``excluding``, by any replica (the agent's own records of another hand)."""
+        with self._read() as cur:
+            row = self._run(
+                cur,
+                "SELECT incident_id, target, action, at, outcome, mutating FROM actions "
+                "WHERE target = ? AND at >= ? AND incident_id <> ? ORDER BY at LIMIT 1",
+                [target, ts(since), excluding],
+            ).fetchone()
+        if row is None:
+            return None
+        return ActionRecord(
+            row[0], row[1], row[2], datetime.fromisoformat(row[3]), row[4], bool(row[5])
+        )
 
     def _breaker_change(self, cur: Cursor, step: Step, now: datetime) -> bool:
         change = step.breaker

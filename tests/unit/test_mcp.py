@@ -36,7 +36,6 @@ from agent.mcp.catalogue import (
 from agent.mcp.desk import STDIO_READ_ONLY, DaemonDesk, ProcessDesk
 from agent.mcp.http import McpEndpoint
 from agent.mcp.render import ANSWER_MAX, Vocabulary, fit
-from agent.mcp.report import NO_LEDGER
 from agent.mcp.stdio import Oversized, lines, request_id
 from agent.mcp.tools import call
 from agent.runtime import Runtime, open_runtime
@@ -250,10 +249,16 @@ async def test_answers_need_permission_then_a_full_id_and_a_pin(rt: Runtime) -> 
     assert "- 0123456789ab  waits for approval of restart on market-predictor" in pending
 
 
-async def test_the_report_says_there_is_no_ledger_yet(rt: Runtime) -> None:
-    """Until the agent keeps an outcome ledger, report says so rather than invent one."""
+async def test_the_report_is_the_ledgers_fold_inside_an_untrusted_block(rt: Runtime) -> None:
+    """report folds the outcome ledger as `devops-agent report --json` does; the rows
+    (finding names come from alert rules) come back inside an untrusted block; a since
+    that is not a duration is an error."""
     desk = DaemonDesk(rt, asyncio.ensure_future, None)
-    assert (await call(desk, "report", {"since": "7d"})).text == NO_LEDGER
+    text = (await call(desk, "report", {"since": "7d"})).text
+    head, rest = text.split("\n", 1)
+    assert head.startswith("devops-agent report from ") and "0 service/action rows" in head
+    assert rest.startswith('<untrusted-data source="report">')
+    assert '"rows":[]' in rest and '"suggestions":[]' in rest
     assert (await call(desk, "report", {"since": "soon"})).error
 
 

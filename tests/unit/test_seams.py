@@ -2,11 +2,13 @@
 real daemon code with random combinations of the things that used to break each other, and
 after every step checks the promises that must hold whatever happened.
 
-What varies: dry run or not; what the model does for each finding (agrees with the
-runbook, proposes more, holds back, fails, answers garbage, is slow past the deadline,
-targets a related service); where a finding comes from (Prometheus, or Alertmanager only);
-human answers (yes, yes pinned to the wrong action or service, no, twice, late; from the
-CLI's path or through the MCP server's approve tool, allowed to answer or not); time
+What varies: dry run or not; the operator's tiers (as shipped, restart on
+market-predictor set to ``observe``, or the whole fleet capped at ``observe``); what the
+model does for each finding (agrees with the runbook, proposes more, holds back, fails,
+answers garbage, is slow past the deadline, targets a related service); where a finding
+comes from (Prometheus, or Alertmanager only); human answers (yes, yes pinned to the wrong
+action or service, no, twice, late; from the CLI's path or through the MCP server's
+approve tool, allowed to answer or not); time
 passing (cooldowns, approval deadlines, leases); verification; cycles with the daemon's
 background diagnoses or inline; and replicas that restart, or crash in the middle of a
 diagnosis and are taken over.
@@ -17,6 +19,8 @@ What must hold after every step:
 - what is sent after a yes is exactly the action and service that waited when it was given;
 - at most one request per incident and action;
 - a dry run sends nothing;
+- an observed action is never sent and nobody is asked for it; a fleet at ``observe``
+  sends nothing at all and asks nobody;
 - where the runbook says humans must see a finding, they are told (escalated or asked).
 
 Prometheus, Alertmanager, the model and the gateway are faked at the HTTP boundary with
@@ -253,9 +257,17 @@ WORLD = World()
 SEEN: Counter[str] = Counter()
 
 
-def _settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+#: The operator's tiers drawn per example: as shipped, restart on market-predictor set to
+#: observe, or the whole fleet capped at observe (policy.default_autonomy).
+OBSERVE = ("none", "restart", "fleet")
+APPROVAL_ALERT = "DevopsAgentApprovalRequired"
+
+
+def _settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, observe: str = "none") -> Settings:
+    restart = {"autonomy": {"restart": "observe"}} if observe == "restart" else {}
+    fleet = {"default_autonomy": "observe"} if observe == "fleet" else {}
     config = write_config(
-        tmp_path / "agent.toml",
+        tmp_path / f"agent-{observe}.toml",
         schedule={"verify_after_seconds": 60, "lease_seconds": 30, "catch_up_window_seconds": 3600},
         sweep={"sources": ["prometheus", "alertmanager"]},
         policy={
@@ -264,12 +276,14 @@ def _settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
             "action_cooldown_seconds": 120,
             "max_actions_per_target_per_hour": 100,
             "max_actions_per_hour": 100,
+            **fleet,
         },
         diagnosis={"max_retries": 0, "max_steps": 1, "deadline_seconds": 0.3},
         services={
             MP: {
                 "actions": ["restart", "start", "stop", "collect_logs", "inspect_resources"],
                 "related": [CA],
+                **restart,
             },
             CA: {"actions": ["restart", "start", "collect_logs", "inspect_resources"]},
         },
@@ -291,6 +305,8 @@ class Seams(RuleBasedStateMachine):
     """One agent (and its successors after restarts) on one store, against the fakes."""
 
     base: Settings
+    #: The settings of each tier variant (OBSERVE).
+    variants: dict[str, Settings]
     workdir: Path
 
     def __init__(self) -> None:
@@ -301,6 +317,7 @@ class Seams(RuleBasedStateMachine):
         self.stack: AsyncExitStack | None = None
         self.rt: Runtime | None = None
         self.dry_run = False
+        self.observe = "none"
         self.store_url = ""
         self.examples = 0
 
@@ -313,7 +330,7 @@ class Seams(RuleBasedStateMachine):
 
     def _open(self) -> None:
         env = self.base.env.model_copy(update={"agent_state_url": self.store_url})
-        settings_ = Settings(env=env, config=self.base.config)
+        settings_ = Settings(env=env, config=self.variants[self.observe].config)
 
         async def opened() -> tuple[AsyncExitStack, Runtime]:
             stack = AsyncExitStack()
@@ -361,6 +378,10 @@ class Seams(RuleBasedStateMachine):
                 SEEN[f"source_{incident.finding.source}"] += 1
                 if incident.decision and incident.decision.model_failure:
                     SEEN["model_failed"] += 1
+                if incident.observing and incident.decision:
+                    SEEN[f"observed_{incident.decision.observed_would}"] += 1
+                    if incident.state == "skipped":
+                        SEEN["watch_ended"] += 1
 
     @property
     def agent(self) -> Runtime:
@@ -368,9 +389,10 @@ class Seams(RuleBasedStateMachine):
         return self.rt
 
     # -- rules --------------------------------------------------------------------------
-    @initialize(dry_run=st.booleans(), n=st.integers(0, 10**9))
-    def start(self, dry_run: bool, n: int) -> None:
+    @initialize(dry_run=st.booleans(), n=st.integers(0, 10**9), observe=st.sampled_from(OBSERVE))
+    def start(self, dry_run: bool, n: int, observe: str = "none") -> None:
         self.dry_run = dry_run
+        self.observe = observe
         self.store_url = f"sqlite:///{self.workdir / f'seams-{n}-{id(self)}.db'}"
         self._open()
 
@@ -558,6 +580,30 @@ class Seams(RuleBasedStateMachine):
             assert WORLD.posts == [], "a dry run paged Alertmanager"
 
     @invariant()
+    def nothing_observed_is_sent_or_asked(self) -> None:
+        asks = [p["labels"] for p in WORLD.posts if p["labels"].get("alertname") == APPROVAL_ALERT]
+        if self.observe == "fleet":
+            assert WORLD.sent == [], "a fleet at observe sent something"
+            assert asks == [], "a fleet at observe asked a human"
+        if self.observe == "restart":
+            restarts = [s for s in WORLD.sent if (s.action, s.target) == ("restart", MP)]
+            assert restarts == [], "an observed restart was sent"
+            assert not [a for a in asks if (a["action"], a["service"]) == ("restart", MP)], (
+                "a human was asked for an observed restart"
+            )
+        if self.rt is None:
+            return
+        for incident in self.agent.store.recent(100):
+            if not isinstance(incident, Incident) or not incident.observing:
+                continue
+            d = incident.decision
+            assert d is not None
+            held = (incident.id, d.observed_action)
+            assert held not in {(s.incident_id, s.action) for s in WORLD.sent}, held
+            assert held not in {(a.get("incident_id"), a.get("action")) for a in asks}, held
+            assert incident.state in ("decided", "acting", "watching", "skipped"), incident.state
+
+    @invariant()
     def humans_are_told_where_the_runbook_says_so(self) -> None:
         if self.dry_run or self.rt is None:
             return
@@ -581,17 +627,20 @@ def _checked(machine: Seams) -> None:
         machine.nothing_changing_without_two_keys_or_a_yes,
         machine.at_most_one_request_per_incident_and_action,
         machine.a_dry_run_sends_nothing,
+        machine.nothing_observed_is_sent_or_asked,
         machine.humans_are_told_where_the_runbook_says_so,
     ):
         check()
 
 
-def _tour(n: int, dry_run: bool, *steps: tuple[str, tuple[Any, ...]]) -> None:
+def _tour(
+    n: int, dry_run: bool, *steps: tuple[str, tuple[Any, ...]], observe: str = "none"
+) -> None:
     """One fixed walk through the machine, the invariants checked after every step: the
     paths the random walks must cover are taken at least once, whatever they draw."""
     machine = Seams()
     try:
-        machine.start(dry_run=dry_run, n=n)
+        machine.start(dry_run=dry_run, n=n, observe=observe)
         for name, args in steps:
             getattr(machine, name)(*args)
             _checked(machine)
@@ -664,12 +713,40 @@ TOURS: list[tuple[bool, tuple[tuple[str, tuple[Any, ...]], ...]]] = [
 ]
 
 
+#: Walks with an observe tier: an observed restart that would have run alone persists past
+#: the verify time; one that would have asked clears while watched; a fleet at observe
+#: looks at nothing and asks nobody.
+OBSERVED_TOURS: list[tuple[str, tuple[tuple[str, tuple[Any, ...]], ...]]] = [
+    (
+        "restart",
+        (
+            ("fire", ("leak", "prometheus", "agrees", False)),
+            ("advance", (61, False)),
+            ("clear", ("leak",)),
+            ("cycle", (False,)),
+            ("fire", ("leak", "prometheus", "fails", True)),
+            ("clear", ("leak",)),
+            ("advance", (5, True)),
+        ),
+    ),
+    (
+        "fleet",
+        (
+            ("fire", ("latency", "prometheus", "agrees", False)),
+            ("fire", ("leak", "alertmanager", "holds_back", True)),
+            ("advance", (61, True)),
+        ),
+    ),
+]
+
+
 def test_where_the_safety_features_meet(
     httpx_mock: HTTPXMock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Random combinations of dry run, model behaviour, source, answers, time and replica
-    restarts never send a change without two keys or a matching yes, never send twice,
-    never send in a dry run, and never leave humans untold where the runbook says so."""
+    """Random combinations of dry run, observe tiers, model behaviour, source, answers, time
+    and replica restarts never send a change without two keys or a matching yes, never
+    send twice, never send in a dry run, never send or ask what is observed, and never
+    leave humans untold where the runbook says so."""
     for url, callback in (
         (PROM, WORLD.prometheus),
         (AM, WORLD.alertmanager),
@@ -679,7 +756,8 @@ def test_where_the_safety_features_meet(
         httpx_mock.add_callback(
             callback, url=re.compile(re.escape(url) + ".*"), is_reusable=True, is_optional=True
         )
-    Seams.base = _settings(tmp_path, monkeypatch)
+    Seams.variants = {o: _settings(tmp_path, monkeypatch, o) for o in OBSERVE}
+    Seams.base = Seams.variants["none"]
     Seams.workdir = tmp_path
     # The process's first diagnosis pays for imports and set-up (about half a second here),
     # far over the examples' deadline: pay it once, outside the property.
@@ -690,6 +768,8 @@ def test_where_the_safety_features_meet(
     SEEN.clear()
     for n, (dry_run, steps) in enumerate(TOURS):
         _tour(n, dry_run, *steps)
+    for n, (observe, steps) in enumerate(OBSERVED_TOURS, start=len(TOURS)):
+        _tour(n, False, *steps, observe=observe)
     run_state_machine_as_test(
         Seams,
         settings=settings(
@@ -714,5 +794,8 @@ def test_where_the_safety_features_meet(
         "mcp_answer_accepted",
         "mcp_answer_mcp_closed",
         "mcp_answer_mcp_wrong_target",
+        "observed_send",
+        "observed_ask",
+        "watch_ended",
     }
     assert reached <= set(SEEN), f"paths never taken: {sorted(reached - set(SEEN))}; {SEEN}"
