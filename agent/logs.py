@@ -69,6 +69,12 @@ def _bound_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
     return event_dict
 
 
+#: Characters str.splitlines (and some log viewers) break lines at that JSON leaves as
+#: they are; each is written as its JSON escape, which reads back as the same text.
+_BREAKS = frozenset("\x85\u2028\u2029")
+_ESCAPED_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in _BREAKS}
+
+
 class _LineCap:
     """Renders with ``renderer``; a line still over LINE_MAX is rendered again with every
     field but the core ones clipped short, and failing that with the core ones only."""
@@ -77,16 +83,24 @@ class _LineCap:
         self._renderer = renderer
 
     def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> Any:
-        line = self._renderer(logger, name, dict(event_dict))
+        line = self._render(logger, name, dict(event_dict))
         if len(line) <= LINE_MAX:
             return line
         short = {k: v if k in _CORE else bounded(v, limit=200) for k, v in event_dict.items()}
         short["truncated"] = True
-        line = self._renderer(logger, name, dict(short))
+        line = self._render(logger, name, dict(short))
         if len(line) <= LINE_MAX:
             return line
         core = {k: event_dict[k] for k in _CORE if k in event_dict}
-        return self._renderer(logger, name, {**core, "truncated": True})
+        return self._render(logger, name, {**core, "truncated": True})
+
+    def _render(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        """One line: the characters that some readers take for a line break (NEL and the
+        Unicode line and paragraph separators; JSON escapes the rest) written as escapes."""
+        line = str(self._renderer(logger, name, event_dict))
+        if _BREAKS.isdisjoint(line):
+            return line
+        return line.translate(_ESCAPED_BREAKS)
 
 
 def _printable_fields(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

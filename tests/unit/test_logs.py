@@ -95,3 +95,18 @@ def test_library_logging_becomes_json_events() -> None:
     assert record["logger"] == "apscheduler.executors"
     assert record["message"] == "Run time of job sweep was missed"
     assert record["level"] == "warning"
+
+
+def test_a_field_with_line_separators_stays_one_line() -> None:
+    """NEL, U+2028 and U+2029 (which JSON leaves raw and some readers split lines at) are
+    written as escapes: one event is one line, and the text reads back unchanged."""
+    import io
+    import json
+
+    from agent.logs import configure_logging, get_logger
+
+    buffer = io.StringIO()
+    configure_logging("INFO", "json", stream=buffer)
+    get_logger("test").info("odd", text="a\u2028b\x85c\u2029d")
+    [line] = buffer.getvalue().splitlines()
+    assert json.loads(line)["text"] == "a\u2028b\x85c\u2029d"
