@@ -255,22 +255,32 @@ WORLD = World()
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An event loop whose clock jumps ahead whenever nothing is ready to run: a timer
-    (the diagnosis deadline, a lease renewal) fires at once instead of after its seconds.
-    Every peer here answers in-process, so "nothing ready" only ever means "waiting for a
-    timer": a model that never answers meets its deadline without the test waiting, and
-    no example depends on how fast the machine is."""
+    """An event loop whose clock jumps ahead whenever nothing is ready to run and no work
+    is out in a thread: a timer (the diagnosis deadline, a lease renewal) fires at once
+    instead of after its seconds. Every peer here answers in-process, so "nothing ready"
+    then only means "waiting for a timer": a model that never answers meets its deadline
+    without the test waiting, and no example depends on how fast the machine is."""
 
     def __init__(self) -> None:
         super().__init__()
         self._ahead = 0.0
+        self._in_threads = 0  # e.g. the model client's one look at the platform
 
     def time(self) -> float:
         return super().time() + self._ahead
 
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> asyncio.Future[Any]:
+        future = super().run_in_executor(executor, func, *args)
+        self._in_threads += 1
+        future.add_done_callback(self._thread_done)
+        return future
+
+    def _thread_done(self, _: object) -> None:
+        self._in_threads -= 1
+
     def _run_once(self) -> None:
         scheduled = self._scheduled  # type: ignore[attr-defined]
-        if not self._ready and scheduled:  # type: ignore[attr-defined]
+        if not self._ready and scheduled and not self._in_threads:  # type: ignore[attr-defined]
             self._ahead += max(0.0, scheduled[0].when() - self.time())
         super()._run_once()  # type: ignore[misc]
 
