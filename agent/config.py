@@ -215,6 +215,8 @@ class Diagnosis(_Section):
     history_hours: Annotated[float, Field(ge=0, le=720, allow_inf_nan=False)] = 24.0
     #: The investigation's `recent_logs` tool: one gateway request, bounded by this.
     logs_timeout_seconds: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 20.0
+    #: How far back the series behind a finding, shown in every phase's prompt, reaches.
+    evidence_minutes: Annotated[int, Field(ge=1, le=360)] = 30
 
 
 class GatewayOptions(_Section):
