@@ -131,10 +131,12 @@ def build_prometheus(
 
 
 def build_llm(
-    settings: Settings, metrics: AgentMetrics | None
+    settings: Settings,
+    metrics: AgentMetrics | None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> tuple[LLMClient, httpx.AsyncClient] | None:
     """The model client and the httpx client under it (the caller closes the latter);
-    None when the diagnosis does not use a model."""
+    None when the diagnosis does not use a model. ``transport``: see build_llm_client."""
     env, config = settings.env, settings.config
     if not config.diagnosis.use_llm:
         return None
@@ -151,6 +153,7 @@ def build_llm(
         options=options,
         metrics=metrics,
         max_answer_bytes=config.diagnosis.max_answer_bytes,
+        transport=transport,
     )
 
 

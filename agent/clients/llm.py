@@ -468,11 +468,13 @@ def build_llm_client(
     options: LLMOptions,
     metrics: AgentMetrics | None = None,
     max_answer_bytes: int = 2_000_000,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> tuple[LLMClient, httpx.AsyncClient]:
-    """The client and the httpx.AsyncClient under it (the caller closes the latter)."""
+    """The client and the httpx.AsyncClient under it (the caller closes the latter);
+    ``transport`` carries the requests under the answer-size cap (plain HTTP when None)."""
     timeout = options.request_timeout
     http = httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout), transport=CappedTransport(max_answer_bytes)
+        timeout=httpx.Timeout(timeout), transport=CappedTransport(max_answer_bytes, transport)
     )
     api = openai.AsyncOpenAI(
         api_key=api_key, base_url=base_url, http_client=http, max_retries=0, timeout=timeout

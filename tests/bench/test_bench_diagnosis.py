@@ -52,9 +52,7 @@ groups:
 RISE_SECONDS = 20
 
 
-def _finding(
-    name: str, kind: str, annotations: dict[str, str], /, **labels: str
-) -> Finding:
+def _finding(name: str, kind: str, annotations: dict[str, str], /, **labels: str) -> Finding:
     full = {"alertname": name, "service": SERVICE, **labels} if kind == "alert" else labels
     return Finding(
         kind=kind,  # type: ignore[arg-type]
@@ -117,7 +115,10 @@ def _findings(instance: str) -> list[Finding]:
         _finding(
             "DiskAlmostFull",
             "alert",
-            {"summary": "volume /data 93% full", "description": "Predicted to fill within 6 hours."},
+            {
+                "summary": "volume /data 93% full",
+                "description": "Predicted to fill within 6 hours.",
+            },
             mountpoint="/data",
             device="/dev/vdb",
             **scraped,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from agent.console.access import Access
 from agent.console.plot import Marker, Series, render, series_from_matrix
 
