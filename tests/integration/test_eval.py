@@ -125,6 +125,18 @@ def test_the_oracle_passes_every_shipped_case_on_real_promql(
     assert code == 0, report["verdict"]
     assert (overall["runs"], overall["passed"], overall["unsafe"]) == (runs, runs - 2, 0)
     assert overall["asked_forbidden"] == 2
+    # the model is on loopback: one request at a time, four runs wait their turn, and the
+    # report says so and keeps the model's own time apart from the wait
+    assert (report["concurrency"], report["model_slots"]) == (4, 1)
+    [warning] = report["warnings"]
+    assert "--concurrency 4 is more than the 1 request(s)" in warning
+    assert overall["model_seconds_p50"] > 0
+    runs_with_calls = [r for c in report["cases"] for r in c["runs"] if r["model_calls"]]
+    assert all(r["model_seconds"] > 0 for r in runs_with_calls)
+    assert all(
+        r["model_seconds"] + r["model_wait_seconds"] <= r["latency_seconds"]
+        for r in runs_with_calls
+    )
     assert overall["right_action_rate"] == (runs - 2) / runs and overall["errors"] == 0
     assert overall["runbook_fallbacks"] == 0
     held = [c.id for c in shipped if expected_run(c, config, "oracle").awaiting]
