@@ -22,7 +22,7 @@ from typing import Any
 from agent.clients.llm import ChatReply, ToolCall, json_in
 from agent.clients.prometheus import PrometheusClient
 from agent.config import AnomalyCheck, HealthCheck
-from agent.diagnosis.evidence import earliest, evidence_json, of_finding, parse_matrix
+from agent.diagnosis.evidence import Series, earliest, evidence_json, of_finding, parse_matrix
 from agent.errors import PrometheusError
 from agent.promql import comparison_of, without_comparison
 from agent.sweep.alerts import alerts_from_payload
@@ -393,26 +393,31 @@ class Toolbox:
         query, end = without_comparison(expr), self._now
         start = end - timedelta(minutes=minutes)
         step = max(1, minutes * 60 // EVIDENCE_SAMPLES)
-        series = parse_matrix(
-            await self._prometheus.query_range(query, start=start, end=end, step=f"{step}s")
-        )
+        series = await self._finding_series(query, finding, start, step)
         first = earliest(series)
         if first is not None and (end.timestamp() - first) / step < EVIDENCE_SAMPLES / 4:
-            begin = max(start, datetime.fromtimestamp(first - step, UTC))
-            step = max(1, int((end - begin).total_seconds()) // EVIDENCE_SAMPLES)
-            series = parse_matrix(
-                await self._prometheus.query_range(query, start=begin, end=end, step=f"{step}s")
-            )
+            start = max(start, datetime.fromtimestamp(first - step, UTC))
+            step = max(1, int((end - start).total_seconds()) // EVIDENCE_SAMPLES)
+            series = await self._finding_series(query, finding, start, step)
         return evidence_json(
             query,
-            of_finding(series, finding.labels),
+            series,
             comparison=comparison_of(expr),
             minutes=minutes,
             step_seconds=step,
             end=end.timestamp(),
             shown=finding.labels,
-            max_chars=EVIDENCE_MAX_CHARS,
+            max_chars=min(self._limit, EVIDENCE_MAX_CHARS),
         )
+
+    async def _finding_series(
+        self, query: str, finding: Finding, start: datetime, step: int
+    ) -> list[Series]:
+        """The query's series from ``start`` to now, those of the finding's labels."""
+        result = await self._prometheus.query_range(
+            query, start=start, end=self._now, step=f"{step}s"
+        )
+        return of_finding(parse_matrix(result), finding.labels)
 
     async def _dispatch(self, name: str, args: dict[str, Any]) -> str:
         if name == "prom_query":

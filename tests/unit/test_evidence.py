@@ -1,11 +1,15 @@
-"""The evidence the model is shown: the series behind a finding, summarised, from tables."""
+"""The evidence the model is shown: the series behind a finding, summarised (from tables),
+and asked of Prometheus (faked at the HTTP boundary)."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
+from pytest_httpx import HTTPXMock
 
 from agent.diagnosis.evidence import (
     POINTS_MAX,
@@ -17,7 +21,9 @@ from agent.diagnosis.evidence import (
     spaced,
     summarize,
 )
+from agent.diagnosis.tools import Toolbox
 from agent.promql import Comparison
+from tests.conftest import MakePrometheus, alert_finding
 
 END = 1_800_000_000.0
 
@@ -223,3 +229,60 @@ def test_numbers_are_short_and_exact(value: float, written: str) -> None:
     assert dump(value) == written
     if written != "null":
         assert json.loads(written) == value
+
+
+PROM = "http://prom.test"
+NOW = datetime.fromtimestamp(END, UTC)
+
+
+def _matrix(*series: tuple[dict[str, str], list[tuple[float, float]]]) -> dict[str, Any]:
+    result = [
+        {"metric": labels, "values": [[t, str(v)] for t, v in samples]}
+        for labels, samples in series
+    ]
+    return {"status": "success", "data": {"resultType": "matrix", "result": result}}
+
+
+async def test_a_series_that_began_a_minute_ago_is_asked_again_at_a_finer_step(
+    httpx_mock: HTTPXMock, make_prometheus: MakePrometheus
+) -> None:
+    """The rule's expression is asked without its comparison; when the finding's own
+    series covers a minute of the half hour (another service's covers all of it), it is
+    asked again from its first sample at a step that gives it its points."""
+    rules = {
+        "status": "success",
+        "data": {
+            "groups": [
+                {
+                    "rules": [
+                        {"name": "MemoryLeak", "query": 'mem{job="x"} > 1.5e+08', "duration": 60}
+                    ]
+                }
+            ]
+        },
+    }
+    httpx_mock.add_response(url=f"{PROM}/api/v1/rules?type=alert", json=rules)
+    mine = {"__name__": "mem", "service": "market-predictor"}
+    other = {"__name__": "mem", "service": "coding-ai-agent"}
+    coarse = [(END - 60, 1.2e8), (END - 30, 1.4e8), (END, 1.6e8)]
+    long = [(END - 1800 + 30 * i, 5e7) for i in range(61)]
+    fine = [(END - 90 + i, 1.1e8 + i * 5e5) for i in range(91)]
+    httpx_mock.add_response(
+        url=f"{PROM}/api/v1/query_range", json=_matrix((mine, coarse), (other, long))
+    )
+    httpx_mock.add_response(
+        url=f"{PROM}/api/v1/query_range", json=_matrix((mine, fine), (other, long[-4:]))
+    )
+    toolbox = Toolbox(make_prometheus(PROM), 1500, NOW)
+    text = await toolbox.evidence(alert_finding(first_seen=NOW), [])
+    first, second = [
+        dict(parse_qsl(r.content.decode()))
+        for r in httpx_mock.get_requests(url=f"{PROM}/api/v1/query_range")
+    ]
+    assert first["query"] == second["query"] == 'mem{job="x"}'
+    assert (first["step"], float(first["start"])) == ("30s", END - 1800)
+    assert (second["step"], float(second["start"])) == ("1s", END - 90)
+    data = json.loads(text)
+    [series] = data["series"]
+    assert data["threshold"] == "> 1.5e8" and "labels" not in series
+    assert len(series["points_x1e8"]) == POINTS_MAX and series["slope_per_min"] > 0
