@@ -42,7 +42,7 @@ from agent.errors import AgentError
 from agent.eval import history
 from agent.eval.case import Case, CaseError, CaseGateway, Loaded
 from agent.eval.scoring import Outcome, Score, Tally, score
-from agent.eval.slots import SlotTransport, model_time, slot_warning
+from agent.eval.slots import SlotGate, model_time, slot_warning
 from agent.incidents.history import NOT_RECOVERED
 from agent.incidents.lifecycle import on_finding
 from agent.incidents.model import Incident, State, group_of
@@ -314,7 +314,7 @@ async def shared_clients(
     timed); close them on exit."""
     metrics = AgentMetrics()
     async with AsyncExitStack() as stack:
-        built = build_llm(settings, metrics, SlotTransport(model_slots))
+        built = build_llm(settings, metrics, SlotGate(model_slots))
         if built is not None:
             stack.push_async_callback(built[1].aclose)
         clients: dict[str, PrometheusClient] = {}

@@ -3,26 +3,25 @@
 A local model server answers one request at a time (llama-cpp-python's does; llama.cpp's
 ``llama-server`` as many as its ``--parallel`` slots). With ``--concurrency 4`` against
 it, four diagnoses queue for one model, and a run's wall time is mostly the others' turn:
-measured that way the shipped model looked six times slower than it is. So eval sends
-the model's requests through a gate of ``--model-slots`` places (one by default for a
-model on loopback, unbounded for a remote one) and times each request in two parts: the
-wait for a free slot, and the model answering (from the request leaving to the answer's
-headers: a chat completion is sent whole once it is generated). Each run adds its
-requests up in a ``ModelTime`` of its own, found through a context variable, so runs that
-overlap never mix their figures.
+measured that way the shipped model looked five times slower than it is, and a request
+queued at the server spent its ``diagnosis.request_timeout_seconds`` waiting, so the
+runbook decided instead of the model. So eval hands the model client a gate
+(``LLMClient.gate``) of ``--model-slots`` places (one by default for a model on
+loopback, unbounded for a remote one): each request waits for a free place *before* its
+deadline starts, and is timed in two parts, the wait and the model answering. Each run
+adds its requests up in a ``ModelTime`` of its own, found through a context variable, so
+runs that overlap never mix their figures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from urllib.parse import urlsplit
-
-import httpx
 
 from agent.hosts import is_loopback
 
@@ -50,41 +49,31 @@ def model_time() -> Iterator[ModelTime]:
         _RUN.reset(token)
 
 
-class SlotTransport(httpx.AsyncBaseTransport):
-    """Sends at most ``slots`` requests at once (any number when None) and adds each
-    request's wait and answering time to the run it belongs to."""
+class SlotGate:
+    """Lets at most ``slots`` model requests run at once (any number when None) and adds
+    each request's wait and answering time to the run it belongs to."""
 
-    def __init__(
-        self,
-        slots: int | None,
-        inner: httpx.AsyncBaseTransport | None = None,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        self._inner = inner or httpx.AsyncHTTPTransport()
+    def __init__(self, slots: int | None, clock: Callable[[], float] = time.perf_counter) -> None:
         self._slots = asyncio.Semaphore(slots) if slots else None
         self._clock = clock
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Wait for a slot, then forward the request; both times are recorded."""
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[None]:
+        """Around one request: wait for a place, hold it while the model answers."""
         asked = self._clock()
-        if self._slots is None:
-            return await self._timed(request, asked, asked)
-        async with self._slots:
-            return await self._timed(request, asked, self._clock())
-
-    async def _timed(self, request: httpx.Request, asked: float, began: float) -> httpx.Response:
+        if self._slots is not None:
+            await self._slots.acquire()
+        began = self._clock()
         try:
-            return await self._inner.handle_async_request(request)
+            yield
         finally:
+            if self._slots is not None:
+                self._slots.release()
             spent = _RUN.get()
             if spent is not None:
                 spent.calls += 1
                 spent.waited += began - asked
                 spent.seconds += self._clock() - began
-
-    async def aclose(self) -> None:
-        """Close the wrapped transport."""
-        await self._inner.aclose()
 
 
 def default_slots(base_url: str | None) -> int | None:

@@ -1,14 +1,17 @@
-"""The model's own time per run, apart from the wait for a free model slot: a one-slot
-gate driven by an injected clock, and when eval warns about it."""
+"""The model's own time per run, apart from the wait for a free model slot: the gate from
+an injected clock, the model client waiting at it before a request is sent, and when eval
+warns about it."""
 
 from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
+from pytest_httpx import HTTPXMock
 
-from agent.eval.slots import ModelTime, SlotTransport, default_slots, model_time, slot_warning
+from agent.clients.llm import LLMOptions, build_llm_client
+from agent.eval.slots import ModelTime, SlotGate, default_slots, model_time, slot_warning
+from tests.llm_fakes import CHAT_URL, LLM_BASE, completion
 
 
 class Clock:
@@ -27,46 +30,67 @@ async def test_each_run_gets_its_own_model_time_and_its_wait() -> None:
     """Two runs share one slot: the second waits while the first is answered; each run's
     figures hold its own requests only."""
     clock = Clock()
-    arrived: dict[str, asyncio.Event] = {"a": asyncio.Event(), "b": asyncio.Event()}
-    release: dict[str, asyncio.Event] = {"a": asyncio.Event(), "b": asyncio.Event()}
+    gate = SlotGate(1, clock=clock)
+    inside = {"a": asyncio.Event(), "b": asyncio.Event()}
+    release = {"a": asyncio.Event(), "b": asyncio.Event()}
 
-    async def model(request: httpx.Request) -> httpx.Response:
-        name = request.url.path.strip("/")
-        arrived[name].set()
-        await release[name].wait()
-        return httpx.Response(200, json={})
+    async def run(name: str) -> ModelTime:
+        with model_time() as spent:
+            async with gate():
+                inside[name].set()
+                await release[name].wait()
+        return spent
 
-    transport = SlotTransport(1, httpx.MockTransport(model), clock=clock)
-    async with httpx.AsyncClient(transport=transport, base_url="http://model.test") as http:
-
-        async def run(name: str) -> ModelTime:
-            with model_time() as spent:
-                await http.post(f"/{name}")
-            return spent
-
-        first = asyncio.create_task(run("a"))
-        await arrived["a"].wait()
-        second = asyncio.create_task(run("b"))
-        while clock.reads < 3:  # a: asked, began; b: asked (at 0), then it waits
-            await asyncio.sleep(0)
-        clock.now = 5.0
-        release["a"].set()
-        await arrived["b"].wait()  # b got the slot at 5
-        clock.now = 7.0
-        release["b"].set()
-        a, b = await first, await second
+    first = asyncio.create_task(run("a"))
+    await inside["a"].wait()
+    second = asyncio.create_task(run("b"))
+    while clock.reads < 3:  # a: asked, began; b: asked (at 0), then it waits
+        await asyncio.sleep(0)
+    clock.now = 5.0
+    release["a"].set()
+    await inside["b"].wait()  # b got the slot at 5
+    clock.now = 7.0
+    release["b"].set()
+    a, b = await first, await second
     assert (a.calls, a.waited, a.seconds) == (1, 0.0, 5.0)
     assert (b.calls, b.waited, b.seconds) == (1, 5.0, 2.0)
 
 
+async def test_a_request_waits_for_a_free_slot_before_it_is_sent(httpx_mock: HTTPXMock) -> None:
+    """While the one slot is taken the model client sends nothing (the wait comes before
+    the request and its deadline); once it is free the request goes and is counted."""
+    httpx_mock.add_response(url=CHAT_URL, json=completion("ok"))
+    gate = SlotGate(1)
+    options = LLMOptions(model="local", temperature=0, max_tokens=100, max_retries=0)
+    llm, http = build_llm_client(
+        api_key="sk-test-abcdef123", base_url=LLM_BASE, options=options, gate=gate
+    )
+    try:
+        with model_time() as spent:
+            async with gate():  # another run holds the model
+                asked = asyncio.create_task(
+                    llm.chat([{"role": "user", "content": "hi"}], phase="triage")
+                )
+                for _ in range(50):
+                    await asyncio.sleep(0)
+                assert httpx_mock.get_requests() == [] and not asked.done()
+            reply = await asked
+    finally:
+        await http.aclose()
+    assert reply.content == "ok" and len(httpx_mock.get_requests()) == 1
+    assert spent.calls == 2  # the test's own hold, and the request
+
+
 async def test_without_a_limit_nothing_waits_and_outside_a_run_nothing_is_counted() -> None:
     """No slot limit: requests go at once; a request outside any run is not counted."""
-    transport = SlotTransport(None, httpx.MockTransport(lambda r: httpx.Response(200)))
-    async with httpx.AsyncClient(transport=transport) as http:
-        await http.get("http://model.test/")
-        with model_time() as spent:
-            await asyncio.gather(http.get("http://model.test/"), http.get("http://model.test/"))
-    assert spent.calls == 2 and spent.waited == 0.0
+    clock = Clock()
+    gate = SlotGate(None, clock=clock)
+    async with gate():
+        pass
+    with model_time() as spent:
+        async with gate(), gate():
+            clock.now = 1.0
+    assert (spent.calls, spent.waited, spent.seconds) == (2, 0.0, 2.0)
 
 
 @pytest.mark.parametrize(
