@@ -211,7 +211,7 @@ def expectation(incident: Incident, after: Aftermath) -> Expectation:
         if back is not None:
             why = f"resolved after {action}, but the same problem was back {back:.0f}s later"
         elif after.next_opened is None and quiet < after.recurrence_seconds:
-            why = f"resolved after {action} {quiet:.0f}s ago: too early to tell ({window})"
+            why = f"resolved after {action} {quiet:.0f}s ago: too early to tell"
         else:
             return Expectation(
                 actions=[action],
