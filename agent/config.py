@@ -250,6 +250,8 @@ class Diagnosis(_Section):
     logs_timeout_seconds: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 20.0
     #: The model's prices, for the cost of each diagnosis (unset: cost unknown).
     prices: Prices | None = None
+    #: How far back the series behind a finding, shown in every phase's prompt, reaches.
+    evidence_minutes: Annotated[int, Field(ge=1, le=360)] = 30
 
 
 class GatewayOptions(_Section):

@@ -28,7 +28,7 @@ from agent.clients.alertmanager import AlertmanagerClient
 from agent.clients.alertmanager import build_http_client as alertmanager_http
 from agent.clients.gateway import GatewayClient, build_http_client
 from agent.clients.http import DryRunTransport
-from agent.clients.llm import LLMClient, LLMOptions, build_llm_client
+from agent.clients.llm import Gate, LLMClient, LLMOptions, build_llm_client
 from agent.clients.prometheus import PrometheusClient
 from agent.clients.prometheus import build_http_client as prometheus_http
 from agent.config import AgentConfig
@@ -131,10 +131,10 @@ def build_prometheus(
 
 
 def build_llm(
-    settings: Settings, metrics: AgentMetrics | None
+    settings: Settings, metrics: AgentMetrics | None, gate: Gate | None = None
 ) -> tuple[LLMClient, httpx.AsyncClient] | None:
     """The model client and the httpx client under it (the caller closes the latter);
-    None when the diagnosis does not use a model."""
+    None when the diagnosis does not use a model. ``gate``: see ``LLMClient.gate``."""
     env, config = settings.env, settings.config
     if not config.diagnosis.use_llm:
         return None
@@ -151,6 +151,7 @@ def build_llm(
         options=options,
         metrics=metrics,
         max_answer_bytes=config.diagnosis.max_answer_bytes,
+        gate=gate,
     )
 
 

@@ -39,10 +39,11 @@ from agent.daemon.verify import run_verifications
 from agent.doors import TOKEN_MIN_CHARS
 from agent.errors import AgentError, ConfigError, NoStore
 from agent.eval.case import CaseError, dump_case, load_cases
-from agent.eval.export import export_case
+from agent.eval.export import Aftermath, export_case
 from agent.eval.report import as_json, as_table
 from agent.eval.runner import run_eval
 from agent.eval.scoring import verdict
+from agent.eval.slots import default_slots, slot_warning
 from agent.host import EnvChoice, choose_env_file
 from agent.incidents.model import Incident
 from agent.local import LocalModel, MissingBinary, PortTaken, shipped_model
@@ -314,7 +315,12 @@ async def _export(settings: Settings, incident_id: str, out: Path | None) -> int
         since = incident.opened_at - timedelta(hours=rt.config.diagnosis.history_hours)
         history = rt.store.history(incident.group_key, since=since, before=incident)
         events = rt.store.events(incident.id)
-        case = await export_case(incident, events, rt.prometheus, rt.config, history)
+        after = Aftermath(
+            next_opened=rt.store.next_opened(incident.group_key, after=incident),
+            now=datetime.now(UTC),
+            recurrence_seconds=rt.config.policy.recurrence_seconds,
+        )
+        case = await export_case(incident, events, rt.prometheus, rt.config, after, history)
     text = dump_case(case)
     if out is None:
         print(text, end="")
@@ -326,6 +332,9 @@ async def _export(settings: Settings, incident_id: str, out: Path | None) -> int
         return EX_FAILURE
     state = "confirmed" if case.expect.confirmed else "to be filled in (confirmed = false)"
     print(f"wrote {out}: case {case.id}, expectation {state}")
+    back = case.recorded.recurred_after_seconds if case.recorded else None
+    if back is not None:
+        print(f"note: the same problem was back {back:.0f}s after this incident ended")
     return EX_OK
 
 
@@ -351,12 +360,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
             _fail(f"case: {problem}")
         _fail(f"{len(exc.problems)} problem(s) in the case files; nothing was run")
         return EX_CONFIG
+    base_url = str(settings.env.openai_base_url) if settings.env.openai_base_url else None
+    slots = default_slots(base_url) if args.model_slots is None else (args.model_slots or None)
+    warning = slot_warning(args.concurrency, slots, base_url)
+    if warning and settings.config.diagnosis.use_llm:
+        print(f"eval: warning: {warning}", file=sys.stderr)
     result = asyncio.run(
         run_eval(
             settings,
             loaded,
             iterations=args.iterations,
             concurrency=args.concurrency,
+            model_slots=slots,
             progress=None if args.json else _progress,
         )
     )
@@ -539,6 +554,14 @@ def _eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     ev.add_argument(
         "--concurrency", type=_bounded(int, 1, 64), default=4, help="runs at once (default 4)"
+    )
+    ev.add_argument(
+        "--model-slots",
+        type=_bounded(int, 0, 64),
+        default=None,
+        help="requests the model serves at once; runs wait for a free one, and that wait "
+        "is reported apart from the model's time (default: 1 for a model on this machine, "
+        "no limit for any other; 0: no limit)",
     )
     ev.add_argument("--json", action="store_true", help="print the report as JSON")
     ev.add_argument(

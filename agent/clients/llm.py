@@ -35,6 +35,7 @@ import json
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -52,6 +53,8 @@ from agent.text import clip, encodable
 log = get_logger("agent.llm")
 
 Sleep = Callable[[float], Awaitable[None]]
+#: What ``LLMClient.gate`` is: a context entered around each request.
+Gate = Callable[[], AbstractAsyncContextManager[object]]
 #: A Retry-After longer than this is not waited for in full: the runbook takes over sooner.
 RETRY_AFTER_CAP_SECONDS = 60.0
 
@@ -247,6 +250,10 @@ class LLMClient:
     #: The answer-size cap of the transport under ``api``, named in errors.
     max_answer_bytes: int = 2_000_000
     learning: Learning = field(default_factory=Learning)
+    #: Entered around each request, before its deadline starts: a caller that shares one
+    #: model among many diagnoses (eval) queues them there, so the wait for a free model
+    #: never eats a request's ``request_timeout``, and times both.
+    gate: Gate | None = None
 
     @property
     def features(self) -> Features:
@@ -372,6 +379,19 @@ class LLMClient:
         response_format: dict[str, Any] | None,
         max_tokens: int,
     ) -> ChatReply:
+        if self.gate is None:
+            return await self._request(messages, phase, tools, response_format, max_tokens)
+        async with self.gate():
+            return await self._request(messages, phase, tools, response_format, max_tokens)
+
+    async def _request(
+        self,
+        messages: list[dict[str, Any]],
+        phase: str,
+        tools: list[dict[str, Any]] | None,
+        response_format: dict[str, Any] | None,
+        max_tokens: int,
+    ) -> ChatReply:
         kwargs: dict[str, Any] = {
             "model": self.options.model,
             "messages": messages,
@@ -468,8 +488,10 @@ def build_llm_client(
     options: LLMOptions,
     metrics: AgentMetrics | None = None,
     max_answer_bytes: int = 2_000_000,
+    gate: Gate | None = None,
 ) -> tuple[LLMClient, httpx.AsyncClient]:
-    """The client and the httpx.AsyncClient under it (the caller closes the latter)."""
+    """The client and the httpx.AsyncClient under it (the caller closes the latter);
+    ``gate``: see ``LLMClient.gate``."""
     timeout = options.request_timeout
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(timeout), transport=CappedTransport(max_answer_bytes)
@@ -477,7 +499,9 @@ def build_llm_client(
     api = openai.AsyncOpenAI(
         api_key=api_key, base_url=base_url, http_client=http, max_retries=0, timeout=timeout
     )
-    client = LLMClient(api=api, options=options, metrics=metrics, max_answer_bytes=max_answer_bytes)
+    client = LLMClient(
+        api=api, options=options, metrics=metrics, max_answer_bytes=max_answer_bytes, gate=gate
+    )
     return client, http
 
 

@@ -25,12 +25,13 @@ from agent.approvals import BadAnswer, Pin, Reply, answer_approval, make_answer
 from agent.console import view
 from agent.console.access import COOKIE, SESSION_SECONDS, Access, LoginThrottle, Role, Session
 from agent.console.charts import daily_bars, recovery_bars
-from agent.console.plot import Series, plotted, render, series_from_matrix, threshold_of
+from agent.console.plot import Series, render, series_from_matrix
 from agent.daemon.bodies import BodyTooLarge, read_body
 from agent.diagnosis.tools import finding_query
 from agent.errors import PrometheusError
 from agent.incidents.model import STATES, Incident
 from agent.logs import get_logger
+from agent.promql import threshold_of, without_comparison
 from agent.reporting import BadDuration, build_report, parse_duration
 from agent.runtime import Runtime
 from agent.store.base import Unreadable, get_exact
@@ -277,11 +278,12 @@ class Console:
             expr = await finding_query(self.rt.prometheus, finding, self.rt.config.checks.all())
             if expr is None:
                 return {"svg": None, "why": f"no data: no query behind {finding.name} is known"}
-            series = await self._series(plotted(expr), start, end)
+            drawn = without_comparison(expr)
+            series = await self._series(drawn, start, end)
         except PrometheusError as exc:
             return {"svg": None, "why": f"no data: {exc}"}
         if not series:
-            return {"svg": None, "why": f"no data: {plotted(expr)} has no samples in the window"}
+            return {"svg": None, "why": f"no data: {drawn} has no samples in the window"}
         svg = render(
             series,
             threshold=threshold_of(expr) if finding.kind == "alert" else None,
@@ -290,7 +292,7 @@ class Console:
             end=end,
             title=f"{finding.name}: {expr}",
         )
-        return {"svg": svg, "why": "", "expr": plotted(expr), "legend": series}
+        return {"svg": svg, "why": "", "expr": drawn, "legend": series}
 
     async def _series(self, expr: str, start: datetime, end: datetime) -> list[Series]:
         """The series over the window, at about ``POINTS`` points: asked again from the

@@ -9,7 +9,6 @@ function computed. A Prometheus answer is read without trusting its shape.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +18,6 @@ WIDTH, HEIGHT = 760, 260
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 36
 COLOURS = ("#1f6feb", "#8250df", "#bf8700", "#1a7f37", "#cf222e")
 MAX_SERIES = 5
-_COMPARISON = re.compile(r"(>=|<=|>|<|==)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 
 @dataclass(frozen=True)
@@ -36,23 +34,6 @@ class Marker:
 
     at: datetime
     label: str
-
-
-def threshold_of(expr: str) -> float | None:
-    """The number an alerting expression compares against at its end (``... > 1e8``)."""
-    found = _COMPARISON.search(expr.strip())
-    if found is None:
-        return None
-    value = float(found.group(2))
-    return value if math.isfinite(value) else None
-
-
-def plotted(expr: str) -> str:
-    """What to draw for an alerting expression: without its final comparison, so the
-    series shows below the threshold too (the drop after a fix), not only above it."""
-    found = _COMPARISON.search(expr.strip())
-    head = expr.strip()[: found.start()].strip() if found else ""
-    return head or expr
 
 
 def series_from_matrix(result: object) -> list[Series]:

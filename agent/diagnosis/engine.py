@@ -250,7 +250,9 @@ class _Run:
         )
         self.tools = toolbox.tools
         block = prompts.finding_block(self.finding, cfg.diagnosis.untrusted_max_chars)
-        evidence = await toolbox.evidence(self.finding, cfg.checks.all())
+        evidence = await toolbox.evidence(
+            self.finding, cfg.checks.all(), minutes=cfg.diagnosis.evidence_minutes
+        )
         past = prompts.history_block(self.history, self.now)
         prefix = prompts.prefix(block, evidence, past)
         self.note("context", *prefix)

@@ -16,13 +16,15 @@ import re
 import statistics
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent.clients.llm import ChatReply, ToolCall, json_in
 from agent.clients.prometheus import PrometheusClient
 from agent.config import AnomalyCheck, HealthCheck
+from agent.diagnosis.evidence import Series, earliest, evidence_json, of_finding, parse_matrix
 from agent.errors import PrometheusError
+from agent.promql import comparison_of, without_comparison
 from agent.sweep.alerts import alerts_from_payload
 from agent.sweep.findings import Finding
 from agent.text import clip, in_block, printable
@@ -160,9 +162,11 @@ class LogAccess:
     offer: bool = True
 
 
-#: How far back the evidence the agent gathers itself reaches, and how much of it every
-#: phase's prompt carries (a summary of a few series).
+#: How far back the evidence the agent gathers itself reaches (``diagnosis.evidence_minutes``
+#: by default), at about how many samples, and how much of it every phase's prompt carries
+#: (a summary of a few series).
 EVIDENCE_MINUTES = 30
+EVIDENCE_SAMPLES = 60
 EVIDENCE_MAX_CHARS = 800
 #: How much of a service's logs the model is shown (the gateway's answer is capped too).
 LOGS_MAX_CHARS = 1000
@@ -360,24 +364,60 @@ class Toolbox:
             result = f"error: unexpected answer from Prometheus: {type(exc).__name__}"
         return clip(result, self._limit)
 
-    async def evidence(self, finding: Finding, checks: Sequence[HealthCheck | AnomalyCheck]) -> str:
-        """The series behind the finding over the last half hour, gathered by the agent
-        itself: the alert rule's expression, the health check's, or the anomaly check's
-        selector. Never raises: a failure is the evidence's text."""
+    async def evidence(
+        self,
+        finding: Finding,
+        checks: Sequence[HealthCheck | AnomalyCheck],
+        *,
+        minutes: int = EVIDENCE_MINUTES,
+    ) -> str:
+        """The series behind the finding over the last ``minutes``, gathered by the agent
+        itself and summarised (``evidence.py``): the alert rule's expression or the health
+        check's without its final comparison, or the anomaly check's selector, for the
+        finding's labels. Never raises: a failure is the evidence's text."""
         try:
             expr = await finding_query(self._prometheus, finding, checks)
             if expr is None:
                 return f"no query behind {clip(finding.name, 200)!r} is known here"
-            start = self._now - timedelta(minutes=EVIDENCE_MINUTES)
-            result = await self._prometheus.query_range(
-                expr, start=start, end=self._now, step="60s"
-            )
-            text = _dump({"expr": expr, "series": summarize_matrix(result)})
+            text = await self._series_behind(expr, finding, minutes)
         except PrometheusError as exc:
             text = f"error: {exc}"
         except MALFORMED as exc:
             text = f"error: unexpected answer from Prometheus: {type(exc).__name__}"
         return clip(text, min(self._limit, EVIDENCE_MAX_CHARS))
+
+    async def _series_behind(self, expr: str, finding: Finding, minutes: int) -> str:
+        """Asked again from the first sample, at a finer step, when the series covers only
+        a short part of the window (a leak that began a minute ago is a minute of points,
+        not one)."""
+        query, end = without_comparison(expr), self._now
+        start = end - timedelta(minutes=minutes)
+        step = max(1, minutes * 60 // EVIDENCE_SAMPLES)
+        series = await self._finding_series(query, finding, start, step)
+        first = earliest(series)
+        if first is not None and (end.timestamp() - first) / step < EVIDENCE_SAMPLES / 4:
+            start = max(start, datetime.fromtimestamp(first - step, UTC))
+            step = max(1, int((end - start).total_seconds()) // EVIDENCE_SAMPLES)
+            series = await self._finding_series(query, finding, start, step)
+        return evidence_json(
+            query,
+            series,
+            comparison=comparison_of(expr),
+            minutes=minutes,
+            step_seconds=step,
+            end=end.timestamp(),
+            shown=finding.labels,
+            max_chars=min(self._limit, EVIDENCE_MAX_CHARS),
+        )
+
+    async def _finding_series(
+        self, query: str, finding: Finding, start: datetime, step: int
+    ) -> list[Series]:
+        """The query's series from ``start`` to now, those of the finding's labels."""
+        result = await self._prometheus.query_range(
+            query, start=start, end=self._now, step=f"{step}s"
+        )
+        return of_finding(parse_matrix(result), finding.labels)
 
     async def _dispatch(self, name: str, args: dict[str, Any]) -> str:
         if name == "prom_query":

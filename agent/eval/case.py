@@ -151,6 +151,20 @@ class Expectation(_Strict):
         return self
 
 
+class CaseRecord(_Strict):
+    """What the agent did about an exported incident and how it ended: facts for the
+    human who fills in the expectation; never scored."""
+
+    #: The action sent to the gateway (none when nothing was), and to which service.
+    sent: Word | None = None
+    target: Word | None = None
+    #: How the incident ended: resolved, escalated or skipped.
+    state: Word
+    #: The same problem was back this many seconds after the incident ended, within
+    #: ``policy.recurrence_seconds``: what was done did not fix it.
+    recurred_after_seconds: Annotated[float | None, Field(ge=0)] = None
+
+
 class AlertRule(_Strict):
     alert: Word
     expr: Annotated[str, Field(min_length=1, max_length=4000)]
@@ -182,6 +196,8 @@ class Case(_Strict):
     #: The same problem's past incidents (newest or oldest first, any order).
     past: list[CasePast] = Field(default_factory=list, max_length=10)
     expect: Expectation
+    #: For an exported incident: what was done and whether the problem came back.
+    recorded: CaseRecord | None = None
 
     def to_finding(self, at: datetime, target_labels: Sequence[str]) -> Finding:
         """The finding as a sweep at ``at`` would have made it."""

@@ -2,11 +2,16 @@
 
 The case holds the incident's finding; the raw series behind every PromQL expression its
 investigation read (and its alerting rule), fetched again from Prometheus for the hours
-before the incident; the scope it was worked in; what the gateway answered; and the
-outcome a human can vouch for. An incident resolved after its action makes that action
-the right answer. Anything else (escalated, skipped) is exported with the expectation
-left for the operator to fill in (``confirmed = false``); such a case runs but is not
-scored until someone sets it.
+before the incident; the scope it was worked in; what the gateway answered; what was done
+and whether the problem came back (``recorded``); and the outcome a human can vouch for.
+
+An action is the right answer only when it fixed the problem: the incident resolved after
+it, and the same problem stayed away for ``policy.recurrence_seconds`` after that (the
+window the ``repeat_failed`` guardrail uses). A restart that "resolved" a leak which was
+back 25 s later fixed nothing, and a case that says otherwise would teach the eval to
+reward it. Anything else (escalated, skipped, back within the window, or exported before
+the window has passed) is exported with the expectation left for the operator to fill in
+(``confirmed = false``); such a case runs but is not scored until someone sets it.
 """
 
 from __future__ import annotations
@@ -15,13 +20,21 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, get_args
 
 from agent.clients.prometheus import PrometheusClient
 from agent.config import AgentConfig, HealthCheck
 from agent.errors import AgentError, PrometheusError
-from agent.eval.case import NO_GATEWAY, Case, CaseGateway, Expectation, GatewayStatus
+from agent.eval.case import (
+    NO_GATEWAY,
+    Case,
+    CaseGateway,
+    CaseRecord,
+    Expectation,
+    GatewayStatus,
+)
 from agent.eval.history import stamp
 from agent.incidents.history import PastIncident
 from agent.incidents.model import Event, Incident
@@ -154,15 +167,61 @@ async def _history(prometheus: PrometheusClient, exprs: list[str], at: datetime)
     return text
 
 
-def _expectation(incident: Incident) -> Expectation:
+@dataclass(frozen=True)
+class Aftermath:
+    """What happened after an incident ended: when the same problem next opened an
+    incident (None: not yet), when the export runs, and the recurrence window."""
+
+    next_opened: datetime | None
+    now: datetime
+    recurrence_seconds: float
+
+
+def recurred_after(incident: Incident, after: Aftermath) -> float | None:
+    """Seconds from the incident's end until the same problem was back, when that was
+    within the recurrence window; None when it stayed away (or has not been back yet)."""
+    if after.next_opened is None:
+        return None
+    ended = incident.cleared_at or incident.updated_at
+    back = max(0.0, (after.next_opened - ended).total_seconds())
+    return back if back < after.recurrence_seconds else None
+
+
+def record_of(incident: Incident, after: Aftermath) -> CaseRecord:
+    """What was done about the incident, and whether the problem came back."""
+    sent = incident.action if incident.acted_at and incident.action else None
+    return CaseRecord(
+        sent=sent,
+        target=(incident.action_target or incident.target) if sent else None,
+        state=incident.state,
+        recurred_after_seconds=recurred_after(incident, after),
+    )
+
+
+def expectation(incident: Incident, after: Aftermath) -> Expectation:
+    """The right answer when the record vouches for one: an action that resolved the
+    incident and kept the problem away for the recurrence window; else left unconfirmed,
+    with a note saying why."""
     action = incident.action
+    ended = incident.cleared_at or incident.updated_at
+    quiet = (after.now - ended).total_seconds()
+    back = recurred_after(incident, after)
+    window = f"policy.recurrence_seconds {after.recurrence_seconds:g}s"
     if incident.state == "resolved" and action and action not in NO_GATEWAY:
-        return Expectation(
-            actions=[action],
-            target=incident.action_target or incident.target,
-            note=f"exported from incident {incident.id}: resolved after {action}",
-        )
-    how = f"{incident.state}" + (f" after {action}" if action else "")
+        if back is not None:
+            why = f"resolved after {action}, but the same problem was back {back:.0f}s later"
+        elif after.next_opened is None and quiet < after.recurrence_seconds:
+            why = f"resolved after {action} {quiet:.0f}s ago: too early to tell"
+        else:
+            return Expectation(
+                actions=[action],
+                target=incident.action_target or incident.target,
+                note=f"exported from incident {incident.id}: resolved after {action}, and "
+                f"the problem stayed away ({window})",
+            )
+        how = f"{why} ({window}): {action} is not confirmed as the right answer"
+    else:
+        how = f"{incident.state}" + (f" after {action}" if action else "")
     return Expectation(
         actions=["escalate"],
         confirmed=False,
@@ -232,10 +291,12 @@ async def export_case(
     events: list[Event],
     prometheus: PrometheusClient,
     config: AgentConfig,
+    after: Aftermath,
     history: Sequence[PastIncident] = (),
 ) -> Case:
-    """The case for a finished incident, with the logs its investigation read and the
-    earlier incidents of the same problem (``history``)."""
+    """The case for a finished incident, with the logs its investigation read, the
+    earlier incidents of the same problem (``history``) and what happened after it
+    (``after``: did the problem come back?)."""
     if incident.state not in ("resolved", "escalated", "skipped"):
         raise ExportError(
             f"incident {incident.id} is {incident.state}: only finished incidents "
@@ -284,6 +345,7 @@ async def export_case(
             "scope": scope,
             "gateway": _gateway(events),
             "past": _past(history, at),
-            "expect": _expectation(incident),
+            "expect": expectation(incident, after),
+            "recorded": record_of(incident, after),
         }
     )

@@ -42,6 +42,7 @@ from agent.errors import AgentError
 from agent.eval import history
 from agent.eval.case import Case, CaseError, CaseGateway, Loaded
 from agent.eval.scoring import Outcome, Score, Tally, score
+from agent.eval.slots import SlotGate, model_time, slot_warning
 from agent.incidents.history import NOT_RECOVERED
 from agent.incidents.lifecycle import on_finding
 from agent.incidents.model import Incident, State, group_of
@@ -235,11 +236,15 @@ class CaseResult:
 
 @dataclass
 class EvalResult:
-    """Every case's runs, in the order the cases were given."""
+    """Every case's runs, in the order the cases were given, and how they were run."""
 
     cases: list[CaseResult]
     model: str
     wall_seconds: float = 0.0
+    concurrency: int = 1
+    #: Model requests served at once (None: no limit).
+    model_slots: int | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def total(self) -> Tally:
         """Sums over every run."""
@@ -310,11 +315,14 @@ class Shared:
 
 
 @asynccontextmanager
-async def shared_clients(settings: Settings, backends: Sequence[Backend]) -> AsyncIterator[Shared]:
-    """Open the shared clients; close them on exit."""
+async def shared_clients(
+    settings: Settings, backends: Sequence[Backend], model_slots: int | None = None
+) -> AsyncIterator[Shared]:
+    """Open the shared clients (the model's requests through ``model_slots`` places, each
+    timed); close them on exit."""
     metrics = AgentMetrics()
     async with AsyncExitStack() as stack:
-        built = build_llm(settings, metrics)
+        built = build_llm(settings, metrics, SlotGate(model_slots))
         if built is not None:
             stack.push_async_callback(built[1].aclose)
         clients: dict[str, PrometheusClient] = {}
@@ -427,10 +435,11 @@ async def _carry(
     cycle = CycleReport(sweep=SweepReport(sweep_id=f"eval-{case.id}", started_at=at))
     started = time.perf_counter()
     error = None
-    try:
-        await carry(rt, step.incident, finding, _Fixed(), at, cycle)
-    except AgentError as exc:
-        error = str(exc)
+    with model_time() as spent:
+        try:
+            await carry(rt, step.incident, finding, _Fixed(), at, cycle)
+        except AgentError as exc:
+            error = str(exc)
     latency = time.perf_counter() - started
     final = rt.store.get(step.incident.id)
     state_name = final.state if isinstance(final, Incident) else "unknown"
@@ -454,6 +463,8 @@ async def _carry(
         prompt_tokens=sum(u["prompt_tokens"] for u in usage.values()),
         completion_tokens=sum(u["completion_tokens"] for u in usage.values()),
         latency_seconds=latency,
+        model_seconds=spent.seconds,
+        model_wait_seconds=spent.waited,
         error=error,
         awaiting=final.awaiting if isinstance(final, Incident) else None,
         awaiting_target=(decision.get("approval_target") or None),
@@ -489,9 +500,11 @@ async def run_eval(
     *,
     iterations: int = 1,
     concurrency: int = 4,
+    model_slots: int | None = None,
     progress: Progress | None = None,
 ) -> EvalResult:
-    """Run every case ``iterations`` times, ``concurrency`` runs at a time."""
+    """Run every case ``iterations`` times, ``concurrency`` runs at a time, the model
+    answering ``model_slots`` requests at once (None: no limit)."""
     check_scope(settings, loaded)
     try:
         find_binary("promtool")
@@ -500,14 +513,23 @@ async def run_eval(
         raise EvalError(
             f"{exc}: eval backfills metric history into a throwaway Prometheus"
         ) from exc
-    model = settings.env.llm_model if settings.config.diagnosis.use_llm else "runbook only"
-    result = EvalResult(cases=[CaseResult(item) for item in loaded], model=model)
+    use_llm = settings.config.diagnosis.use_llm
+    model = settings.env.llm_model if use_llm else "runbook only"
+    result = EvalResult(
+        cases=[CaseResult(item) for item in loaded],
+        model=model,
+        concurrency=concurrency,
+        model_slots=model_slots,
+    )
+    base_url = str(settings.env.openai_base_url) if settings.env.openai_base_url else None
+    warning = slot_warning(concurrency, model_slots, base_url) if use_llm else None
+    result.warnings += [warning] if warning else []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="devops-agent-eval-") as tmp:
         workdir = Path(tmp)
         backends = await _start_backends(workdir, [item.case for item in loaded])
         try:
-            async with shared_clients(settings, backends) as shared:
+            async with shared_clients(settings, backends, model_slots) as shared:
                 await _run_all(shared, result, backends, workdir, iterations, concurrency, progress)
         finally:
             for backend in backends:

@@ -125,6 +125,10 @@ class IncidentStore(Protocol):
     def history(self, group_key: str, *, since: datetime, before: Incident) -> list[PastIncident]:
         """The same problem's last incidents before ``before``, newest first."""
 
+    def next_opened(self, group_key: str, *, after: Incident) -> datetime | None:
+        """When the same problem came back: the opening time of the first incident of
+        ``group_key`` opened after ``after``; None when none has (yet)."""
+
     def insert(self, step: Step) -> bool:
         """Commit a new incident; False when its group already has a current one."""
 

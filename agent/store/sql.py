@@ -531,6 +531,17 @@ class SQLStore:
             rows = self._run(cur, sql, params).fetchall()
         return assemble(_past_rows(rows), before.opened_at)
 
+    def next_opened(self, group_key: str, *, after: Incident) -> datetime | None:
+        """When the same problem came back: the opening time of the first incident of
+        ``group_key`` opened after ``after``; None when none has (yet)."""
+        sql = (
+            "SELECT MIN(opened_at) FROM incidents WHERE group_key = ? AND opened_at > ? "
+            "AND id <> ? AND quarantine IS NULL"
+        )
+        with self._read() as cur:
+            row = self._run(cur, sql, [group_key, ts(after.opened_at), after.id]).fetchone()
+        return _dt(row[0]) if row else None
+
     def breaker(self, target: str) -> Breaker | None:
         """A service's breaker, if it ever counted a failure."""
         with self._read() as cur:

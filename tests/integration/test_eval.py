@@ -102,6 +102,7 @@ def _check_runs(
                 run["why"],
             )
             assert run["held_for_approval"] == (want.awaiting is not None), case.id
+            assert run["asked_forbidden"] == want.asked_forbidden, (case.id, run["why"])
 
 
 def test_the_oracle_passes_every_shipped_case_on_real_promql(
@@ -110,16 +111,33 @@ def test_the_oracle_passes_every_shipped_case_on_real_promql(
     config: AgentConfig,
     oracle: tuple[FakeModel, ScriptedModel],
 ) -> None:
-    """Every case passes, nothing is unsafe, exit 0; where the runbook disagrees with the
-    right answer the run asks a human instead; the model is asked exactly as often as the
-    script implies, and every PromQL tool call found the case's own history."""
+    """Nothing is unsafe, exit 0; where the runbook disagrees with the right answer the
+    run asks a human instead, and every case passes but the one where the runbook's own
+    action is what the case forbids (misleading-name: it restarts on the word "memory"),
+    which asks a human for that restart: asked_forbidden. The model is asked exactly as
+    often as the script implies, and every PromQL tool call found the case's own history."""
     model, script = oracle
     code, report = _eval(tmp_path, model, "--iterations", "2", "--concurrency", "4")
     overall = report["overall"]
     runs = 2 * len(shipped)
+    asked = [c.id for c in shipped if expected_run(c, config, "oracle").asked_forbidden]
+    assert asked == ["misleading-name"]
     assert code == 0, report["verdict"]
-    assert (overall["runs"], overall["passed"], overall["unsafe"]) == (runs, runs, 0)
-    assert overall["right_action_rate"] == 1.0 and overall["errors"] == 0
+    assert (overall["runs"], overall["passed"], overall["unsafe"]) == (runs, runs - 2, 0)
+    assert overall["asked_forbidden"] == 2
+    # the model is on loopback: one request at a time, four runs wait their turn, and the
+    # report says so and keeps the model's own time apart from the wait
+    assert (report["concurrency"], report["model_slots"]) == (4, 1)
+    [warning] = report["warnings"]
+    assert "--concurrency 4 is more than the 1 request(s)" in warning
+    assert overall["model_seconds_p50"] > 0
+    runs_with_calls = [r for c in report["cases"] for r in c["runs"] if r["model_calls"]]
+    assert all(r["model_seconds"] > 0 for r in runs_with_calls)
+    assert all(
+        r["model_seconds"] + r["model_wait_seconds"] <= r["latency_seconds"]
+        for r in runs_with_calls
+    )
+    assert overall["right_action_rate"] == (runs - 2) / runs and overall["errors"] == 0
     assert overall["runbook_fallbacks"] == 0
     held = [c.id for c in shipped if expected_run(c, config, "oracle").awaiting]
     assert overall["held_for_approval"] == 2 * len(held) and held
@@ -172,7 +190,8 @@ def test_a_model_that_restarts_everything_is_unsafe_only_where_the_runbook_agree
     tmp_path: Path, shipped: list[Any], config: AgentConfig
 ) -> None:
     """The always-restart script restarts on its own only where the operator's runbook also
-    says restart (unsafe where that is forbidden); everywhere else it asks a human."""
+    says restart (unsafe where that is forbidden); everywhere else it asks a human, and an
+    ask for a restart the case forbids is asked_forbidden, not a pass."""
     code, report = _run_pattern(tmp_path, shipped, config, "restart")
     _check_runs(report, shipped, config, "restart")
     unsafe = sum(expected_run(c, config, "restart").unsafe for c in shipped)
@@ -180,6 +199,9 @@ def test_a_model_that_restarts_everything_is_unsafe_only_where_the_runbook_agree
     assert report["overall"]["unsafe"] == unsafe
     held = sum(expected_run(c, config, "restart").awaiting is not None for c in shipped)
     assert report["overall"]["held_for_approval"] == held >= 5
+    # asking a human for a restart where the case forbids it: never a pass, never unsafe
+    asked = [c.id for c in shipped if expected_run(c, config, "restart").asked_forbidden]
+    assert report["overall"]["asked_forbidden"] == len(asked) and "disk-almost-full" in asked
     assert report["overall"]["passed"] == sum(
         expected_run(c, config, "restart").passes for c in shipped
     )
@@ -236,8 +258,11 @@ def test_export_of_a_resolved_incident_scores_its_action_right(
     services_target: MetricsTarget,
     e2e_prometheus: LocalPrometheus,
 ) -> None:
-    """An incident resolved after a restart, exported with `incidents export`, then
-    evaluated with a model that restarts: the original action is scored right."""
+    """An incident resolved after a restart and exported with `incidents export` once the
+    problem stayed away for policy.recurrence_seconds (0 here), then evaluated with a
+    model that restarts: the original action is scored right. When the same problem comes
+    back within the window (the default hour), the same incident exports with no
+    confirmed answer, and the case records the restart and the recurrence."""
     services_target.set("e2e_memory_bytes", 5000, service="market-predictor")
 
     def fix(service: str, command: str) -> ActResult:
@@ -246,7 +271,7 @@ def test_export_of_a_resolved_incident_scores_its_action_right(
 
     gateway = GatewaySimulator(fix).start()
     model = FakeModel()
-    config = write_config(tmp_path / "agent.toml")
+    config = write_config(tmp_path / "agent.toml", policy={"recurrence_seconds": 0})
     env = agent_env(
         tmp_path, config, e2e_prometheus.url, gateway.url, OPENAI_BASE_URL=model.base_url
     )
@@ -264,7 +289,14 @@ def test_export_of_a_resolved_incident_scores_its_action_right(
         assert case.expect.actions == ["restart"] and case.expect.confirmed
         assert case.expect.target == "market-predictor"
         assert "e2e_memory_bytes" in case.history and case.rules[0].alert == "ServiceMemoryLeak"
+        assert case.recorded is not None and case.recorded.sent == "restart"
         done = run_cli("eval", "--json", str(out), env=env, cwd=tmp_path, timeout=300)
+        services_target.set("e2e_memory_bytes", 5000, service="market-predictor")
+        _reopen(load_settings(env_file=None), incident_id)
+        write_config(tmp_path / "agent.toml")  # the default window: an hour
+        again = run_cli(
+            "incidents", "export", incident_id, "--out", str(out), env=env, cwd=tmp_path
+        )
     finally:
         gateway.stop()
         model.stop()
@@ -272,6 +304,34 @@ def test_export_of_a_resolved_incident_scores_its_action_right(
     [run] = report["cases"][0]["runs"]
     assert done.returncode == 0, report["verdict"]
     assert (run["did"], run["target"], run["passed"]) == ("restart", "market-predictor", True)
+    assert again.returncode == 0, again.stderr
+    assert "expectation to be filled in (confirmed = false)" in again.stdout
+    assert "the same problem was back" in again.stdout
+    recurred = load_case(out).case
+    assert not recurred.expect.confirmed and recurred.expect.actions == ["escalate"]
+    assert "restart is not confirmed as the right answer" in recurred.expect.note
+    assert recurred.recorded is not None
+    assert (recurred.recorded.sent, recurred.recorded.state) == ("restart", "resolved")
+    assert recurred.recorded.recurred_after_seconds is not None
+    assert recurred.recorded.recurred_after_seconds < 3600
+
+
+def _reopen(settings: Any, resolved_id: str) -> None:
+    """Run cycles until the same problem opens a new incident after ``resolved_id``."""
+    import asyncio
+    import time
+
+    async def go() -> None:
+        async with open_runtime(settings) as rt:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                await run_cycle(rt, datetime.now(UTC))
+                if any(i.id != resolved_id for i in rt.store.recent(10)):
+                    return
+                await asyncio.sleep(0.5)
+        raise AssertionError("the problem never came back as a new incident")
+
+    asyncio.run(go())
 
 
 def _resolve_one(settings: Any) -> str:

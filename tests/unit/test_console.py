@@ -4,33 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from agent.console.access import Access
-from agent.console.plot import Marker, Series, plotted, render, series_from_matrix, threshold_of
+from agent.console.plot import Marker, Series, render, series_from_matrix
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    ("expr", "threshold", "drawn"),
-    [
-        (
-            'process_resident_memory_bytes{job="x"} > 100e6',
-            100e6,
-            'process_resident_memory_bytes{job="x"}',
-        ),
-        ("rate(errors[5m]) >= 0.05", 0.05, "rate(errors[5m])"),
-        ("node_filesystem_avail_ratio < .05", 0.05, "node_filesystem_avail_ratio"),
-        ("up == 0", 0.0, "up"),
-        ("absent(up)", None, "absent(up)"),
-        ("> 5", 5.0, "> 5"),
-    ],
-)
-def test_threshold_and_what_is_drawn(expr: str, threshold: float | None, drawn: str) -> None:
-    """The trailing comparison is the threshold; the series is drawn without it."""
-    assert threshold_of(expr) == threshold
-    assert plotted(expr) == drawn
 
 
 def test_prometheus_answers_are_read_without_trusting_them() -> None:

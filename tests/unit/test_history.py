@@ -92,6 +92,17 @@ def test_the_store_gives_the_groups_history_newest_first(store: IncidentStore) -
     assert third.sent == () and third.decided == "restart"
 
 
+def test_the_store_says_when_the_same_problem_came_back(store: IncidentStore) -> None:
+    """The next incident of the same group after one, on both backends: another
+    problem's incident does not count, and the newest has none until one opens."""
+    older, newest = store.get("p0090Memo"), store.get("p0030Memo")
+    assert isinstance(older, Incident) and isinstance(newest, Incident)
+    assert store.next_opened(older.group_key, after=older) == NOW - timedelta(minutes=30)
+    assert store.next_opened(newest.group_key, after=newest) is None
+    assert store.insert(on_finding(FINDING, "current01", NOW))
+    assert store.next_opened(newest.group_key, after=newest) == NOW
+
+
 def test_an_unreadable_history_row_is_skipped(store: IncidentStore, store_url: str) -> None:
     """A row whose timestamp is garbage is left out, the others still come."""
 

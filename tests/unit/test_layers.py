@@ -34,6 +34,8 @@ PURE = [
     "diagnosis/runbook.py",
     "diagnosis/prefilter.py",
     "diagnosis/prompts.py",
+    "diagnosis/evidence.py",
+    "promql.py",
     "gateway/request.py",
     "gateway/response.py",
     "incidents/model.py",

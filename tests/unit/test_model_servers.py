@@ -236,8 +236,9 @@ async def test_a_model_that_never_calls_tools_plans_from_the_agents_evidence(
     prefixes = [json.dumps(b["messages"][:2]) for b in bodies]
     assert len(set(prefixes)) == 1
     shared = bodies[0]["messages"][1]["content"]
-    assert "<evidence-data>" in shared and json.dumps(RULE_EXPR)[1:-1] in shared
-    assert '"last":510000000.0' in shared
+    behind = RULE_EXPR.removesuffix(" > 4e8")
+    assert "<evidence-data>" in shared and f'"query":{json.dumps(behind)}' in shared
+    assert '"threshold":"> 4e8"' in shared and '"last":5.1e8' in shared
     assert [phase_of(b) for b in bodies] == ["triage", "investigation", "plan"]
     assert result.decision.decided_by == "llm"
 
