@@ -24,6 +24,7 @@ PURE = [
     "sweep/checks.py",
     "guardrails/policy.py",
     "guardrails/autonomy.py",
+    "guardrails/asks.py",
     "diagnosis/models.py",
     "diagnosis/safety.py",
     "diagnosis/runbook.py",
