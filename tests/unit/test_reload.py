@@ -21,15 +21,16 @@ import pytest
 from pytest_httpx import HTTPXMock
 from structlog.testing import capture_logs
 
+from agent.config import GatewayOptions
 from agent.daemon.http import Liveness
 from agent.daemon.notify import Notifier
-from agent.daemon.reload import Reloader, changed_sections, keep_start_bound
+from agent.daemon.reload import AT_START, Reloader, changed_sections, keep_start_bound
 from agent.daemon.service import Daemon
 from agent.errors import ConfigError
 from agent.metrics import AgentMetrics
 from agent.runtime import open_runtime
 from agent.settings import Settings, load_settings, reload_settings
-from tests.conftest import BASE_ENV, make_config
+from tests.conftest import BASE_ENV, CONFIG, make_config
 from tests.integration.daemon_support import write_config
 
 PROM = "http://prom.test"
@@ -88,6 +89,20 @@ def test_keys_read_at_start_keep_their_running_values_until_a_restart() -> None:
     assert config.gateway == running.gateway
     assert config.policy.action_cooldown_seconds == 60
     assert changed_sections(running, config) == ["prometheus", "webhook", "policy"]
+
+
+def test_the_shipped_file_marks_the_keys_read_at_start() -> None:
+    """config/agent.toml marks "(restart)" exactly the keys a reload keeps until a restart."""
+    marked: set[str] = set()
+    section = ""
+    for line in CONFIG.read_text().splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif "(restart) every key of this section" in line:
+            marked |= {f"{section}.{key}" for key in GatewayOptions.model_fields}
+        elif "(restart)" in line and "=" in line:
+            marked.add(f"{section}.{line.lstrip('# ').split('=')[0].strip()}")
+    assert marked == {f"{s}.{k}" for s, keys in AT_START.items() for k in keys}
 
 
 @pytest.mark.parametrize(
