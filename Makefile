@@ -96,6 +96,13 @@ demo: install ## the whole loop on local parts: a leaking service healed end to 
 bench: install postgres ## speed and memory figures, printed as ratios
 	$(BIN)/pytest tests/bench -s -p no:randomly -o addopts="" --timeout=900
 
+# The long run under faults (README, "Running several instances"): three replicas on the
+# local PostgreSQL, a real Prometheus and Alertmanager, kills, restarts, a failing gateway.
+# It restarts the machine's PostgreSQL cluster once: other test runs on it see a blip.
+SOAK_MINUTES ?= 20
+soak: install postgres ## SOAK_MINUTES (20) of three replicas under faults; prints duplicates, stuck incidents, memory, fds, p95 firing-to-action
+	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python -m tests.soak
+
 clean: ## remove the virtualenv, caches and everything under .run/
 	rm -rf $(VENV) $(RUNDIR) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
