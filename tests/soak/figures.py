@@ -5,7 +5,8 @@ unit-tested in tests/unit/test_soak_figures.py.
   per hour, after its warm-up;
 - p95: nearest rank;
 - duplicate incidents: more than one incident for one fault episode (one service, one
-  kind of fault, from its start until it was fixed or went away);
+  kind of fault, from its start until it was fixed or went away); phantoms: an incident
+  opened when no fault of its kind was going on on its service;
 - duplicate actions: the gateway asked more than once for one incident's action;
 - stuck: an incident in a non-final state for longer than that state's bound.
 """
@@ -70,13 +71,24 @@ class Opened:
     opened_at: float
 
 
-def duplicate_incidents(
-    episodes: Sequence[Episode], incidents: Sequence[Opened], grace: float = 30.0
-) -> list[list[str]]:
-    """The incidents that share one episode, each group of more than one: an incident
-    belongs to the latest episode of its service and alert that began before it opened
-    and had not ended ``grace`` seconds before (Prometheus and the sweep lag the fault)."""
+@dataclass(frozen=True)
+class Attribution:
+    """Incidents by the fault they were opened for: groups of more than one for one fault
+    (duplicates), and those opened when no fault of theirs was going on (phantoms: a
+    source still reporting a problem that had ended)."""
+
+    duplicates: list[list[str]]
+    phantoms: list[str]
+
+
+def attribute(
+    episodes: Sequence[Episode], incidents: Sequence[Opened], lag: float = 15.0
+) -> Attribution:
+    """Give each incident to the latest episode of its service and alert that began
+    before it opened and had not ended more than ``lag`` seconds before (the alert's
+    ``for``, a scrape and a sweep lag the fault)."""
     by_episode: dict[int, list[str]] = {}
+    phantoms = []
     for incident in incidents:
         owner = None
         for n, episode in enumerate(episodes):
@@ -84,13 +96,15 @@ def duplicate_incidents(
                 continue
             if episode.start > incident.opened_at:
                 continue
-            if episode.end is not None and episode.end + grace < incident.opened_at:
+            if episode.end is not None and episode.end + lag < incident.opened_at:
                 continue
             if owner is None or episodes[owner].start < episode.start:
                 owner = n
-        if owner is not None:
+        if owner is None:
+            phantoms.append(incident.id)
+        else:
             by_episode.setdefault(owner, []).append(incident.id)
-    return [ids for ids in by_episode.values() if len(ids) > 1]
+    return Attribution([ids for ids in by_episode.values() if len(ids) > 1], phantoms)
 
 
 def duplicate_actions(requests: Iterable[tuple[str, str]]) -> int:

@@ -38,14 +38,14 @@ from agent.incidents.model import Incident
 from agent.local import LocalAlertmanager, MetricsTarget, free_port
 from agent.store import open_store
 from agent.store.base import IncidentStore
-from tests.conftest import REPO, postgres_schema
+from tests.conftest import POSTGRES, REPO, postgres_schema
 from tests.integration.daemon_support import DaemonProcess, agent_env, write_config
 from tests.llm_fakes import FakeModel
 from tests.soak.figures import (
     TERMINAL,
     Opened,
+    attribute,
     duplicate_actions,
-    duplicate_incidents,
     growth_mb_per_hour,
     p95,
     stuck,
@@ -53,6 +53,7 @@ from tests.soak.figures import (
 from tests.soak.world import RULES, SERVICES, FailingGateway, Services, SoakPrometheus
 
 GOAL_MB_PER_HOUR = 5.0
+APPLICATION = "devops-agent-soak"
 #: Resident memory before this is the process filling its caches, not a leak.
 WARMUP = 180.0
 SWEEP, VERIFY, LEASE, TTL, DEADLINE, GATEWAY_DEADLINE = 5, 20, 15, 90, 15, 30
@@ -143,7 +144,8 @@ class Soak:
         url, drop = postgres_schema("soak")
         self.stack.callback(drop)
         self.stack.callback(self._close_store)
-        self.url = url
+        # named, so that a short run can cut the agents' connections instead of restarting
+        self.url = url = f"{url}&application_name={APPLICATION}"
         target = MetricsTarget().start()
         self.stack.callback(target.stop)
         self.services = Services(target, self.rng, mean_gap=150)
@@ -230,6 +232,19 @@ class Soak:
             capture_output=True,
         )
         self._note(f"PostgreSQL {version} restarted")
+
+    def cut_connections(self) -> None:
+        """Short runs: cut the agents' PostgreSQL connections, as a restart does, without
+        touching anyone else's."""
+        import psycopg
+
+        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+            cut = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (APPLICATION,),
+            ).fetchone()
+        self._note(f"PostgreSQL connections of the agents cut ({cut[0] if cut else 0})")
 
     def _note(self, what: str) -> None:
         at = time.time() - self.began
@@ -335,6 +350,8 @@ class Soak:
                 events.pop("postgres")
                 if self.restart_db:
                     self.restart_postgres()
+                else:
+                    self.cut_connections()
             if not healed and elapsed >= quiet_at + settle / 2:
                 self.services.heal_all(time.time())
                 healed = True
@@ -383,7 +400,8 @@ class Soak:
             for i in incidents
             if i.kind == "alert"
         ]
-        doubled = duplicate_incidents(self.services.episodes, opened)
+        found = attribute(self.services.episodes, opened)
+        doubled = found.duplicates
         remediations = [r for r in self.gateway.received if r.purpose == "remediation"]
         repeated = duplicate_actions(
             (r.incident_id, r.action)
@@ -396,6 +414,17 @@ class Soak:
         )
         if doubled or repeated:
             missed.append(f"duplicates: {doubled} incidents, {repeated} actions")
+        by_id = {i.id: i for i in incidents}
+        sources = Counter(by_id[p].finding.source for p in found.phantoms)
+        lines.append(
+            f"incidents opened for a fault already over: {len(found.phantoms)}"
+            + (
+                f" (reported by {', '.join(f'{k} {v}' for k, v in sorted(sources.items()))})"
+                if sources
+                else ""
+            )
+        )
+        self._dump(incidents)
         lines.append(f"stuck past their state's bound: {len(self.stuck)} (goal 0)")
         for incident_id, (state, seconds) in sorted(self.stuck.items()):
             lines.append(f"  {incident_id}: {state} for {seconds:.0f}s")
@@ -413,6 +442,24 @@ class Soak:
         lines.append(f"replica kills (SIGKILL, then started again): {self.kills}")
         lines += [f"  {event}" for event in self.restarts if "killed" not in event]
         return lines, missed
+
+    def _dump(self, incidents: list[Incident]) -> None:
+        """What the figures were computed from, for a post-mortem: records.json."""
+        records = {
+            "episodes": [vars(e) for e in self.services.episodes],
+            "requests": [vars(r) for r in self.gateway.received],
+            "incidents": [
+                {
+                    **i.row(),
+                    "source": i.finding.source,
+                    "first_seen": i.finding.first_seen.isoformat(),
+                }
+                for i in incidents
+            ],
+            "stuck": self.stuck,
+            "events": self.restarts,
+        }
+        (self.workdir / "records.json").write_text(json.dumps(records, indent=1, default=str))
 
     def _memory(self, missed: list[str]) -> list[str]:
         lines = []
@@ -476,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-postgres-restart",
         action="store_true",
-        help="leave the machine's PostgreSQL alone (short runs while developing)",
+        help="cut the agents' PostgreSQL connections instead of restarting the machine's "
+        "cluster (short runs while developing)",
     )
     args = parser.parse_args(argv)
     workdir: Path = args.workdir / time.strftime("%Y%m%d-%H%M%S")

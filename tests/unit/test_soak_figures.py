@@ -9,8 +9,8 @@ from tests.soak.figures import (
     MB,
     Episode,
     Opened,
+    attribute,
     duplicate_actions,
-    duplicate_incidents,
     growth_mb_per_hour,
     p95,
     stuck,
@@ -35,9 +35,10 @@ def test_p95_by_nearest_rank() -> None:
     assert p95([7.0]) == 7 and p95([]) is None
 
 
-def test_duplicate_incidents_share_one_fault() -> None:
+def test_incidents_are_given_to_their_fault() -> None:
     """Two incidents in one episode are a duplicate; one per episode, or the next episode's
-    own (even one opened in the lag after the first ended), is not."""
+    own (even one opened in the lag after the first ended), is not; one opened when no
+    fault of its kind went on is a phantom."""
     episodes = [
         Episode("a", "Leak", start=0, end=100),
         Episode("a", "Leak", start=110, end=200),
@@ -46,13 +47,16 @@ def test_duplicate_incidents_share_one_fault() -> None:
     ]
     incidents = [
         Opened("i1", "a", "Leak", 10),
-        Opened("i2", "a", "Leak", 115),  # the second episode's, though within the lag
+        Opened("i2", "a", "Leak", 112),  # the second episode's, though within the lag
         Opened("i3", "b", "Leak", 10),
         Opened("i4", "b", "Leak", 500),  # the same, never-ending fault opened twice
         Opened("i5", "a", "Down", 60),  # lag after its episode ended: still that one
-        Opened("i6", "c", "Leak", 10),  # no episode: not counted
+        Opened("i6", "c", "Leak", 10),  # no fault on c at all
+        Opened("i7", "a", "Down", 80),  # its fault ended 30 s before
     ]
-    assert duplicate_incidents(episodes, incidents) == [["i3", "i4"]]
+    found = attribute(episodes, incidents)
+    assert found.duplicates == [["i3", "i4"]]
+    assert found.phantoms == ["i6", "i7"]
 
 
 def test_duplicate_actions_count_every_repeat() -> None:
