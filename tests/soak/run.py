@@ -120,7 +120,8 @@ class Slot:
     generations: int = 0
     #: (pid, seconds since the run began, resident bytes), every sample.
     rss: list[tuple[int, float, float]] = field(default_factory=list)
-    fds: dict[int, list[int]] = field(default_factory=dict)
+    #: pid -> (seconds since the run began, open file descriptors), every sample.
+    fds: dict[int, list[tuple[float, int]]] = field(default_factory=dict)
 
 
 class Soak:
@@ -270,7 +271,7 @@ class Soak:
                 if line.startswith("VmRSS:")
             )
             slot.rss.append((pid, at, float(rss)))
-            slot.fds.setdefault(pid, []).append(fds)
+            slot.fds.setdefault(pid, []).append((at, fds))
 
     def sample_incidents(self) -> None:
         """Incidents past their state's bound (kept: the first time each was seen so)."""
@@ -474,14 +475,15 @@ class Soak:
             warmup = min(WARMUP, lived / 4)
             growth = growth_mb_per_hour(samples, warmup=warmup)
             warm = [v for t, v in samples if t >= samples[0][0] + warmup] or [samples[-1][1]]
-            fds = slot.fds.get(pid, [0])
+            counts = slot.fds.get(pid, [(0.0, 0)])
+            fds = [n for t, n in counts if t >= counts[0][0] + warmup] or [counts[-1][1]]
             shown = "n/a" if growth is None else f"{growth:+.2f} MB/h"
             goal = f" (goal < {GOAL_MB_PER_HOUR:g})" if slot.n == 0 else ""
             lines.append(
                 f"replica {slot.n}: {slot.generations} process(es); the longest lived "
                 f"{lived / 60:.1f} min: resident {warm[0] / 2**20:.0f} MB after "
                 f"{warmup:.0f}s of warm-up, {samples[-1][1] / 2**20:.0f} MB at the end, "
-                f"growth {shown}{goal}; open fds {fds[0]} -> {fds[-1]}"
+                f"growth {shown}{goal}; open fds {fds[0]} after warm-up, {fds[-1]} at the end"
             )
             if growth is not None and growth >= GOAL_MB_PER_HOUR and slot.n == 0:
                 missed.append(f"replica {slot.n} grows {growth:.1f} MB/h")
