@@ -458,6 +458,7 @@ class Soak:
                 for i in incidents
             ],
             "stuck": self.stuck,
+            "processes": {s.n: {"rss": s.rss, "fds": s.fds} for s in self.slots},
             "events": self.restarts,
         }
         (self.workdir / "records.json").write_text(json.dumps(records, indent=1, default=str))
