@@ -95,6 +95,8 @@ class Reloader:
         self._wanted = asyncio.Event()
         #: Reloads carried out so far, good or bad.
         self.done = 0
+        #: False from a failed reload until the next good one.
+        self.ok = True
 
     def started(self, at: float | None = None) -> None:
         """The configuration the process started with counts as a successful load."""
@@ -125,6 +127,7 @@ class Reloader:
             for problem in exc.problems:
                 log.error("config_reload_failed", config=str(path), problem=problem)
             self._metrics.config_reload_ok.set(0)
+            self.ok = False
             self._status(
                 f"reload of {path} failed ({len(exc.problems)} problems): "
                 "running on the previous configuration"
@@ -135,6 +138,7 @@ class Reloader:
         self._apply(Settings(env=fresh.env, config=config))
         self._metrics.config_reload_ok.set(1)
         self._metrics.config_reload_at.set(time.time())
+        self.ok = True
         log.info("config_reloaded", config=str(path), changed=changed)
         if kept:
             log.warning("config_keys_need_restart", config=str(path), keys=kept)

@@ -147,9 +147,10 @@ class Daemon:
                 if report.sweep.failed_sources
                 else ""
             )
+            stale = "" if self.reloader.ok else "; the last reload failed: previous configuration"
             return (
                 f"last sweep {report.sweep.started_at:%H:%M:%S}Z: {len(report.sweep.findings)} findings, "
-                f"{len(report.dispatches)} dispatches{failed}"
+                f"{len(report.dispatches)} dispatches{failed}{stale}"
             )
 
         await self._guarded(trigger, run)
@@ -290,12 +291,17 @@ async def serve(settings: Settings) -> int:
     notifier = Notifier.from_env()
     sched = settings.config.schedule
     liveness = Liveness(max_age_seconds=_max_sweep_age(sched))
+    # A SIGHUP while the store opens must neither kill the process (the default) nor be lost.
+    early_hup = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, early_hup.set)
     async with open_runtime(settings) as rt:
         daemon = Daemon(rt, notifier, liveness)
         daemon.reloader.started()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, daemon.reloader.request)
+        if early_hup.is_set():
+            daemon.reloader.request()
         endpoint = await _endpoint(settings, rt, liveness, daemon).start()
         daemon.schedule()
         waker = asyncio.create_task(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,7 +74,8 @@ def test_reload_keeps_a_broken_file_out_then_asks_then_withdraws(
     alertmanager: LocalAlertmanager,
     gateway: GatewaySimulator,
 ) -> None:
-    """A broken file plus SIGHUP: alive, sweeping, gauge 0, one line per problem. A good
+    """A broken file plus SIGHUP: alive, sweeping, gauge 0, one line per problem, said in
+    systemd's status after each sweep. A good
     file adding restart = approve: gauge 1, and a leak's restart waits for approval. That
     restart set to never: the ask is withdrawn (its alert ends), the incident escalated,
     nothing ever sent."""
@@ -114,6 +116,9 @@ def test_reload_keeps_a_broken_file_out_then_asks_then_withdraws(
             "STATUS=reload of " + str(config) + " failed (2 problems): running on "
             "the previous configuration"
         )
+        deadline = time.monotonic() + 30
+        while not any("the last reload failed" in m for m in notify.drain()):
+            assert time.monotonic() < deadline, notify.messages[-5:]
 
         _config(config, restart="approve")
         mark = len(daemon.events())

@@ -57,7 +57,8 @@ class Episode:
     alert: str
     start: float
     end: float | None = None
-    #: "gateway" (a restart fixed it), "itself" (it went away), "harness" (healed at the end).
+    #: "gateway" (a restart fixed it), "itself" (it went away), "human" (fixed by hand after
+    #: an escalation), "harness" (healed at the end).
     ended_by: str = ""
 
 

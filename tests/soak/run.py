@@ -7,7 +7,9 @@ recovering at random, while
 - Prometheus is restarted once (at a third of the run), and so is PostgreSQL (at
   three fifths): the machine's own cluster, `pg_ctlcluster --skip-systemctl-redirect
   VERSION main restart`, once and quickly, since other test runs may use it;
-- the gateway fails a share of its requests, and the model is now and then too slow.
+- the gateway fails a share of its requests, and the model is now and then too slow;
+- a human on call answers most asks for approval through the API (some are left to
+  expire) and fixes by hand, a few minutes later, what the agent escalated.
 
 Near the end no new fault begins; then every fault is healed and the fleet settles. It
 prints the incidents opened and ended, duplicates, incidents stuck past their state's
@@ -50,9 +52,11 @@ from tests.soak.figures import (
     p95,
     stuck,
 )
-from tests.soak.world import RULES, SERVICES, FailingGateway, Services, SoakPrometheus
+from tests.soak.world import RULES, SERVICES, FailingGateway, OnCall, Services, SoakPrometheus
 
 GOAL_MB_PER_HOUR = 5.0
+#: The approval API's token: the on-call human answers through it.
+APPROVAL_TOKEN = "soak-approval-token-8c1f0e2d"
 APPLICATION = "devops-agent-soak"
 #: Resident memory before this is the process filling its caches, not a leak.
 WARMUP = 180.0
@@ -175,7 +179,9 @@ class Soak:
             OPENAI_BASE_URL=self.model.base_url,
             ALERTMANAGER_URL=self.alertmanager.url,
             AGENT_STATE_URL=url,
+            APPROVAL_TOKEN=APPROVAL_TOKEN,
         )
+        self.oncall = OnCall(self.services, self.rng, APPROVAL_TOKEN)
         for slot in self.slots:
             self._spawn(slot)
         self.stack.callback(self._stop_replicas)
@@ -274,13 +280,20 @@ class Soak:
             slot.fds.setdefault(pid, []).append((at, fds))
 
     def sample_incidents(self) -> None:
-        """Incidents past their state's bound (kept: the first time each was seen so)."""
+        """Incidents past their state's bound (kept: the first time each was seen so); the
+        on-call human looks at them too."""
         store = self._store()
         if store is None:
             return
         now = time.time()
         try:
             current = store.current()
+            live = [
+                f"127.0.0.1:{slot.port}"
+                for slot in self.slots
+                if slot.process is not None and slot.process.proc.poll() is None
+            ]
+            self.oncall.look(current, live, now)
             for incident in current:
                 if incident.state in TERMINAL or incident.id in self.stuck:
                     continue
@@ -437,6 +450,11 @@ class Soak:
         lines.append(
             f"gateway requests: {len(self.gateway.received)} "
             f"({', '.join(f'{k} {v}' for k, v in sorted(answered.items()))})"
+        )
+        answers = Counter(f"{verdict} {status}" for _, verdict, status in self.oncall.answers)
+        lines.append(
+            f"on-call answers through the API: {len(self.oncall.answers)} "
+            f"({', '.join(f'{k}: {v}' for k, v in sorted(answers.items()))})"
         )
         fired = ", ".join(f"{k} ({v} samples)" for k, v in sorted(self.self_alerts.items()))
         lines.append(f"rules for the agent itself that fired: {fired or 'none'}")

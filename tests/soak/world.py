@@ -5,10 +5,13 @@ scrapes the agents and evaluates the rules for the agent itself."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +109,14 @@ class Services:
                 self._end(service, time.time(), "gateway")
                 return True
             return False
+
+    def fix_by_hand(self, service: str, now: float) -> bool:
+        """A human fixed ``service`` (after the agent escalated it); False when it was well."""
+        with self._lock:
+            if service not in self._open:
+                return False
+            self._end(service, now, "human")
+            return True
 
     def heal_all(self, now: float) -> None:
         """End every fault (the end of the run)."""
@@ -218,3 +229,55 @@ class SoakPrometheus(LocalPrometheus):
             }
         )
         return cfg
+
+
+class OnCall:
+    """The human on call, through the agent's approval API: answers most asks after a
+    while (yes more often than no, some left to expire), and fixes by hand, a few minutes
+    later, a service whose incident was escalated while its fault goes on."""
+
+    def __init__(self, services: Services, rng: random.Random, token: str) -> None:
+        self.services, self.rng, self.token = services, rng, token
+        self.answers: list[tuple[str, str, int]] = []  # incident, yes/no, HTTP status
+        self._seen: dict[str, float] = {}  # incident -> when the human will look at it
+        self._left: set[str] = set()
+
+    def look(self, incidents: list[Any], replicas: list[str], now: float) -> None:
+        """Look at the current incidents once: answer or fix what is due."""
+        for incident in incidents:
+            due = self._seen.setdefault(incident.id, now + self.rng.uniform(15, 150))
+            if now < due or incident.id in self._left:
+                continue
+            if incident.state == "awaiting_approval" and replicas:
+                self._answer(incident, self.rng.choice(replicas))
+            elif incident.state == "escalated" and incident.cleared_at is None:
+                if self.services.fix_by_hand(incident.target or "", now):
+                    self._left.add(incident.id)
+
+    def _answer(self, incident: Any, replica: str) -> None:
+        roll = self.rng.random()
+        if roll < 0.2:
+            self._left.add(incident.id)  # nobody answers: it expires
+            return
+        verdict = "approve" if roll < 0.75 else "deny"
+        body = {
+            "by": "soak-oncall",
+            "reason": "looked at the graph",
+            "action": incident.awaiting,
+            "target": incident.awaiting_target,
+        }
+        request = urllib.request.Request(
+            f"http://{replica}/api/incidents/{incident.id}/{verdict}",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                status = answer.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except OSError:
+            return  # that replica is down (killed): ask another next time
+        self.answers.append((incident.id, verdict, status))
+        self._left.add(incident.id)

@@ -163,7 +163,7 @@ def test_a_broken_file_keeps_the_running_configuration(
         "policy.no_such_key: Extra inputs are not permitted",
         "policy.storm_share: Input should be less than or equal to 1",
     ]
-    assert applied == []
+    assert applied == [] and reloader.ok is False
     assert metrics.config_reload_ok._value.get() == 0
     assert metrics.config_reload_at._value.get() == 1.0
 
@@ -172,7 +172,7 @@ def test_a_broken_file_keeps_the_running_configuration(
         assert reloader.reload() is True
     [reloaded] = [e for e in logs if e["event"] == "config_reloaded"]
     assert reloaded["changed"] == ["policy"]
-    assert applied[-1].config.policy.storm_share == 0.8
+    assert applied[-1].config.policy.storm_share == 0.8 and reloader.ok is True
     assert metrics.config_reload_ok._value.get() == 1
     assert metrics.config_reload_at._value.get() > 1.0
 
