@@ -239,13 +239,16 @@ class OnCall:
     def __init__(self, services: Services, rng: random.Random, token: str) -> None:
         self.services, self.rng, self.token = services, rng, token
         self.answers: list[tuple[str, str, int]] = []  # incident, yes/no, HTTP status
-        self._seen: dict[str, float] = {}  # incident -> when the human will look at it
+        #: (incident, state) -> when the human will look at it in that state
+        self._seen: dict[tuple[str, str], float] = {}
         self._left: set[str] = set()
 
     def look(self, incidents: list[Any], replicas: list[str], now: float) -> None:
         """Look at the current incidents once: answer or fix what is due."""
         for incident in incidents:
-            due = self._seen.setdefault(incident.id, now + self.rng.uniform(15, 150))
+            # an ask is answered within its time (90 s), a fix by hand takes minutes
+            delay = self.rng.uniform(10, 60) if incident.asks else self.rng.uniform(60, 180)
+            due = self._seen.setdefault((incident.id, incident.state), now + delay)
             if now < due or incident.id in self._left:
                 continue
             if incident.state == "awaiting_approval" and replicas:
