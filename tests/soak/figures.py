@@ -3,7 +3,7 @@ unit-tested in tests/unit/test_soak_figures.py.
 
 - memory growth: the least-squares slope of a process's resident memory over time, in MB
   per hour, after its warm-up;
-- p95: nearest rank;
+- p95: nearest rank; the median;
 - duplicate incidents: more than one incident for one fault episode (one service, one
   kind of fault, from its start until it was fixed or went away); phantoms: an incident
   opened when no fault of its kind was going on on its service;
@@ -46,6 +46,15 @@ def p95(values: Iterable[float]) -> float | None:
     if not ordered:
         return None
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def median(values: Iterable[float]) -> float | None:
+    """The median (the mean of the two middle values of an even count); None for none."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 @dataclass

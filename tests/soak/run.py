@@ -49,6 +49,7 @@ from tests.soak.figures import (
     attribute,
     duplicate_actions,
     growth_mb_per_hour,
+    median,
     p95,
     stuck,
 )
@@ -509,18 +510,24 @@ class Soak:
         return lines
 
     def _latency(self, incidents: list[Incident], remediations: list[Any]) -> str:
+        """p95 (and median) from firing to the action's request: alone, after a human's yes."""
         first: dict[str, float] = {}
         for request in remediations:
             first.setdefault(request.incident_id, request.at)
         by_id = {i.id: i for i in incidents}
-        delays = [
-            at - (by_id[i].finding.first_seen.timestamp() + FOR_SECONDS)
-            for i, at in first.items()
-            if i in by_id
-        ]
-        worst = p95(delays)
-        shown = "n/a" if worst is None else f"{worst:.1f}s"
-        return f"firing to action: p95 {shown} over {len(delays)} actions"
+        delays: dict[bool, list[float]] = {False: [], True: []}
+        for incident_id, at in first.items():
+            if (incident := by_id.get(incident_id)) is None:
+                continue
+            approved = bool(incident.decision and incident.decision.approved_by)
+            fired = incident.finding.first_seen.timestamp() + FOR_SECONDS
+            delays[approved].append(at - fired)
+        parts = []
+        for approved, what in ((False, "alone"), (True, "after a human's yes")):
+            worst, middle = p95(delays[approved]), median(delays[approved])
+            shown = "n/a" if worst is None else f"p95 {worst:.1f}s, median {middle:.1f}s"
+            parts.append(f"{what}: {shown} over {len(delays[approved])} actions")
+        return "firing to action: " + "; ".join(parts)
 
 
 def _quiet(request: object, address: object) -> None:

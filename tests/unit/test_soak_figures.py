@@ -12,6 +12,7 @@ from tests.soak.figures import (
     attribute,
     duplicate_actions,
     growth_mb_per_hour,
+    median,
     p95,
     stuck,
 )
@@ -29,10 +30,12 @@ def test_memory_growth_is_the_slope_after_warm_up_in_mb_per_hour() -> None:
     assert growth_mb_per_hour([], warmup=0) is None
 
 
-def test_p95_by_nearest_rank() -> None:
-    """Twenty values: the 19th; one value: itself; none: nothing."""
+def test_p95_by_nearest_rank_and_the_median() -> None:
+    """Twenty values: the 19th, median 10.5; one value: itself; none: nothing."""
     assert p95(float(n) for n in range(1, 21)) == 19
-    assert p95([7.0]) == 7 and p95([]) is None
+    assert median(float(n) for n in range(1, 21)) == 10.5
+    assert p95([7.0]) == 7 and median([3.0, 1.0, 2.0]) == 2
+    assert p95([]) is None and median([]) is None
 
 
 def test_incidents_are_given_to_their_fault() -> None:
