@@ -11,8 +11,8 @@ DEBS := prometheus prometheus-alertmanager chromium chromium-driver
 # Where demo and test runs keep their temporary files; `make clean` removes it.
 RUNDIR := .run
 
-.PHONY: help install system-deps postgres test test-fast lint format run demo bench clean \
-	install-runtime runtime-venv install-service
+.PHONY: help install system-deps postgres test test-fast lint rules format run demo bench soak \
+	clean install-runtime runtime-venv install-service
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -75,7 +75,13 @@ postgres: ## start the local PostgreSQL cluster if it is installed and not answe
 	  fi; \
 	fi
 
-test: lint postgres ## lint, types, then the whole test suite (integration tests included)
+# The alerting rules for the agent itself: promtool checks them and runs their unit tests
+# (input series, expected alerts); a rule that breaks fails `make test`.
+rules: system-deps ## promtool check and unit-test config/prometheus-rules.yml (tests/rules/)
+	promtool check rules config/prometheus-rules.yml
+	promtool test rules tests/rules/*.yml
+
+test: lint rules postgres ## lint, types, the rules for the agent itself, then the whole test suite (integration tests included)
 	$(BIN)/pytest tests --ignore=tests/bench
 
 test-fast: lint ## lint, types and the unit tests only: the quick loop while developing
@@ -89,6 +95,13 @@ demo: install ## the whole loop on local parts: a leaking service healed end to 
 
 bench: install postgres ## speed and memory figures, printed as ratios
 	$(BIN)/pytest tests/bench -s -p no:randomly -o addopts="" --timeout=900
+
+# The long run under faults (README, "Running several instances"): three replicas on the
+# local PostgreSQL, a real Prometheus and Alertmanager, kills, restarts, a failing gateway.
+# It restarts the machine's PostgreSQL cluster once: other test runs on it see a blip.
+SOAK_MINUTES ?= 20
+soak: install postgres ## SOAK_MINUTES (20) of three replicas under faults; prints duplicates, stuck incidents, memory, fds, p95 firing-to-action
+	SOAK_MINUTES=$(SOAK_MINUTES) $(BIN)/python -m tests.soak
 
 clean: ## remove the virtualenv, caches and everything under .run/
 	rm -rf $(VENV) $(RUNDIR) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

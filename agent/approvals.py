@@ -14,7 +14,9 @@ can, until the approval's deadline. Every answer that cannot be carried out is a
 refusal with nothing sent and nothing lost:
 
 - 404 no such incident; 409 not waiting (any more), another action or target, another
-  replica working on it, already approved, or a guardrail refusing the action for good;
+  replica working on it, already approved, a guardrail refusing the action for good, or
+  a configuration that no longer allows it (the ask is withdrawn then, see
+  ``guardrails/asks.py``);
   410 the wait expired;
 - 202 approved, not sent yet (held back, remembered); 200 with the incident's new state.
 
@@ -34,9 +36,12 @@ from agent.dispatch.dispatcher import dispatch, fleet_now
 from agent.errors import AgentError
 from agent.incidents.lifecycle import (
     APPROVAL_EXPIRED,
+    CONFIG_CHANGED,
     Answer,
     on_approval_denied,
     on_approval_expired,
+    on_withdrawn,
+    withdrawal,
 )
 from agent.incidents.model import Incident
 from agent.logs import get_logger
@@ -191,6 +196,8 @@ async def answer_approval(
         applied = await commit(rt, on_approval_expired(incident, now), incident.version)
         stands = applied.incident if applied else incident
         return Reply(410, f"the wait for approval expired at {until.isoformat()}", stands)
+    if answer.approve and (refused := withdrawal(incident, rt.config)):
+        return await _withdraw(rt, incident, refused, now)
     if not answer.approve:
         applied = await commit(rt, on_approval_denied(incident, answer, now), incident.version)
         if applied is None:
@@ -198,6 +205,14 @@ async def answer_approval(
         log.info("approval_denied", incident_id=incident.id, by=answer.by)
         return Reply(200, "denied", applied.incident)
     return await _grant(rt, incident, answer)
+
+
+async def _withdraw(rt: Runtime, incident: Incident, reason: str, now: datetime) -> Reply:
+    """A yes to an ask the configuration in force refuses: the ask is withdrawn (as the
+    next cycle would), the incident escalated, nothing sent."""
+    applied = await commit(rt, on_withdrawn(incident, reason, now), incident.version)
+    stands = applied.incident if applied else incident
+    return Reply(409, f"{CONFIG_CHANGED}: {reason}; the ask is withdrawn, nothing sent", stands)
 
 
 async def _grant(rt: Runtime, incident: Incident, answer: Answer) -> Reply:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agent.errors import AgentError
@@ -92,6 +92,68 @@ class StoredCounters(Collector):
         for values, count in sorted(self._last.items()):
             family.add_metric(list(values), count)
         yield family
+
+
+class StoredBreakers(Collector):
+    """``devops_agent_circuit_breaker_open{service}``: 1 for an open breaker, 0 for one that
+    counted failures and is closed, read from the store at each scrape (a breaker opened by
+    another replica, or reset with the CLI, shows on every replica); the last values read
+    stand while the store cannot answer."""
+
+    NAME = "devops_agent_circuit_breaker_open"
+    DOC = "Circuit breakers by service: 1 open (humans must look), 0 closed, from the store"
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._last: dict[str, bool] = {}
+        #: Where the breakers come from (service -> open); set once the store is open.
+        self.read: Callable[[], Mapping[str, bool]] | None = None
+        registry.register(self)
+
+    def describe(self) -> Iterator[Metric]:
+        """The family, without asking the store."""
+        yield GaugeMetricFamily(self.NAME, self.DOC, labels=["service"])
+
+    def collect(self) -> Iterator[Metric]:
+        """The family with the store's breakers."""
+        if self.read is not None:
+            try:
+                self._last = dict(self.read())
+            except AgentError as exc:
+                log.warning("metric_unreadable", metric=self.NAME, error=str(exc))
+        family = GaugeMetricFamily(self.NAME, self.DOC, labels=["service"])
+        for service, is_open in sorted(self._last.items()):
+            family.add_metric([service], 1.0 if is_open else 0.0)
+        yield family
+
+
+class NextDeadline(Collector):
+    """``devops_agent_approval_deadline_timestamp_seconds``: when the oldest wait for a
+    human's approval ends (the earliest deadline among the incidents that ask), present
+    only while one waits, so a rule needs no sentinel value."""
+
+    NAME = "devops_agent_approval_deadline_timestamp_seconds"
+    DOC = "Unix time the earliest wait for a human's approval ends; absent when none waits"
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        #: Set by each cycle from the store's current incidents.
+        self.at: float | None = None
+        registry.register(self)
+
+    def describe(self) -> Iterator[Metric]:
+        """The family."""
+        yield GaugeMetricFamily(self.NAME, self.DOC)
+
+    def collect(self) -> Iterator[Metric]:
+        """The family, with a sample only while an approval waits."""
+        family = GaugeMetricFamily(self.NAME, self.DOC)
+        if self.at is not None:
+            family.add_metric([], self.at)
+        yield family
+
+
+#: How a diagnosis was decided: by the model, by the runbook after the model failed, by
+#: the runbook with no model configured, or by the free prefilter.
+DIAGNOSIS_OUTCOMES = ("model", "fallback", "runbook", "prefilter")
 
 
 class AgentMetrics:
@@ -188,7 +250,7 @@ class AgentMetrics:
             "cleared, blocked: approved but refused by a guardrail or not sent in time), "
             "counted from the store: every replica's and the CLI's answers",
             "result",
-            ("granted", "denied", "expired", "cleared", "blocked"),
+            ("granted", "denied", "expired", "cleared", "blocked", "withdrawn"),
             r,
         )
         self.outcomes = StoredCounters(
@@ -202,5 +264,37 @@ class AgentMetrics:
         self.last_sweep = Gauge(
             "devops_agent_last_sweep_timestamp_seconds",
             "Unix time the last sweep finished",
+            registry=r,
+        )
+        self.sweep_interval = Gauge(
+            "devops_agent_sweep_interval_seconds",
+            "The sweep interval in force (schedule.sweep_interval_seconds)",
+            registry=r,
+        )
+        self.diagnoses = Counter(
+            "devops_agent_diagnoses",
+            "Diagnoses by how they were decided: model, fallback (the model failed and the "
+            "runbook decided), runbook (no model configured), prefilter",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in DIAGNOSIS_OUTCOMES:
+            self.diagnoses.labels(outcome=outcome)
+        self.breakers = StoredBreakers(r)
+        self.approval_deadline = NextDeadline(r)
+        self.approval_ttl = Gauge(
+            "devops_agent_approval_ttl_seconds",
+            "How long a wait for a human's approval lasts (policy.approval_ttl_seconds)",
+            registry=r,
+        )
+        self.config_reload_ok = Gauge(
+            "devops_agent_config_last_reload_successful",
+            "1 when the last load of the TOML file (at start or on SIGHUP) succeeded, 0 when "
+            "the last reload failed and the previous configuration runs on",
+            registry=r,
+        )
+        self.config_reload_at = Gauge(
+            "devops_agent_config_last_reload_success_timestamp_seconds",
+            "Unix time the TOML file was last loaded successfully",
             registry=r,
         )

@@ -19,7 +19,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -94,6 +94,19 @@ class Runtime:
         """When a lease taken now expires unless renewed."""
         return self.clock() + timedelta(seconds=self.config.schedule.lease_seconds)
 
+    def pinned(self) -> Runtime:
+        """This runtime with its configuration fixed as it is now: a job (a cycle, a
+        verification pass) runs on one configuration from start to end even when a reload
+        swaps this one's meanwhile. Everything else (clients, store, the work in hand) is
+        shared."""
+        return replace(self)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Use ``settings`` from now on (a reload); jobs already running keep theirs."""
+        self.settings = settings
+        self.sweep_deps = replace(self.sweep_deps, config=settings.config)
+        self.diagnosis = replace(self.diagnosis, config=settings.config)
+
 
 class LeaseKeeper:
     """Renews the leases of the incidents this process works on, every third of a lease."""
@@ -103,9 +116,9 @@ class LeaseKeeper:
 
     async def run(self) -> None:
         """Renew until cancelled; a failed renewal is logged and tried again."""
-        interval = self._rt.config.schedule.lease_seconds / 3
         while True:
-            await asyncio.sleep(interval)
+            # read each round: a reload may change lease_seconds
+            await asyncio.sleep(self._rt.config.schedule.lease_seconds / 3)
             working = sorted(self._rt.working)
             if not working:
                 continue
@@ -205,6 +218,8 @@ async def open_runtime(
         stack.callback(setattr, metrics.approvals, "read", None)
         metrics.outcomes.read = store.outcome_counts
         stack.callback(setattr, metrics.outcomes, "read", None)
+        metrics.breakers.read = store.breakers
+        stack.callback(setattr, metrics.breakers, "read", None)
         rt = Runtime(
             settings=settings,
             store=store,

@@ -326,6 +326,12 @@ def _cross_problems(
         problems += filter(None, [_state_dir_problem(facts.state_url)])
     if config is None:
         return problems
+    return problems + _config_problems(facts, config, config_path)
+
+
+def _config_problems(facts: _Facts, config: AgentConfig, config_path: Path) -> list[str]:
+    """Problems of the TOML file that only the environment (or the host) can show."""
+    problems = []
     if "alertmanager" in config.sweep.sources and not facts.alertmanager_url:
         problems.append(f'{config_path}: sweep.sources: "alertmanager" needs ALERTMANAGER_URL')
     bundle = config.prometheus.ca_bundle
@@ -380,6 +386,18 @@ def load_settings(
     if problems or env is None or agent_config is None:
         raise ConfigError(problems)
     return Settings(env=env, config=_apply_overrides(env, agent_config))
+
+
+def reload_settings(settings: Settings) -> Settings:
+    """The settings with the TOML file read and validated again (SIGHUP); the environment
+    stays as the process started with it, and its overrides still apply. ConfigError
+    listing every problem, whichever check finds it, when the file will not do."""
+    env = settings.env
+    config = load_config(env.agent_config)
+    problems = _config_problems(_facts(env), config, env.agent_config)
+    if problems:
+        raise ConfigError(problems)
+    return Settings(env=env, config=_apply_overrides(env, config))
 
 
 def _config_path_fallback(raw: Mapping[str, Any], service: ServiceInstall | None) -> Path:

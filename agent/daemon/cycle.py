@@ -7,6 +7,9 @@ each in its own transaction and runs its effects:
 
 1. take over incidents whose replica stopped renewing its lease (``on_restart``);
 2. clear incidents whose findings are gone, when the sweep saw every source (``on_gone``);
+   end waits for a human that ran out (``on_approval_expired``); withdraw what the
+   configuration in force no longer allows (``on_withdrawn``: an ask for an action now
+   ``never`` or removed, an action decided alone that now needs a human);
 3. open an incident for each new problem (``on_finding``; a unique index, not a check,
    keeps it to one across replicas);
 4. in a fleet storm, open one storm incident and hold the open incidents; once it is
@@ -41,7 +44,9 @@ from agent.incidents.lifecycle import (
     on_restart,
     on_storm,
     on_storm_end,
+    on_withdrawn,
     storm_finding,
+    withdrawal,
 )
 from agent.incidents.model import STATES, Incident, group_of
 from agent.logs import get_logger
@@ -137,7 +142,8 @@ async def _settle_step(
 ) -> Step | None:
     """The step that settles one incident now, if any: take over abandoned work, clear
     what is gone (an observed action's watch ends, with what another hand was seen
-    doing), end a wait nobody answered in time."""
+    doing), end a wait nobody answered in time, withdraw an ask the configuration in
+    force refuses (after a reload)."""
     if _abandoned(rt, incident, now):
         return on_restart(
             incident,
@@ -151,6 +157,8 @@ async def _settle_step(
         return on_gone(incident, now, other_hand=hand)
     if _expired(incident, now) and _free(rt, incident, now):
         return on_approval_expired(incident, now)
+    if _free(rt, incident, now) and (reason := withdrawal(incident, rt.config)):
+        return on_withdrawn(incident, reason, now)
     return None
 
 
@@ -263,7 +271,10 @@ def _publish(
         counts[incident.state] += 1
     for state, count in counts.items():
         rt.metrics.incidents.labels(state=state).set(count)
-    result = "partial" if report.failed_sources else "ok"
+    deadlines = [i.approval_until for i in incidents if i.asks and i.approval_until]
+    rt.metrics.approval_deadline.at = min(deadlines).timestamp() if deadlines else None
+    rt.metrics.approval_ttl.set(rt.config.policy.approval_ttl_seconds)
+    result = "failed" if report.blind else "partial" if report.failed_sources else "ok"
     rt.metrics.sweeps.labels(result=result, trigger=trigger).inc()
     rt.metrics.sweep_duration.observe(report.duration_seconds)
     rt.metrics.cycle_duration.observe(cycle.cycle_seconds)

@@ -9,6 +9,12 @@ wakes one. Scheduled and woken sweeps take one lock, so they never overlap.
 Shutdown on SIGTERM/SIGINT: STOPPING=1, stop the scheduler and the waker so no new work
 starts, let in-flight jobs finish within the grace period, cancel what is left, stop
 serving, close the clients.
+
+Reload on SIGHUP (``daemon/reload.py``): the TOML file is read again; a good one applies
+from the next job (each job runs on a pinned copy of the runtime, so one in flight
+finishes on the configuration it started with), a changed schedule reschedules the jobs
+(the next sweep comes one new interval after the reload: never a second one at once), a
+bad one changes nothing.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from agent.config import Schedule
 from agent.console.access import Access
 from agent.console.app import Console
 from agent.daemon.api import ApprovalApi
 from agent.daemon.cycle import run_cycle
 from agent.daemon.http import HttpEndpoint, Liveness, build_app, is_loopback
 from agent.daemon.notify import Notifier, watchdog_interval
+from agent.daemon.reload import Reloader
 from agent.daemon.verify import run_verifications
 from agent.daemon.webhook import Notice, WebhookIntake
 from agent.daemon.work import Diagnoses
@@ -96,6 +104,14 @@ class Daemon:
         self._sweeping = asyncio.Lock()
         #: Diagnoses run beside the schedule, never in its way (``daemon/work.py``).
         self.diagnoses = Diagnoses(rt, rt.config.diagnosis.max_concurrency, self.track)
+        self.reloader = Reloader(
+            lambda: self.rt.settings,
+            self.reconfigure,
+            rt.metrics,
+            has_model=rt.diagnosis.llm is not None,
+            status=notifier.status,
+        )
+        rt.metrics.sweep_interval.set(rt.config.schedule.sweep_interval_seconds)
 
     async def _guarded(self, name: str, job: Callable[[], Awaitable[str | None]]) -> None:
         if self.stopping.is_set():
@@ -127,16 +143,18 @@ class Daemon:
 
         async def run() -> str:
             async with self._sweeping:
-                report = await run_cycle(self.rt, _now(), trigger=trigger, diagnoses=self.diagnoses)
+                rt = self.rt.pinned()  # a reload meanwhile applies from the next cycle
+                report = await run_cycle(rt, _now(), trigger=trigger, diagnoses=self.diagnoses)
             self.liveness.sweep_finished()
             failed = (
                 f", failed: {','.join(report.sweep.failed_sources)}"
                 if report.sweep.failed_sources
                 else ""
             )
+            stale = "" if self.reloader.ok else "; the last reload failed: previous configuration"
             return (
                 f"last sweep {report.sweep.started_at:%H:%M:%S}Z: {len(report.sweep.findings)} findings, "
-                f"{len(report.dispatches)} dispatches{failed}"
+                f"{len(report.dispatches)} dispatches{failed}{stale}"
             )
 
         await self._guarded(trigger, run)
@@ -145,7 +163,7 @@ class Daemon:
         """Verify incidents whose time has come."""
 
         async def run() -> None:
-            await run_verifications(self.rt, _now())
+            await run_verifications(self.rt.pinned(), _now())
 
         await self._guarded("verify", run)
 
@@ -177,12 +195,44 @@ class Daemon:
             id="sweep",
             **common,
         )
-        tick = min(VERIFY_TICK_SECONDS, sched.verify_after_seconds)
+        tick = _verify_tick(sched)
         self.scheduler.add_job(self.verify_job, "interval", seconds=tick, id="verify", **common)
         self.scheduler.add_job(
             self.prune_job, "interval", hours=1, next_run_time=_now(), id="prune", **common
         )
         self.scheduler.start()
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Apply a reloaded configuration: from the next job on, and to what the daemon
+        holds itself (the schedule, the webhook's window, the diagnoses' limit, /healthz)."""
+        old = self.rt.config.schedule
+        self.rt.reconfigure(settings)
+        config = settings.config
+        self.waker.window = config.webhook.coalesce_seconds
+        self.diagnoses.limit = config.diagnosis.max_concurrency
+        self.liveness.max_age = _max_sweep_age(config.schedule)
+        self.rt.metrics.sweep_interval.set(config.schedule.sweep_interval_seconds)
+        if config.schedule != old:
+            self._reschedule(old, config.schedule)
+
+    def _reschedule(self, old: Schedule, new: Schedule) -> None:
+        """A changed interval restarts the job's clock at the reload: its next run is one
+        new interval away (no sweep at once, none twice); a sweep in flight finishes."""
+        grace = int(new.misfire_grace_seconds)
+        for job, before, after in (
+            ("sweep", old.sweep_interval_seconds, new.sweep_interval_seconds),
+            ("verify", _verify_tick(old), _verify_tick(new)),
+        ):
+            if self.scheduler.get_job(job) is None:
+                continue  # not scheduled (yet): schedule() reads the new values
+            self.scheduler.modify_job(job, misfire_grace_time=grace)
+            if after != before:
+                self.scheduler.reschedule_job(job, trigger="interval", seconds=after)
+        log.info(
+            "schedule_changed",
+            sweep_interval_seconds=new.sweep_interval_seconds,
+            verify_tick_seconds=_verify_tick(new),
+        )
 
     async def watchdog(self, interval: float) -> None:
         """Pet systemd's watchdog from the running loop."""
@@ -207,6 +257,15 @@ class Daemon:
             if late:
                 await asyncio.wait(late, timeout=5)
                 log.warning("daemon_cancelled_inflight", cancelled=len(late))
+
+
+def _verify_tick(sched: Schedule) -> float:
+    return min(VERIFY_TICK_SECONDS, sched.verify_after_seconds)
+
+
+def _max_sweep_age(sched: Schedule) -> float:
+    """How old the last sweep may be while /healthz says ok."""
+    return 3 * sched.sweep_interval_seconds + sched.misfire_grace_seconds
 
 
 def _endpoint(settings: Settings, rt: Runtime, liveness: Liveness, daemon: Daemon) -> HttpEndpoint:
@@ -265,18 +324,24 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     notifier = Notifier.from_env()
     sched = settings.config.schedule
-    liveness = Liveness(
-        max_age_seconds=3 * sched.sweep_interval_seconds + sched.misfire_grace_seconds
-    )
+    liveness = Liveness(max_age_seconds=_max_sweep_age(sched))
+    # A SIGHUP while the store opens must neither kill the process (the default) nor be lost.
+    early_hup = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, early_hup.set)
     async with open_runtime(settings) as rt:
         daemon = Daemon(rt, notifier, liveness)
+        daemon.reloader.started()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, daemon.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, daemon.reloader.request)
+        if early_hup.is_set():
+            daemon.reloader.request()
         endpoint = await _endpoint(settings, rt, liveness, daemon).start()
         daemon.schedule()
         waker = asyncio.create_task(
             daemon.waker.run(lambda: daemon.sweep_job("webhook"), daemon.stopping)
         )
+        reloads = asyncio.create_task(daemon.reloader.run(daemon.stopping))
         interval = watchdog_interval()
         dog = asyncio.create_task(daemon.watchdog(interval)) if interval else None
         notifier.ready(f"sweeping every {sched.sweep_interval_seconds:g}s")
@@ -294,13 +359,13 @@ async def serve(settings: Settings) -> int:
             # period like any other, and the waker's loop ends on its own once it is done.
             await daemon.shutdown()
         finally:
-            for task in (waker, dog):
+            for task in (waker, reloads, dog):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             await endpoint.stop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
     log.info("daemon_stopped")
     return 0

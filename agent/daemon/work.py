@@ -110,14 +110,15 @@ class Diagnoses:
 
     def __init__(self, rt: Runtime, limit: int, track: Track) -> None:
         self._rt = rt
-        self._limit = limit
+        #: A reload may change it (``diagnosis.max_concurrency``); running ones finish.
+        self.limit = limit
         self._track = track
         self.running: set[str] = set()
 
     @property
     def free(self) -> int:
         """How many more may start now."""
-        return max(0, self._limit - len(self.running))
+        return max(0, self.limit - len(self.running))
 
     def start(self, incident: Incident, finding: Finding, now: datetime) -> None:
         """Diagnose (and then dispatch) ``incident`` in the background."""
@@ -246,6 +247,7 @@ async def _diagnose(
     clock = time.monotonic()
     diagnosis = await diagnose(finding, rt.diagnosis, now, history=history, logs=logs)
     rt.metrics.diagnosis_duration.observe(time.monotonic() - clock)
+    rt.metrics.diagnoses.labels(outcome=_outcome(diagnosis)).inc()
     diagnosis = with_verdict(diagnosis, finding, rt.config, failures)
     ttl = rt.config.policy.approval_ttl_seconds
     step = on_decision(
@@ -262,6 +264,16 @@ async def _diagnose(
         {"incident_id": incident.id, "fingerprint": incident.fingerprint, **diagnosis.summary()}
     )
     return applied.incident
+
+
+def _outcome(diagnosis: Diagnosis) -> str:
+    """How a diagnosis was decided, for ``devops_agent_diagnoses_total``."""
+    decision = diagnosis.decision
+    if decision.decided_by == "prefilter":
+        return "prefilter"
+    if decision.decided_by == "llm":
+        return "model"
+    return "fallback" if decision.model_failure else "runbook"
 
 
 def with_verdict(

@@ -276,6 +276,30 @@ def _verdict(
     return _unconfirmed(judged, config, source)
 
 
+def _runbook_still_told(verdict: Decision, config: AgentConfig) -> Decision:
+    """The ask an ``observe`` tier held back would have told humans; where the runbook
+    says humans must see the finding (escalate) or look first (a read-only step in its
+    own ``auto`` tier), that still happens: observing never silences the runbook."""
+    runbook, target = verdict.runbook_action, verdict.target
+    if verdict.action != "none" or not runbook or runbook in ("none",):
+        return verdict
+    if runbook == "escalate":
+        return replace(
+            verdict,
+            action="escalate",
+            actionable=True,
+            autonomy=f"{verdict.autonomy}; the runbook escalates: humans are told",
+        )
+    if not _changing(config, runbook) and autonomy_of(config, target, runbook) == "auto":
+        return replace(
+            verdict,
+            action=runbook,
+            actionable=True,
+            autonomy=f"{verdict.autonomy}; the runbook's {runbook} runs within its tier",
+        )
+    return verdict
+
+
 def _observe(verdict: Decision, config: AgentConfig) -> Decision:
     """Hold back what an ``observe`` tier covers: the action that waits for a human (nobody
     is asked) or the one that would run alone (nothing is sent); a read-only step of
@@ -292,6 +316,7 @@ def _observe(verdict: Decision, config: AgentConfig) -> Decision:
             observed_would="ask",
         )
         verdict = replace(verdict, autonomy=f"observe: {verdict.observed} ({verdict.autonomy})")
+        verdict = _runbook_still_told(verdict, config)
     now, target = verdict.action, verdict.target
     if now in PASSIVE or autonomy_of(config, target, now) != "observe":
         return verdict

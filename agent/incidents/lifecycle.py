@@ -15,7 +15,8 @@ Waiting for a human: a decision whose changing action may not run alone (two key
 ``guardrails/autonomy.py``) moves to ``awaiting_approval`` with ``AskApproval``; an answer
 (``on_approval_granted``, ``on_approval_denied``), the end of the wait
 (``on_approval_expired``) or the finding going away (``on_gone``) ends it with
-``ApprovalEnded``. A granted approval is a claim like any other, committed before the send.
+``ApprovalEnded``; so does a change of the configuration that refuses the action now
+(``on_withdrawn``). A granted approval is a claim like any other, committed before the send.
 A yes that a passing guardrail holds back is remembered (``on_approval_held``: the
 ``approved`` state) and sent by the first cycle that can, until the approval's deadline; a
 yes that a final guardrail refuses ends the wait as ``blocked``, not ``granted``.
@@ -34,9 +35,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from agent.config import Severity
+from agent.config import AgentConfig, Severity
 from agent.diagnosis.models import Diagnosis
 from agent.gateway.response import GatewayResult
+from agent.guardrails.asks import refused_alone, refused_ask
 from agent.guardrails.policy import Block
 from agent.incidents.model import TERMINAL, Event, Incident, group_of
 from agent.sweep.findings import Finding, fingerprint
@@ -340,9 +342,11 @@ def on_decision(
     if decision.approval_action and decision.action in ("none", "escalate"):
         decided = incident.update(now, decision=decision)
         return _await_approval(incident, decided, now, events, approval_ttl)
-    if decision.observed_action and decision.action in ("none", "escalate"):
+    if decision.observed_action and decision.action == "none":
         decided = incident.update(now, decision=decision)
         return _watch(incident, decided, now, events, verify_after)
+    # an observed action beside an escalation (the runbook says humans must see it): the
+    # escalation happens, and says what the observe tier held back
     if not decision.actionable or decision.action == "none":
         reason = decision.reason or "nothing to do"
         moved = incident.move("skipped", now, decision=decision, resolution=reason, **_RELEASED)
@@ -351,6 +355,8 @@ def on_decision(
         )
     if decision.action == "escalate":
         reason = decision.reason or "the diagnosis chose escalate"
+        if decision.observed_action:
+            reason = f"{reason} (observe: {decision.observed})"
         return _escalate(incident, reason, now, events, decision=decision)
     moved = incident.move("decided", now, decision=decision, **_RELEASED)
     return Step(moved, (*events, _moved(incident, moved, now, action=decision.action)))
@@ -566,6 +572,35 @@ def on_approval_expired(incident: Incident, now: datetime) -> Step:
         return _escalate(incident, reason, now, effects=(ended_wait(incident, "blocked"),))
     reason = f"{APPROVAL_EXPIRED}: nobody answered by {until:%H:%M:%SZ}"
     return _escalate(incident, reason, now, effects=(ended_wait(incident, "expired"),))
+
+
+CONFIG_CHANGED = "configuration changed"
+
+
+def withdrawal(incident: Incident, config: AgentConfig) -> str | None:
+    """Why the configuration in force refuses what ``incident`` waits to do: the action it
+    asks a human for (``awaiting_approval``, ``approved``, or ``decided`` with a read-only
+    step first), or the action it would send alone (``decided``); None when it may go on."""
+    finding = incident.finding
+    waits = incident.asks or incident.state == "decided"
+    if waits and incident.awaiting:
+        target = incident.awaiting_target or ""
+        refused = refused_ask(finding, incident.awaiting, target, config)
+        if refused is not None:
+            return refused
+    if incident.state != "decided" or incident.decision is None:
+        return None
+    target = incident.decision.target or incident.target or ""
+    return refused_alone(finding, incident.decision.action, target, config)
+
+
+def on_withdrawn(incident: Incident, reason: str, now: datetime) -> Step:
+    """The configuration in force refuses what the incident waits to do (``reason``, from
+    ``guardrails/asks.py``): an ask for approval is withdrawn (its alert ends, counted as
+    ``withdrawn``), an action decided alone is not sent, and humans get the incident."""
+    why = f"{CONFIG_CHANGED}: {reason}"
+    ended = (ended_wait(incident, "withdrawn"),) if incident.asks else ()
+    return _escalate(incident, why, now, effects=ended)
 
 
 def on_failure(incident: Incident, reason: str, now: datetime) -> Step | None:

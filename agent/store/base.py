@@ -156,6 +156,9 @@ class IncidentStore(Protocol):
     def breaker(self, target: str) -> Breaker | None:
         """A service's circuit breaker, if it ever counted a failure."""
 
+    def breakers(self) -> dict[str, bool]:
+        """Every service whose breaker ever counted a failure, and whether it is open."""
+
     def reset_breaker(self, target: str, now: datetime, by: str) -> Breaker | None:
         """Close a service's circuit breaker (a human, ``by``, looked); the breaker as it
         was, None when the service never had one."""

@@ -548,6 +548,12 @@ class SQLStore:
             row = self._run(cur, f"{_BREAKER} WHERE target = ?", [target]).fetchone()
         return _breaker(row) if row else None
 
+    def breakers(self) -> dict[str, bool]:
+        """Every service whose breaker ever counted a failure, and whether it is open."""
+        with self._read() as cur:
+            rows = self._run(cur, "SELECT target, is_open FROM breakers").fetchall()
+        return {str(r[0]): bool(r[1]) for r in rows}
+
     def approval_counts(self) -> dict[str, int]:
         """How many waits for a human ended, by result, whichever process ended them."""
         with self._read() as cur:

@@ -27,6 +27,15 @@ from agent.sweep.findings import (
 ESCALATION_ALERT = "DevopsAgentEscalation"
 APPROVAL_ALERT = "DevopsAgentApprovalRequired"
 OWN_ALERTS = frozenset({ESCALATION_ALERT, APPROVAL_ALERT})
+#: Alerts about the agent itself (``config/prometheus-rules.yml``: DevopsAgentDown,
+#: DevopsAgentSweepsStalled, ...) are named so: they are for the humans who run it, and
+#: never a finding it works on (it cannot heal itself, and would page twice).
+OWN_PREFIX = "DevopsAgent"
+
+
+def is_own_alert(name: object) -> bool:
+    """Whether an alert is the agent's own page or about the agent itself."""
+    return isinstance(name, str) and (name in OWN_ALERTS or name.startswith(OWN_PREFIX))
 
 
 @dataclass
@@ -67,13 +76,14 @@ def parse_alerts(
     target_labels: Sequence[str],
     volatile_labels: Sequence[str],
 ) -> AlertParse:
-    """Turn the alert entries into findings, firing ones only; odd entries are counted."""
+    """Turn the alert entries into findings, firing ones only; odd entries are counted.
+    Alerts about the agent itself (``DevopsAgent...``) are left out."""
     out = AlertParse()
     volatile = frozenset(volatile_labels)
     times: dict[object, datetime] = {}  # a storm shares a handful of activeAt values
     for entry in alerts:
         state = entry.get("state") if isinstance(entry, dict) else None
-        if state in ("pending", "inactive"):
+        if state in ("pending", "inactive") or _about_the_agent(entry):
             continue
         finding = None
         if state == "firing":
@@ -83,6 +93,11 @@ def parse_alerts(
         else:
             out.findings.append(finding)
     return out
+
+
+def _about_the_agent(entry: object) -> bool:
+    labels = entry.get("labels") if isinstance(entry, dict) else None
+    return isinstance(labels, dict) and is_own_alert(labels.get("alertname"))
 
 
 def alert_finding(
@@ -172,7 +187,8 @@ def parse_alertmanager_alerts(
 ) -> AlertParse:
     """Active alerts from Alertmanager's ``/api/v2/alerts`` as findings; ValueError if the
     answer is not a list. Alertmanager has no sample value; ``startsAt`` is when it fired.
-    The agent's own escalations and approval requests are left out."""
+    The agent's own escalations and approval requests, and alerts about the agent itself,
+    are left out."""
     if not isinstance(payload, list):
         raise ValueError("Alertmanager /api/v2/alerts did not answer a list")
     out = AlertParse()
@@ -182,8 +198,7 @@ def parse_alertmanager_alerts(
         status = entry.get("status") if isinstance(entry, dict) else None
         state = status.get("state") if isinstance(status, dict) else None
         finding = None
-        labels = entry.get("labels") if isinstance(entry, dict) else None
-        if isinstance(labels, dict) and labels.get("alertname") in OWN_ALERTS:
+        if _about_the_agent(entry):
             continue
         if state == "active":
             shaped = {

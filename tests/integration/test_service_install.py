@@ -1,7 +1,8 @@
 """The README's "Install as a service", run for real: `make install-service` into a staging
 root (DESTDIR), the environment file edited, then the installed unit's ExecStart exactly as
 written, with the installed file modes, as an unprivileged user the way systemd's
-DynamicUser= runs it, against a real Prometheus: the daemon reaches READY and sweeps.
+DynamicUser= runs it, against a real Prometheus: the daemon reaches READY and sweeps, and
+the unit's ExecReload makes it read its agent.toml again.
 
 systemd is not running on the test machine, so the test does systemd's part as the unit
 asks: it reads EnvironmentFile= as root, sets Environment=, CONFIGURATION_DIRECTORY,
@@ -113,7 +114,8 @@ def _as_dynamic_user(*argv: str) -> list[str]:
 def test_installed_unit_starts_as_its_dynamic_user(root: Path) -> None:
     """`make install-service DESTDIR=...` (runtime dependencies only, the system's Python),
     then ExecStart as written, as an unprivileged uid: READY=1, a sweep of the local
-    Prometheus, a clean stop; the environment file is never read by that user."""
+    Prometheus, a reload by ExecReload, a clean stop; the environment file is never read by
+    that user."""
     assert shutil.which("setpriv"), "setpriv is missing (Debian package util-linux)"
     checkout = _checkout(root / "opt" / "devops-agent")
     stage = root / "stage"
@@ -179,6 +181,7 @@ def test_installed_unit_starts_as_its_dynamic_user(root: Path) -> None:
         daemon = DaemonProcess(env, Path(workdir), argv=_as_dynamic_user(*argv), log_dir=root)
         notify.wait_for("READY=1", timeout=60)
         daemon.wait_for("sweep_finished", where=lambda e: e.get("failed_sources") == [])
+        _reload_as_the_unit_does(unit, daemon, stage / "etc" / "devops-agent" / "agent.toml")
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0, daemon.tail()
         assert (state / "agent.db").stat().st_uid == DYNAMIC_UID
@@ -209,6 +212,21 @@ def test_installed_unit_starts_as_its_dynamic_user(root: Path) -> None:
             daemon.close()
         notify.close()
         prometheus.stop()
+
+
+def _reload_as_the_unit_does(unit: dict[str, list[str]], daemon: DaemonProcess, toml: Path) -> None:
+    """`systemctl reload`: the unit's ExecReload as written, run as the service's user with
+    $MAINPID set, makes the daemon read its agent.toml again (a changed interval shows)."""
+    toml.write_text(
+        toml.read_text().replace("sweep_interval_seconds = 30", "sweep_interval_seconds = 45")
+    )
+    [exec_reload] = unit["ExecReload"]
+    argv = [w.replace("$MAINPID", str(daemon.proc.pid)) for w in shlex.split(exec_reload)]
+    subprocess.run(_as_dynamic_user(*argv), check=True, timeout=10)
+    [reloaded] = daemon.wait_for("config_reloaded")
+    assert reloaded["changed"] == ["schedule"], reloaded
+    [changed] = daemon.wait_for("schedule_changed")
+    assert changed["sweep_interval_seconds"] == 45
 
 
 def _the_cli_finds_the_service(stage: Path, shell: Path, prometheus: str) -> None:

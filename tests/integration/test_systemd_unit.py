@@ -59,12 +59,13 @@ def test_unit_security_rating(unit_copy: Path) -> None:
 
 
 def test_unit_has_the_operational_contract() -> None:
-    """Type=notify, watchdog, restart policy, exit 78 respected, a longer stop timeout, and
-    an environment file only systemd reads, with the TOML file next to it."""
+    """Type=notify, watchdog, reload by SIGHUP, restart policy, exit 78 respected, a longer
+    stop timeout, and an environment file only systemd reads, with the TOML file next to it."""
     text = UNIT.read_text()
     for line in (
         "ExecStart=/opt/devops-agent/.venv/bin/devops-agent --no-env-file "
         "--config ${CONFIGURATION_DIRECTORY}/agent.toml run",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "ConfigurationDirectory=devops-agent",
         "Type=notify",
         "WatchdogSec=",

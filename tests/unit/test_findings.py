@@ -389,6 +389,7 @@ def test_alertmanager_alert_has_the_fingerprint_of_the_same_prometheus_alert() -
         (_am_alert(state="unprocessed"), 0, 0),
         (_am_alert(state="odd"), 0, 1),
         (_am_alert(alertname="DevopsAgentEscalation"), 0, 0),
+        (_am_alert(alertname="DevopsAgentSweepsStalled", service="market-predictor"), 0, 0),
         ({"labels": {"alertname": "X"}}, 0, 1),
         ("not a dict", 0, 1),
         (_am_alert(), 1, 0),
@@ -425,3 +426,17 @@ def test_alert_seen_through_both_sources_is_kept_once() -> None:
         ("DiskFull", "market-predictor"),
         ("MemoryLeak", "coding-ai-agent"),
     ]
+
+
+def test_alerts_about_the_agent_itself_are_never_findings() -> None:
+    """Prometheus' DevopsAgent* alerts (config/prometheus-rules.yml) are for the humans who
+    run the agent: not findings, not malformed; an alert merely mentioning it is one."""
+    parsed = _parse(
+        [
+            _alert(alertname="DevopsAgentCircuitBreakerOpen", job="devops-agent"),
+            _alert(alertname="DevopsAgentDown", state="pending"),
+            _alert(alertname="MemoryLeakDevopsAgent"),
+        ]
+    )
+    assert [f.name for f in parsed.findings] == ["MemoryLeakDevopsAgent"]
+    assert parsed.malformed == 0

@@ -29,6 +29,7 @@ PURE = [
     "ledger/record.py",
     "ledger/report.py",
     "console/charts.py",
+    "guardrails/asks.py",
     "diagnosis/models.py",
     "diagnosis/safety.py",
     "diagnosis/runbook.py",

@@ -4,13 +4,14 @@ from tables of cases."""
 from __future__ import annotations
 
 import itertools
+import tomllib
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from agent.config import Severity
+from agent.config import AgentConfig, Severity
 from agent.diagnosis.models import Decision, Diagnosis, PhaseUsage
 from agent.gateway.response import GatewayResult, Outcome
 from agent.guardrails.policy import Block
@@ -48,7 +49,9 @@ from agent.incidents.lifecycle import (
     on_storm,
     on_storm_end,
     on_verification,
+    on_withdrawn,
     storm_finding,
+    withdrawal,
     work_queue,
 )
 from agent.incidents.model import (
@@ -61,6 +64,7 @@ from agent.incidents.model import (
     group_of,
 )
 from agent.sweep.findings import Finding, fingerprint
+from tests.conftest import CONFIG, make_config
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(seconds=30)
@@ -687,3 +691,112 @@ def test_verification_keeps_the_models_expression_as_evidence_only() -> None:
     )
     assert failed.incident.state == "escalated"
     assert failed.events[0].kind == "verification" and failed.events[0].data == evidence
+
+
+def _config(**changes: Any) -> AgentConfig:
+    """The shipped configuration with services' entries and tiers changed."""
+    services = tomllib.loads(CONFIG.read_text())["services"]
+    for name, entry in changes.items():
+        if entry is None:
+            services.pop(name)
+        else:
+            services[name] = {**services[name], **entry}
+    return make_config(services=services)
+
+
+ALONE = replace(RESTART, decided_by="runbook", keys=("runbook",))
+LOGS_FIRST = replace(ASKING, action="collect_logs", actionable=True)
+MP = "market-predictor"
+
+
+@pytest.mark.parametrize(
+    ("state", "decision", "source", "config", "reason"),
+    [
+        ("awaiting_approval", ASKING, "prometheus", {}, None),
+        (
+            "awaiting_approval",
+            ASKING,
+            "prometheus",
+            {MP: {"autonomy": {"restart": "never"}}},
+            "restart on market-predictor is now set to autonomy 'never'",
+        ),
+        (
+            "approved",
+            ASKING,
+            "prometheus",
+            {MP: {"actions": ["start", "collect_logs"]}},
+            "restart is no longer allowed on market-predictor (services.market-predictor.actions)",
+        ),
+        (
+            "awaiting_approval",
+            ASKING,
+            "prometheus",
+            {MP: None},
+            "service market-predictor is no longer in [services]",
+        ),
+        # a tier raised to approve does not withdraw an ask: it asks already
+        (
+            "awaiting_approval",
+            ASKING,
+            "prometheus",
+            {MP: {"autonomy": {"restart": "approve"}}},
+            None,
+        ),
+        # the read-only step that runs before the ask is not run for an ask now refused
+        (
+            "decided",
+            LOGS_FIRST,
+            "prometheus",
+            {MP: {"autonomy": {"restart": "never"}}},
+            "restart on market-predictor is now set to autonomy 'never'",
+        ),
+        ("decided", ALONE, "prometheus", {}, None),
+        (
+            "decided",
+            ALONE,
+            "prometheus",
+            {MP: {"autonomy": {"restart": "approve"}}},
+            "restart on market-predictor now needs a human's approval (autonomy 'approve')",
+        ),
+        (
+            "decided",
+            ALONE,
+            "alertmanager",
+            {},
+            "restart on market-predictor rests on Alertmanager alone (sweep.trust_alertmanager)",
+        ),
+        # nothing waits in other states, whatever the configuration says
+        ("acting", ALONE, "prometheus", {MP: None}, None),
+        ("verifying", ALONE, "prometheus", {MP: None}, None),
+    ],
+)
+def test_withdrawal_names_what_the_configuration_in_force_refuses(
+    state: State, decision: Decision, source: str, config: dict[str, Any], reason: str | None
+) -> None:
+    """An ask (or a lone action) the configuration in force refuses is named with the
+    reason; anything it still allows, or that no longer waits, is not."""
+    finding = replace(FINDING, source=source)
+    incident = _incident(state, decision=decision, finding=finding, approval_until=LATER)
+    assert withdrawal(incident, _config(**config)) == reason
+
+
+@pytest.mark.parametrize(
+    ("state", "effects"),
+    [
+        ("awaiting_approval", [ApprovalEnded, Escalate]),
+        ("approved", [ApprovalEnded, Escalate]),
+        ("decided", [Escalate]),
+    ],
+)
+def test_a_withdrawn_ask_ends_its_wait_and_escalates(state: State, effects: list[type]) -> None:
+    """Withdrawn: escalated with the reason, the ask's alert ended and counted as
+    withdrawn; a decided action that was never asked for just escalates."""
+    incident = _incident(state, decision=ASKING, approval_until=LATER, lease_owner="r1")
+    step = on_withdrawn(incident, "restart on market-predictor is now never", NOW)
+    assert step.incident.state == "escalated" and step.incident.lease_owner is None
+    assert step.incident.resolution == (
+        "configuration changed: restart on market-predictor is now never"
+    )
+    assert [type(e) for e in step.effects] == effects
+    if incident.asks:
+        assert step.effects[0] == ApprovalEnded("withdrawn", "restart", MP)

@@ -312,3 +312,24 @@ def test_sweep_prints_what_an_observe_tier_held_back() -> None:
         sweep=sweep, decisions=[decision], dispatches=[], skips=[], would_send=[], would_escalate=[]
     )
     assert "observed: would have sent restart on market-predictor" in render_cycle(report)
+
+
+def test_observing_never_silences_the_runbooks_escalation() -> None:
+    """The fleet at observe, a full disk the runbook escalates, a model proposing to start
+    another service: the ask is held back (observed), and the escalation still happens,
+    naming what was held back; where the runbook looks first, its read-only step runs."""
+    fleet = make_config(
+        policy={"default_autonomy": "observe"},
+        services={
+            MP: {"actions": ["restart", "start", "collect_logs"], "related": ["coding-ai-agent"]},
+            "coding-ai-agent": {"actions": ["restart", "start", "collect_logs"]},
+        },
+    )
+    told = _judge(_model("start", "coding-ai-agent"), "DiskFull", fleet)
+    assert (told.action, told.approval_action, told.observed_action) == ("escalate", "", "start")
+    assert told.observed_would == "ask" and "the runbook escalates" in told.autonomy
+    step = on_decision(_opened(), _diagnosis(told), NOW)
+    assert step.incident.state == "escalated"
+    assert "would have asked a human to approve start" in (step.incident.resolution or "")
+    looked = _judge(_model("restart"), "LatencyHigh", fleet)
+    assert (looked.action, looked.observed_action) == ("none", "restart")

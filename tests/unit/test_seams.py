@@ -10,8 +10,9 @@ comes from (Prometheus, or Alertmanager only); human answers (yes, yes pinned to
 action or service, no, twice, late; from the CLI's path or through the MCP server's
 approve tool, allowed to answer or not); time
 passing (cooldowns, approval deadlines, leases); verification; cycles with the daemon's
-background diagnoses or inline; and replicas that restart, or crash in the middle of a
-diagnosis and are taken over.
+background diagnoses or inline; replicas that restart, or crash in the middle of a
+diagnosis and are taken over; and reloads of the configuration (restart on
+market-predictor made auto, approve or never, or taken from its actions).
 
 What must hold after every step:
 - nothing changing is sent without both keys (the model planned it, the runbook names the
@@ -21,7 +22,10 @@ What must hold after every step:
 - a dry run sends nothing;
 - an observed action is never sent and nobody is asked for it; a fleet at ``observe``
   sends nothing at all and asks nobody;
-- where the runbook says humans must see a finding, they are told (escalated or asked).
+- where the runbook says humans must see a finding, they are told (escalated or asked);
+- nothing is sent that the configuration in force refuses (an action now ``never`` or
+  removed), nothing changing is sent alone under a tier that is not ``auto``, and no ask
+  the configuration refuses outlives the next cycle.
 
 Prometheus, Alertmanager, the model and the gateway are faked at the HTTP boundary with
 pytest-httpx; the clock is injected; the store is a real SQLite file.
@@ -54,9 +58,11 @@ from hypothesis.stateful import (
 from pytest_httpx import HTTPXMock
 
 from agent.approvals import Pin, answer_approval, make_answer
+from agent.config import AgentConfig, autonomy_of
 from agent.daemon.cycle import run_cycle
 from agent.daemon.verify import run_verifications
 from agent.daemon.work import Diagnoses
+from agent.incidents.lifecycle import CONFIG_CHANGED, withdrawal
 from agent.incidents.model import Incident
 from agent.mcp.desk import STDIO_READ_ONLY, DaemonDesk
 from agent.mcp.tools import call
@@ -105,6 +111,9 @@ class Sent:
     target: str
     purpose: str
     prometheus_saw: frozenset[str]
+    #: The action's tier on the service when it was sent, in the configuration then in
+    #: force; "refused" when the service or the action was not in it.
+    tier: str = "auto"
 
 
 @dataclass
@@ -122,6 +131,16 @@ class World:
     prometheus_saw: set[str] = field(default_factory=set)
     #: Peers that answer 503 to everything for now.
     down: set[str] = field(default_factory=set)
+    #: The configuration the agent runs on now (reloads change it).
+    config: AgentConfig | None = None
+
+    def tier(self, action: str, target: str) -> str:
+        """The action's tier on the service now; "refused" when it is not allowed at all."""
+        config = self.config
+        assert config is not None
+        if target not in config.services or action not in config.services[target].actions:
+            return "refused"
+        return autonomy_of(config, target, action)
 
     def reset(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -233,7 +252,9 @@ class World:
         target = body["target_resource"]["name"]
         purpose = request.headers.get("X-Devops-Agent-Purpose", "remediation")
         saw = frozenset(self.prometheus_saw)
-        self.sent.append(Sent(found.group(1), action, target, purpose, saw))
+        self.sent.append(
+            Sent(found.group(1), action, target, purpose, saw, self.tier(action, target))
+        )
         if action in ("restart", "start") and target == MP:
             self.end("leak")  # the restart heals the leak
         result = {"status": "SUCCESS", "exit_code": 0, "stdout": "ok", "stderr": ""}
@@ -288,6 +309,21 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 #: What the examples did, over the whole run: a property that never reached a path proves
 #: nothing about it, so the test also asserts that each path was taken.
 SEEN: Counter[str] = Counter()
+#: What a reload may do to restart on market-predictor.
+RELOADS = ("auto", "approve", "never", "removed", "shipped")
+
+
+def _reloaded(base: AgentConfig, tier: str) -> AgentConfig:
+    """``base`` with restart on market-predictor set to ``tier``, or taken from its actions
+    ("removed"), or left as it is ("shipped")."""
+    entry = base.services[MP]
+    if tier == "shipped":
+        return base
+    if tier == "removed":
+        changed = entry.model_copy(update={"actions": [a for a in entry.actions if a != "restart"]})
+    else:
+        changed = entry.model_copy(update={"autonomy": {**entry.autonomy, "restart": tier}})
+    return base.model_copy(update={"services": {**base.services, MP: changed}})
 
 
 #: The operator's tiers drawn per example: as shipped, restart on market-predictor set to
@@ -351,8 +387,11 @@ class Seams(RuleBasedStateMachine):
         self.rt: Runtime | None = None
         self.dry_run = False
         self.observe = "none"
+        self.restart_reloaded = False
         self.store_url = ""
         self.examples = 0
+        #: A cycle ran since the last reload: the configuration in force was applied.
+        self.cycled = False
 
     # -- plumbing -----------------------------------------------------------------------
     def run(self, work: Any) -> Any:
@@ -408,6 +447,8 @@ class Seams(RuleBasedStateMachine):
         for incident in self.agent.store.recent(100):
             if isinstance(incident, Incident):
                 SEEN[f"state_{incident.state}"] += 1
+                if (incident.resolution or "").startswith(CONFIG_CHANGED):
+                    SEEN["withdrawn_by_a_reload"] += 1
                 SEEN[f"source_{incident.finding.source}"] += 1
                 if incident.decision and incident.decision.model_failure:
                     SEEN["model_failed"] += 1
@@ -427,6 +468,7 @@ class Seams(RuleBasedStateMachine):
         self.dry_run = dry_run
         self.observe = observe
         self.store_url = f"sqlite:///{self.workdir / f'seams-{n}-{id(self)}.db'}"
+        WORLD.config = self.base.config
         self._open()
 
     @rule(
@@ -468,6 +510,19 @@ class Seams(RuleBasedStateMachine):
             await asyncio.gather(*started)
 
         self.run(one())
+        self.cycled = True
+
+    @rule(tier=st.sampled_from(sorted(RELOADS)))
+    def reload(self, tier: str) -> None:
+        """The operator reloads agent.toml: restart on market-predictor is now ``tier``
+        (auto, approve, never), removed from its actions, or as shipped again."""
+        # the example's own tiers (its observe draw) are what the operator edits
+        config = _reloaded(self.variants[self.observe].config, tier)
+        if tier != "shipped":
+            self.restart_reloaded = True  # restart on market-predictor has a tier of its own now
+        self.agent.reconfigure(Settings(env=self.agent.settings.env, config=config))
+        WORLD.config = config
+        self.cycled = False
 
     @rule()
     def crash_while_diagnosing(self) -> None:
@@ -616,9 +671,14 @@ class Seams(RuleBasedStateMachine):
     def nothing_observed_is_sent_or_asked(self) -> None:
         asks = [p["labels"] for p in WORLD.posts if p["labels"].get("alertname") == APPROVAL_ALERT]
         if self.observe == "fleet":
-            assert WORLD.sent == [], "a fleet at observe sent something"
-            assert asks == [], "a fleet at observe asked a human"
-        if self.observe == "restart":
+            # after a reload gave restart on market-predictor a tier of its own, that one
+            # (action, service) is no longer capped: everything else still is
+            freed = {("restart", MP)} if self.restart_reloaded else set()
+            sent = [s for s in WORLD.sent if (s.action, s.target) not in freed]
+            assert sent == [], "a fleet at observe sent something"
+            asked = [a for a in asks if (a["action"], a["service"]) not in freed]
+            assert asked == [], "a fleet at observe asked a human"
+        if self.observe == "restart" and not self.restart_reloaded:
             restarts = [s for s in WORLD.sent if (s.action, s.target) == ("restart", MP)]
             assert restarts == [], "an observed restart was sent"
             assert not [a for a in asks if (a["action"], a["service"]) == ("restart", MP)], (
@@ -634,7 +694,29 @@ class Seams(RuleBasedStateMachine):
             held = (incident.id, d.observed_action)
             assert held not in {(s.incident_id, s.action) for s in WORLD.sent}, held
             assert held not in {(a.get("incident_id"), a.get("action")) for a in asks}, held
-            assert incident.state in ("decided", "acting", "watching", "skipped"), incident.state
+            # escalated: the runbook said humans must see it, which observing never silences
+            assert incident.state in ("decided", "acting", "watching", "skipped", "escalated"), (
+                incident.state
+            )
+
+    @invariant()
+    def nothing_the_configuration_refuses_is_sent(self) -> None:
+        for sent in WORLD.sent:
+            if sent.purpose != "remediation":
+                continue
+            assert sent.tier not in ("refused", "never"), (sent, "refused by the configuration")
+            yes = (sent.incident_id, sent.action, sent.target) in WORLD.approved
+            if sent.action in CHANGING and not yes:
+                assert sent.tier == "auto", (sent, "sent alone under a tier that needs a human")
+
+    @invariant()
+    def no_refused_ask_outlives_a_cycle(self) -> None:
+        if self.rt is None or not self.cycled:
+            return
+        for incident in self.agent.store.current():
+            if incident.asks or incident.state == "decided":
+                refused = withdrawal(incident, self.agent.config)
+                assert refused is None, (incident.id, incident.state, refused)
 
     @invariant()
     def humans_are_told_where_the_runbook_says_so(self) -> None:
@@ -662,6 +744,8 @@ def _checked(machine: Seams) -> None:
         machine.a_dry_run_sends_nothing,
         machine.nothing_observed_is_sent_or_asked,
         machine.humans_are_told_where_the_runbook_says_so,
+        machine.nothing_the_configuration_refuses_is_sent,
+        machine.no_refused_ask_outlives_a_cycle,
     ):
         check()
 
@@ -682,6 +766,26 @@ def _tour(
 
 
 TOURS: list[tuple[bool, tuple[tuple[str, tuple[Any, ...]], ...]]] = [
+    # a reload makes the waiting restart never: the ask is withdrawn at the next cycle;
+    # restart made approve: the leak waits for a human even with both keys; made never
+    # again, a yes given before the next cycle is refused and the ask withdrawn
+    (
+        False,
+        (
+            ("fire", ("leak", "prometheus", "fails", False)),
+            ("reload", ("never",)),
+            ("cycle", (False,)),
+            ("reload", ("approve",)),
+            ("clear", ("leak",)),
+            ("advance", (5, False)),
+            ("fire", ("leak", "prometheus", "agrees", True)),
+            ("reload", ("never",)),
+            ("answer", (0, "yes")),
+            ("reload", ("removed",)),
+            ("fire", ("latency", "prometheus", "agrees", False)),
+            ("advance", (121, True)),
+        ),
+    ),
     # both keys turn: sent alone, verified; then the leak is back at once and the model
     # fails: the runbook's restart waits, the yes meets the cooldown (202), and is sent later
     (
@@ -824,5 +928,6 @@ def test_where_the_safety_features_meet(
         "observed_send",
         "observed_ask",
         "watch_ended",
+        "withdrawn_by_a_reload",
     }
     assert reached <= set(SEEN), f"paths never taken: {sorted(reached - set(SEEN))}; {SEEN}"
