@@ -178,7 +178,11 @@ def string_map(raw: object) -> dict[str, str] | None:
     """
     if not isinstance(raw, dict):
         return None
-    if all(type(v) is str and v.isascii() and k.isascii() for k, v in raw.items()):
+    try:  # every key and value a string (join refuses anything else), all of them ASCII
+        usual = "".join(raw).isascii() and "".join(raw.values()).isascii()
+    except TypeError:
+        usual = False
+    if usual:
         return raw
     return {encodable(str(k)): _as_text(v) for k, v in raw.items()}
 

@@ -143,14 +143,16 @@ class Fleet:
 
 
 def run_kill_loop(tmp_path: Path, env: dict[str, str], kills: int, seed: int) -> list[float]:
-    """Start the agent and kill -9 it at a random moment, ``kills`` times; the delays used."""
+    """Start the agent and kill -9 it at a random moment after it said it started (so a
+    slow start on a busy machine does not spend the kill), ``kills`` times; the delays."""
     rng = random.Random(seed)
     delays = []
     for n in range(kills):
         daemon = DaemonProcess(env, tmp_path, f"killed-{n}")
         try:
-            delay = rng.uniform(0.8, 3.0)  # start-up takes ~0.8 s; then sweeps and dispatches
+            delay = rng.uniform(0.0, 2.2)  # after the start: sweeps, claims and dispatches
             delays.append(delay)
+            daemon.wait_for("daemon_started", timeout=60)
             time.sleep(delay)
             daemon.proc.send_signal(signal.SIGKILL)
             daemon.wait(10)

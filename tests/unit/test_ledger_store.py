@@ -149,6 +149,7 @@ def test_incidents_that_ended_before_the_ledger_are_recorded_on_migration(
         "DROP TABLE outcomes",
         "DROP TABLE outcome_counts",
         "DROP INDEX incidents_opened",
+        "DROP INDEX incidents_current",
         version,
     )
     store = open_store(store_url)
