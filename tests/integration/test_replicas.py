@@ -38,7 +38,9 @@ def test_replicas_divide_the_work(
     """20 services fire at once: each incident is diagnosed once, each intent sent once, and
     the fleet budget (15 an hour) holds across the three replicas."""
     services = [f"svc-{i:02d}" for i in range(20)]
-    fleet = Fleet(tmp_path, services_target, shared_store, services, budget=15)
+    # Leases of 6 s, not the fleet's 2: nobody is killed here, and a replica starved of CPU
+    # for 2 s on a busy machine would rightly lose its diagnoses to the others.
+    fleet = Fleet(tmp_path, services_target, shared_store, services, budget=15, lease=6)
     try:
         fleet.wait(lambda: len(fleet.gateway.executions()) >= 15, 90, "15 dispatches")
         fleet.wait(
