@@ -83,14 +83,15 @@ def parse_alerts(
     times: dict[object, datetime] = {}  # a storm shares a handful of activeAt values
     for entry in alerts:
         state = entry.get("state") if isinstance(entry, dict) else None
-        if state in ("pending", "inactive") or _about_the_agent(entry):
+        if state in ("pending", "inactive"):
             continue
         finding = None
         if state == "firing":
             finding = alert_finding(entry, now, target_labels, volatile, times)  # type: ignore[arg-type]
         if finding is None:
-            out.malformed += 1
-        else:
+            if not _about_the_agent(entry):
+                out.malformed += 1
+        elif not is_own_alert(finding.name):
             out.findings.append(finding)
     return out
 
