@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import pytest
 
+from agent.demo.gateway_sim import ActResult, GatewaySimulator
 from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget, free_port
 from tests.integration.daemon_support import E2E_RULES
 
@@ -89,6 +90,21 @@ def services_target() -> Iterator[MetricsTarget]:
     target = MetricsTarget().start()
     yield target
     target.stop()
+
+
+@pytest.fixture
+def gateway(services_target: MetricsTarget) -> Iterator[GatewaySimulator]:
+    """A gateway simulator whose restart of a service ends that service's leak on
+    ``services_target`` (a module that needs another gateway defines its own ``gateway``)."""
+
+    def fix(service: str, command: str) -> ActResult:
+        if command.startswith("docker restart"):
+            services_target.set("e2e_memory_bytes", 100, service=service)
+        return ActResult(stdout=f"{service}\n")
+
+    sim = GatewaySimulator(fix).start()
+    yield sim
+    sim.stop()
 
 
 @pytest.fixture

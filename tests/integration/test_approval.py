@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -28,13 +27,14 @@ from agent.daemon.cycle import run_cycle
 from agent.daemon.http import Liveness, build_app
 from agent.daemon.verify import run_verifications
 from agent.daemon.webhook import WebhookIntake
-from agent.demo.gateway_sim import ActResult, GatewaySimulator
+from agent.demo.gateway_sim import GatewaySimulator
 from agent.hosts import HostPolicy
 from agent.incidents.model import Incident
 from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget, free_port
 from agent.runtime import Runtime, open_runtime
 from agent.settings import Settings, load_settings
 from tests.conftest import postgres_schema, run_cli
+from tests.integration.conftest import eventually
 from tests.integration.daemon_support import agent_env, until_waiting, write_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, phase_of, plan, triage
 
@@ -44,20 +44,6 @@ pytestmark = [
 ]
 
 SERVICE = "market-predictor"
-
-
-@pytest.fixture
-def gateway(services_target: MetricsTarget) -> Iterator[GatewaySimulator]:
-    """A gateway simulator whose restart really ends the leak."""
-
-    def fix(service: str, command: str) -> ActResult:
-        if command.startswith("docker restart"):
-            services_target.set("e2e_memory_bytes", 100, service=service)
-        return ActResult(stdout=f"{service}\n")
-
-    sim = GatewaySimulator(fix).start()
-    yield sim
-    sim.stop()
 
 
 @pytest.fixture
@@ -105,16 +91,6 @@ def _am_alerts(am: LocalAlertmanager, name: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(query, timeout=5) as response:
         alerts: list[dict[str, Any]] = json.load(response)
     return [a for a in alerts if a["status"]["state"] == "active"]
-
-
-async def _until(probe: Any, what: str, timeout: float = 45.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def _service_host(root: Path, settings: Settings) -> dict[str, str]:
@@ -215,7 +191,7 @@ async def test_model_says_none_restart_waits_then_cli_approval_heals(
             await run_cycle(rt, datetime.now(UTC))
             return rt.store.get(waiting.id).state == "resolved"  # type: ignore[union-attr]
 
-        await _until(resolved, "the incident to resolve")
+        await eventually(resolved, what="the incident to resolve")
         events = rt.store.events(waiting.id)
         final = rt.store.get(waiting.id)
     assert isinstance(final, Incident) and final.decision is not None
@@ -259,7 +235,7 @@ async def test_both_keys_heal_with_nobody_asked(
             report = await run_cycle(rt, datetime.now(UTC))
             return bool(report.dispatches)
 
-        await _until(dispatched, "a dispatch")
+        await eventually(dispatched, what="a dispatch")
         [incident] = rt.store.current()
     assert incident.decision is not None
     assert incident.decision.keys == ("model", "runbook")
@@ -295,7 +271,7 @@ async def test_expiry_denial_and_clearing_end_the_wait(
                 else None
             )
 
-        expired = await _until(ended, "the wait to end")  # by the agent's deadline, polled
+        expired = await eventually(ended, what="the wait to end")  # by the agent's deadline, polled
         assert expired.state == "escalated"
         assert (expired.resolution or "").startswith("approval expired")
         late = make_answer(approve=True, by="carol", reason="", at=datetime.now(UTC))
@@ -318,7 +294,7 @@ async def test_expiry_denial_and_clearing_end_the_wait(
             await run_cycle(rt, datetime.now(UTC))
             return not rt.store.current()
 
-        await _until(cleared, "the expired incident to clear")
+        await eventually(cleared, what="the expired incident to clear")
         services_target.set("e2e_memory_bytes", 5000, service=SERVICE)
         second = await until_waiting(rt)
         assert second.id != first.id
@@ -345,7 +321,7 @@ async def test_expiry_denial_and_clearing_end_the_wait(
 
         # a third: the finding goes away while it waits
         services_target.set("e2e_memory_bytes", 100, service=SERVICE)
-        await _until(cleared, "the denied incident to clear")
+        await eventually(cleared, what="the denied incident to clear")
         services_target.set("e2e_memory_bytes", 5000, service=SERVICE)
         third = await until_waiting(rt)
         services_target.set("e2e_memory_bytes", 100, service=SERVICE)
@@ -355,7 +331,7 @@ async def test_expiry_denial_and_clearing_end_the_wait(
             found = rt.store.get(third.id)
             return isinstance(found, Incident) and found.state == "skipped"
 
-        await _until(skipped, "the waiting incident to clear")
+        await eventually(skipped, what="the waiting incident to clear")
         assert rt.metrics.approvals.value("cleared") == 1
         yes = make_answer(approve=True, by="erin", reason="", at=datetime.now(UTC))
         reply = await answer_approval(rt, third.id, yes)

@@ -6,7 +6,6 @@ only Alertmanager reports is asked of Alertmanager and waits for a human unless 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -25,13 +24,14 @@ from agent.daemon.cycle import run_cycle
 from agent.daemon.http import Liveness, build_app
 from agent.daemon.verify import run_verifications
 from agent.daemon.webhook import WebhookIntake
-from agent.demo.gateway_sim import ActResult, GatewaySimulator
+from agent.demo.gateway_sim import GatewaySimulator
 from agent.hosts import HostPolicy
 from agent.incidents.model import Incident
 from agent.local import LocalAlertmanager, LocalPrometheus, MetricsTarget, free_port
 from agent.runtime import Runtime, open_runtime
 from agent.settings import Settings, load_settings
 from tests.conftest import run_cli
+from tests.integration.conftest import eventually
 from tests.integration.daemon_support import (
     E2E_RULES,
     DaemonProcess,
@@ -57,20 +57,6 @@ groups:
     for: 1s
     labels: {severity: critical}
 """
-
-
-@pytest.fixture
-def gateway(services_target: MetricsTarget) -> Iterator[GatewaySimulator]:
-    """A gateway simulator whose restart of a service ends its leak."""
-
-    def fix(service: str, command: str) -> ActResult:
-        if command.startswith("docker restart"):
-            services_target.set("e2e_memory_bytes", 100, service=service)
-        return ActResult(stdout=f"{service}\n")
-
-    sim = GatewaySimulator(fix).start()
-    yield sim
-    sim.stop()
 
 
 @pytest.fixture
@@ -113,16 +99,6 @@ def _am_alerts(am: LocalAlertmanager, name: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(query, timeout=5) as response:
         alerts: list[dict[str, Any]] = json.load(response)
     return [a for a in alerts if a["status"]["state"] == "active"]
-
-
-async def _until(probe: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def _env() -> dict[str, str]:
@@ -277,7 +253,7 @@ async def test_a_models_none_to_a_full_disk_still_reaches_the_humans(
                 done = [i for i in rt.store.recent(5) if isinstance(i, Incident)]
                 return next((i for i in done if i.state == "escalated"), None)
 
-            incident = await _until(escalated, "the escalation")
+            incident = await eventually(escalated, what="the escalation", timeout=60)
     finally:
         prom.stop()
     [alert] = _am_alerts(alertmanager, "DevopsAgentEscalation")
@@ -349,7 +325,7 @@ async def test_an_alert_only_alertmanager_reports_is_healed_through_alertmanager
             found = [i for i in rt.store.current() if i.kind == "alert"]
             return next((i for i in found if i.asks or i.state == "verifying"), None)
 
-        incident = await _until(acted_or_asked, "the incident to act or ask", timeout=90)
+        incident = await eventually(acted_or_asked, what="the incident to act or ask", timeout=90)
         assert incident.finding.source == "alertmanager"
         if not trusted:
             assert incident.state == "awaiting_approval" and gateway.executions() == []
@@ -364,7 +340,7 @@ async def test_an_alert_only_alertmanager_reports_is_healed_through_alertmanager
             found = rt.store.get(incident.id)
             return isinstance(found, Incident) and found.state == "resolved"
 
-        await _until(resolved, "verification through Alertmanager", timeout=90)
+        await eventually(resolved, what="verification through Alertmanager", timeout=90)
     [sent] = gateway.executions()
     assert sent.body["target_resource"]["name"] == MP
     assert sent.body["action_request"]["intent"] == "restart the service"

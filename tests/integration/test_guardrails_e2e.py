@@ -8,10 +8,8 @@ Alertmanager, are never findings."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -32,6 +30,7 @@ from agent.runtime import Runtime, open_runtime
 from agent.settings import Settings, load_settings
 from agent.sweep.collector import fetch_alerts
 from tests.conftest import run_cli
+from tests.integration.conftest import eventually
 from tests.integration.daemon_support import agent_env, until_waiting, write_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, phase_of, plan, triage
 
@@ -74,16 +73,6 @@ def _settings(
     return load_settings(env_file=None)
 
 
-async def _until(probe: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 async def _ended(rt: Runtime, target: str) -> Incident:
     """Cycle until a new incident of ``target`` (opened from now on) has ended; it."""
     known = {i.id for i in rt.store.recent(50)}
@@ -97,7 +86,7 @@ async def _ended(rt: Runtime, target: str) -> Incident:
         ]
         return mine[0] if mine and mine[0].state in ("escalated", "resolved", "skipped") else None
 
-    incident: Incident = await _until(probe, f"an incident of {target} to end")
+    incident: Incident = await eventually(probe, what=f"an incident of {target} to end", timeout=60)
     return incident
 
 
@@ -106,7 +95,7 @@ async def _cleared(rt: Runtime) -> None:
         await run_cycle(rt, datetime.now(UTC))
         return not rt.store.current()
 
-    await _until(probe, "every incident to clear")
+    await eventually(probe, what="every incident to clear", timeout=60)
 
 
 async def test_the_circuit_breaker_opens_after_failures_and_a_human_closes_it(
@@ -224,7 +213,7 @@ async def test_one_incidents_exception_escalates_only_that_incident(
                 ).findings
                 return len(alerts) == 2
 
-            await _until(both_firing, "both leaks to fire")
+            await eventually(both_firing, what="both leaks to fire", timeout=60)
             report = await run_cycle(rt, datetime.now(UTC))
             incidents = {i.target: i for i in rt.store.recent(10) if isinstance(i, Incident)}
             await http.aclose()
@@ -268,14 +257,16 @@ async def test_an_incident_older_than_the_catch_up_window_is_not_acted_on(
                 held = [i for i in found if i.blocked_reason == "silences_unknown"]
                 return held[0] if held else None
 
-            waiting = await _until(held, "the restart to wait for Alertmanager")
+            waiting = await eventually(
+                held, what="the restart to wait for Alertmanager", timeout=60
+            )
             assert waiting.state == "decided"
 
             async def old() -> bool:
                 await run_cycle(rt, datetime.now(UTC))  # still held meanwhile
                 return datetime.now(UTC) - waiting.opened_at > timedelta(seconds=4)
 
-            await _until(old, "the incident to pass the catch-up window")
+            await eventually(old, what="the incident to pass the catch-up window", timeout=60)
             am.start()
 
             async def handed_over() -> Incident | None:
@@ -283,7 +274,9 @@ async def test_an_incident_older_than_the_catch_up_window_is_not_acted_on(
                 found = rt.store.get(waiting.id)
                 return found if isinstance(found, Incident) and found.state != "decided" else None
 
-            ended = await _until(handed_over, "the old incident to be handed to humans")
+            ended = await eventually(
+                handed_over, what="the old incident to be handed to humans", timeout=60
+            )
     finally:
         am.stop()
         gateway.stop()
@@ -331,7 +324,7 @@ async def test_an_alert_alertmanager_inhibits_is_not_acted_on(
                 for a in _am_alerts(am)
             )
 
-        await _until(inhibited, "Alertmanager to inhibit the leak")
+        await eventually(inhibited, what="Alertmanager to inhibit the leak", timeout=60)
         settings = _settings(
             tmp_path,
             monkeypatch,

@@ -6,9 +6,7 @@ in the reason; no log text ever reaches the gateway."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from agent.incidents.model import Incident
 from agent.local import LocalPrometheus, MetricsTarget
 from agent.runtime import Runtime, open_runtime
 from agent.settings import load_settings
+from tests.integration.conftest import eventually
 from tests.integration.daemon_support import agent_env, write_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, completion, phase_of, plan, triage
 
@@ -51,16 +50,6 @@ def _model(request: httpx.Request) -> httpx.Response:
         call = ("recent_logs", {"service": "market-predictor", "lines": 100})
         return httpx.Response(200, json=completion(None, [call]))
     return httpx.Response(200, json=plan())
-
-
-async def _until(probe: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = await probe()
-        if found:
-            return found
-        await asyncio.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def _latest(rt: Runtime) -> Incident | None:
@@ -100,7 +89,9 @@ async def test_a_failed_restart_is_not_repeated_and_logs_never_reach_the_gateway
                 latest = _latest(rt)
                 return latest if latest and latest.state == "escalated" else None
 
-            first = await _until(first_escalated, "the first restart to fail verification")
+            first = await eventually(
+                first_escalated, what="the first restart to fail verification", timeout=60
+            )
             assert (first.resolution or "").startswith("not recovered")
 
             services_target.set("e2e_memory_bytes", 100, service="market-predictor")
@@ -109,7 +100,7 @@ async def test_a_failed_restart_is_not_repeated_and_logs_never_reach_the_gateway
                 await run_cycle(rt, datetime.now(UTC))
                 return not rt.store.current()
 
-            await _until(cleared, "the first incident to clear")
+            await eventually(cleared, what="the first incident to clear", timeout=60)
             services_target.set("e2e_memory_bytes", 5000, service="market-predictor")
 
             async def second_waits() -> Incident | None:
@@ -118,7 +109,9 @@ async def test_a_failed_restart_is_not_repeated_and_logs_never_reach_the_gateway
                 ok = latest and latest.id != first.id and latest.state == "awaiting_approval"
                 return latest if ok else None
 
-            second = await _until(second_waits, "the second incident to wait for a human")
+            second = await eventually(
+                second_waits, what="the second incident to wait for a human", timeout=60
+            )
             events = rt.store.events(second.id)
     finally:
         gateway.stop()

@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -30,13 +29,14 @@ from pytest_httpx import HTTPXMock
 
 from agent.daemon.cycle import run_cycle
 from agent.daemon.verify import run_verifications
-from agent.demo.gateway_sim import ActResult, GatewaySimulator
+from agent.demo.gateway_sim import GatewaySimulator
 from agent.incidents.model import Incident
 from agent.local import LocalPrometheus, MetricsTarget
 from agent.runtime import open_runtime
 from agent.settings import load_settings
 from agent.store import open_store
 from tests.conftest import BASE_ENV
+from tests.integration.conftest import eventually
 from tests.integration.daemon_support import DaemonProcess, agent_env, write_config
 from tests.llm_fakes import CHAT_URL, LLM_BASE, FakeModel, completion, phase_of, plan, triage
 
@@ -77,20 +77,6 @@ def prometheus(tmp_path: Path, services_target: MetricsTarget) -> Iterator[Local
     server.stop()
 
 
-@pytest.fixture
-def gateway(services_target: MetricsTarget) -> Iterator[GatewaySimulator]:
-    """A gateway simulator whose restart of a service ends its leak."""
-
-    def fix(service: str, command: str) -> ActResult:
-        if command.startswith("docker restart"):
-            services_target.set("e2e_memory_bytes", 100, service=service)
-        return ActResult(stdout=f"{service}\n")
-
-    sim = GatewaySimulator(fix).start()
-    yield sim
-    sim.stop()
-
-
 def _answer(body: dict[str, Any]) -> dict[str, Any]:
     """The model: market-predictor's leak needs a restart (both keys turn); for
     coding-ai-agent it sees nothing to do (so the runbook's restart waits for a human)."""
@@ -114,16 +100,6 @@ def _blocks(text: str) -> list[tuple[str, str]]:
 
 def _outside_blocks(text: str) -> str:
     return BLOCK.sub("", text)
-
-
-async def _until(probe: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await probe()
-        if result:
-            return result
-        await asyncio.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def _text(result: Any) -> str:
@@ -181,7 +157,9 @@ async def test_an_assistant_over_stdio_reads_the_records_and_answers_only_when_a
                 return healed, waiting
             return None
 
-        healed, waiting = await _until(settled, "one leak healed and the other waiting")
+        healed, waiting = await eventually(
+            settled, what="one leak healed and the other waiting", timeout=60
+        )
     assert [e.body["target_resource"]["name"] for e in gateway.executions()] == [MP]
 
     async with _stdio(env, tmp_path) as mcp:
@@ -261,7 +239,7 @@ async def test_an_assistant_over_stdio_reads_the_records_and_answers_only_when_a
         async def sent() -> bool:
             return len(gateway.executions()) == 2
 
-        await _until(sent, "the approved restart to reach the gateway")
+        await eventually(sent, what="the approved restart to reach the gateway", timeout=60)
         answering.cancel()
     # the client closed stdin and the server exited: the answer was carried out whole
     restarts = gateway.executions()
